@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what building llm-gateway needs, and with --test what testing it
+# needs too. Idempotent: anything already present at the right version is skipped.
+#
+#   scripts/setup.sh          wasm32 target, cargo-leptos, wasm-bindgen-cli, wasm-opt
+#   scripts/setup.sh --test   + Debian's chromium and the end2end npm packages
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CARGO_LEPTOS_VERSION=0.3.10
+with_test=false
+[[ "${1:-}" == "--test" ]] && with_test=true
+
+say() { printf '==> %s\n' "$*" >&2; }
+export PATH="$HOME/.cargo/bin:$PATH"
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs an npm project from its lockfile unless node_modules already
+# matches it (a copy of the lockfile is kept in node_modules as a stamp).
+npm_ci() {
+  local dir=$1 stamp="$1/node_modules/.llm-gateway-lock"
+  if [[ -f "$stamp" ]] && cmp -s "$dir/package-lock.json" "$stamp"; then
+    return
+  fi
+  say "npm ci in $dir"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$stamp"
+}
+
+# 1. The WASM target.
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# 2. cargo-leptos, built without its binary downloads.
+if [[ "$(cargo leptos --version 2>/dev/null || true)" != *" $CARGO_LEPTOS_VERSION" ]]; then
+  say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 12 minutes on 2 cores)"
+  cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+fi
+
+# 3. wasm-bindgen-cli at exactly the version in Cargo.lock.
+wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $wasm_bindgen_version" ]]; then
+  say "installing wasm-bindgen-cli $wasm_bindgen_version"
+  # Not --locked: its lockfile pins a crate the registry no longer serves.
+  cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
+fi
+
+# 4. wasm-opt, from npm's binaryen (Debian's is too old for current rustc output).
+npm_ci scripts/tools
+
+if $with_test; then
+  # 5. A browser for Playwright: Debian's chromium, never a downloaded one.
+  if [[ ! -x /usr/bin/chromium ]]; then
+    say "installing Debian's chromium"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  # 6. Playwright and the end-to-end suite's packages.
+  npm_ci end2end
+fi
+
+say "setup complete"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sets everything up and runs every test: formatting and lints, the ssr and
+# hydrate unit tests, the integration suite (SQLite and PostgreSQL), and the
+# Playwright end-to-end suite in Debian's chromium. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/setup.sh --test
+source scripts/env.sh
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# The integration suite runs on PostgreSQL as well; it must be there.
+export LLM_GATEWAY_REQUIRE_POSTGRES=1
+export LLM_GATEWAY_TEST_POSTGRES_URL=${LLM_GATEWAY_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (ssr, all targets)"
+cargo clippy --all-targets --features ssr -- -D warnings
+
+step "unit and integration tests (ssr)"
+cargo test --features ssr
+
+step "unit tests (hydrate, native)"
+cargo test --lib --features hydrate
+
+step "end-to-end tests (Playwright)"
+e2e_dir=target/e2e
+rm -rf "$e2e_dir" && mkdir -p "$e2e_dir"
+export E2E_PORT=${E2E_PORT:-3107}
+export GATEWAY_CONFIG=config.example.yml
+export GATEWAY_PORT=$E2E_PORT
+export GATEWAY_DATABASE_URL="sqlite://$e2e_dir/gateway.db"
+export GATEWAY_MASTER_KEY=e2e-master-key-0123456789
+cargo leptos end-to-end
+
+step "all tests passed"

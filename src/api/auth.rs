@@ -1,0 +1,181 @@
+//! Sign up, sign in, sign out and "who am I".
+
+use leptos::prelude::*;
+
+use super::UserView;
+use crate::error::AppError;
+
+/// The shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// The longest password accepted (hashing cost stays bounded).
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+/// Normalises an email for storage and lookup.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Checks that an (already normalised) email is plausible.
+pub fn validate_email(email: &str) -> Result<(), AppError> {
+    let invalid = || AppError::invalid("email", "Enter a valid email address.");
+    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+    let well_formed = !local.is_empty()
+        && email.len() <= 254
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if well_formed {
+        Ok(())
+    } else {
+        Err(invalid())
+    }
+}
+
+/// Checks a new password's length.
+pub fn validate_password(password: &str) -> Result<(), AppError> {
+    let len = password.chars().count();
+    if len < MIN_PASSWORD_LEN {
+        return Err(AppError::invalid(
+            "password",
+            format!("Use a password of at least {MIN_PASSWORD_LEN} characters."),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(AppError::invalid(
+            "password",
+            format!("Use a password of at most {MAX_PASSWORD_LEN} bytes."),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "ssr")]
+impl From<crate::db::users::UserRow> for UserView {
+    fn from(row: crate::db::users::UserRow) -> Self {
+        Self {
+            is_admin: row.role == "admin",
+            email: row.email.unwrap_or_default(),
+            id: row.id,
+        }
+    }
+}
+
+/// Creates an account and signs it in.
+#[server(prefix = "/rpc", endpoint = "sign_up")]
+pub async fn sign_up(
+    email: String,
+    password: String,
+    next: Option<String>,
+) -> Result<UserView, AppError> {
+    use super::context::{finish, redirect_to_local, session, state};
+    use crate::auth::{password as pw, session as sessions};
+    use crate::db::users;
+
+    finish(
+        async {
+            let email = normalize_email(&email);
+            validate_email(&email)?;
+            validate_password(&password)?;
+            let state = state()?;
+            let hash = pw::hash(password).await?;
+            let user = users::create_with_password(&state.db, &email, &hash)
+                .await?
+                .ok_or_else(|| {
+                    AppError::Conflict("An account with this email already exists.".into())
+                })?;
+            sessions::sign_in(&session().await?, &user.id).await?;
+            tracing::info!(user_id = %user.id, "signed up");
+            redirect_to_local(next.as_deref(), "/dashboard");
+            Ok(user.into())
+        }
+        .await,
+    )
+}
+
+/// Signs in with email and password.
+#[server(prefix = "/rpc", endpoint = "sign_in")]
+pub async fn sign_in(
+    email: String,
+    password: String,
+    next: Option<String>,
+) -> Result<UserView, AppError> {
+    use super::context::{client_ip, finish, redirect_to_local, session, state};
+    use crate::auth::{password as pw, session as sessions, throttle::Attempt};
+    use crate::db::users;
+
+    finish(
+        async {
+            let email = normalize_email(&email);
+            let state = state()?;
+            let attempt = Attempt::new(&email, client_ip(state.config.trust_forwarded_for).await);
+            attempt.check(&state.db).await?;
+            let user = users::find_by_email(&state.db, &email).await?;
+            let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+            let user = match user {
+                Some(user) if pw::verify(password, stored).await => user,
+                _ => {
+                    attempt.record_failure(&state.db).await?;
+                    return Err(AppError::Unauthorized("Invalid email or password.".into()));
+                }
+            };
+            if !user.is_active() {
+                return Err(AppError::Forbidden("This account is disabled.".into()));
+            }
+            attempt.record_success(&state.db).await?;
+            sessions::sign_in(&session().await?, &user.id).await?;
+            tracing::info!(user_id = %user.id, "signed in");
+            redirect_to_local(next.as_deref(), "/dashboard");
+            Ok(user.into())
+        }
+        .await,
+    )
+}
+
+/// Signs out: the session is destroyed on the server.
+#[server(prefix = "/rpc", endpoint = "sign_out")]
+pub async fn sign_out() -> Result<(), AppError> {
+    use super::context::{finish, session};
+    finish(
+        async {
+            crate::auth::session::sign_out(&session().await?).await?;
+            leptos_axum::redirect("/login");
+            Ok(())
+        }
+        .await,
+    )
+}
+
+/// The signed-in user, or `None`.
+#[server(prefix = "/rpc", endpoint = "me")]
+pub async fn me() -> Result<Option<UserView>, AppError> {
+    use super::context::{finish, require_user};
+    finish(match require_user().await {
+        Ok((_, user)) => Ok(Some(user.into())),
+        Err(AppError::Unauthorized(_)) => Ok(None),
+        Err(err) => Err(err),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(normalize_email("  Ada@Example.COM "), "ada@example.com");
+        assert!(validate_email("ada@example.com").is_ok());
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "a@b@c.com", "ada@.com"] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_need_eight_characters() {
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password(&"x".repeat(257)).is_err());
+        assert_eq!(validate_password("short").unwrap_err().param(), Some("password"));
+    }
+}

@@ -1,0 +1,158 @@
+//! Server functions the dashboard calls, mounted under `/rpc/`, and the data
+//! types they exchange with the client.
+
+pub mod auth;
+pub mod keys;
+
+use serde::{Deserialize, Serialize};
+
+/// The signed-in user, as the dashboard sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub is_admin: bool,
+}
+
+/// An API key as listed: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    /// Unix epoch milliseconds.
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub status: KeyStatus,
+}
+
+/// Whether a key can still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl KeyStatus {
+    /// A label for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// A key just created: the only time its secret is ever returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub key: KeyView,
+    pub secret: String,
+}
+
+/// Server-side plumbing shared by the server functions.
+#[cfg(feature = "ssr")]
+pub mod context {
+    use axum::extract::ConnectInfo;
+    use axum::http::{header, request::Parts};
+    use leptos::prelude::*;
+    use leptos_axum::ResponseOptions;
+    use std::net::{IpAddr, SocketAddr};
+    use tower_sessions::Session;
+
+    use crate::auth::session;
+    use crate::db::users::{self, UserRow};
+    use crate::error::AppError;
+    use crate::server::AppState;
+
+    /// The gateway's state, provided to server functions as context.
+    pub fn state() -> Result<AppState, AppError> {
+        use_context::<AppState>().ok_or_else(|| {
+            tracing::error!("AppState missing from server function context");
+            AppError::Internal
+        })
+    }
+
+    /// The request's session.
+    pub async fn session() -> Result<Session, AppError> {
+        leptos_axum::extract::<Session>().await.map_err(|err| {
+            tracing::error!(%err, "session layer missing");
+            AppError::Internal
+        })
+    }
+
+    /// The signed-in, active user; `Unauthorized` otherwise.
+    pub async fn require_user() -> Result<(AppState, UserRow), AppError> {
+        let state = state()?;
+        let session = session().await?;
+        let unauthorized = || AppError::Unauthorized("Please sign in.".into());
+        let user_id = session::user_id(&session).await?.ok_or_else(unauthorized)?;
+        match users::find_by_id(&state.db, &user_id).await? {
+            Some(user) if user.is_active() => Ok((state, user)),
+            _ => {
+                session::sign_out(&session).await?;
+                Err(unauthorized())
+            }
+        }
+    }
+
+    /// The client's IP: the socket peer, or `X-Forwarded-For` when configured to trust it.
+    pub async fn client_ip(trust_forwarded_for: bool) -> Option<IpAddr> {
+        if trust_forwarded_for {
+            let parts = use_context::<Parts>()?;
+            let forwarded = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|ip| ip.trim().parse().ok());
+            if forwarded.is_some() {
+                return forwarded;
+            }
+        }
+        leptos_axum::extract::<ConnectInfo<SocketAddr>>()
+            .await
+            .ok()
+            .map(|ConnectInfo(addr)| addr.ip())
+    }
+
+    /// Sets the HTTP status of a failed call from its error, so API clients
+    /// see a real status. Plain form posts keep the redirect leptos sets up.
+    pub fn finish<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+        if let Err(err) = &result {
+            let is_form_post = use_context::<Parts>()
+                .and_then(|parts| parts.headers.get(header::ACCEPT).cloned())
+                .is_some_and(|accept| accept.to_str().is_ok_and(|a| a.contains("text/html")));
+            if let (false, Some(response)) = (is_form_post, use_context::<ResponseOptions>()) {
+                if let Ok(status) = axum::http::StatusCode::from_u16(err.status()) {
+                    response.set_status(status);
+                }
+            }
+        }
+        result
+    }
+
+    /// Redirects after success to `next` if it is a local path, else to `fallback`.
+    pub fn redirect_to_local(next: Option<&str>, fallback: &str) {
+        let target = next.filter(|n| is_local_path(n)).unwrap_or(fallback);
+        leptos_axum::redirect(target);
+    }
+
+    /// Whether `path` stays on this site (no scheme, no `//host`, no backslash tricks).
+    pub fn is_local_path(path: &str) -> bool {
+        path.starts_with('/') && !path.starts_with("//") && !path.contains('\\')
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn only_local_paths_are_followed() {
+            assert!(super::is_local_path("/dashboard/keys"));
+            assert!(!super::is_local_path("//evil.example"));
+            assert!(!super::is_local_path("https://evil.example"));
+            assert!(!super::is_local_path("/\\evil.example"));
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The dashboard: pages and components, rendered on the server and hydrated.
+
+mod auth;
+mod dashboard;
+mod format;
+mod keys;
+mod landing;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{ParentRoute, Route, Router, Routes, A};
+use leptos_router::path;
+
+use crate::error::AppError;
+
+/// The HTML document around the app, rendered by the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The root component and its routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/llm-gateway.css" />
+        <Title formatter=|page: String| {
+            if page.is_empty() { "llm-gateway".to_string() } else { format!("{page} · llm-gateway") }
+        } />
+        <Router>
+            <Routes fallback=NotFound>
+                <Route path=path!("/") view=landing::Landing />
+                <Route path=path!("/login") view=auth::Login />
+                <Route path=path!("/signup") view=auth::Signup />
+                <ParentRoute path=path!("/dashboard") view=dashboard::DashboardLayout>
+                    <Route path=path!("") view=dashboard::Overview />
+                    <Route path=path!("keys") view=keys::KeysPage />
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <Title text="Not found" />
+        <main class="centered">
+            <h1>"Page not found"</h1>
+            <p>
+                <A href="/">"Back to the start"</A>
+            </p>
+        </main>
+    }
+}
+
+/// Shows a failed action's error inline, for screen readers too.
+#[component]
+fn ErrorMessage(#[prop(into)] error: Signal<Option<AppError>>) -> impl IntoView {
+    move || {
+        error.get().map(|err| {
+            view! {
+                <p class="form-error" role="alert">
+                    {err.to_string()}
+                </p>
+            }
+        })
+    }
+}

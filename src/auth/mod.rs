@@ -1,0 +1,7 @@
+//! Authentication: passwords, dashboard sessions, API keys and sign-in throttling.
+
+pub mod api_key;
+pub mod origin;
+pub mod password;
+pub mod session;
+pub mod throttle;

@@ -1,0 +1,551 @@
+//! `config.yml`, in the style of any-llm-gateway.
+//!
+//! Precedence, lowest to highest: built-in defaults, the YAML file, the
+//! `GATEWAY_*` environment variables, then command-line flags.
+//! `${VAR}` (or `${VAR:-default}`) in any string value is replaced by the
+//! environment variable; an unset variable without a default is an error.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid YAML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: `{key}` refers to environment variable {var}, which is not set")]
+    UnsetVariable {
+        path: String,
+        key: String,
+        var: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    BadEnv { var: String, message: String },
+}
+
+/// The gateway's configuration, after every layer has been applied.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// `sqlite://path/to/file.db` (default) or `postgres://…`.
+    #[serde(default = "default_database_url")]
+    pub database_url: String,
+    /// The operator's key for the admin API; absent disables it.
+    #[serde(default, deserialize_with = "empty_string_as_none")]
+    pub master_key: Option<String>,
+    /// The URL people reach the site at; `https://…` makes the session cookie `Secure`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// Upstream providers by name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Provider cost per model, keyed `provider:model`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pricing: BTreeMap<String, PriceConfig>,
+}
+
+/// One upstream provider.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Wire format; implied by the names `openai`, `anthropic` and `gemini`.
+    #[serde(default)]
+    pub kind: Option<ProviderKind>,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub api_base: Option<String>,
+}
+
+/// The wire formats the gateway speaks upstream.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+}
+
+/// A provider's cost for one model, in USD per million tokens.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input_price_per_million: f64,
+    pub output_price_per_million: f64,
+    #[serde(default)]
+    pub cached_input_price_per_million: Option<f64>,
+    #[serde(default)]
+    pub margin_percent: Option<f64>,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub database_url: Option<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database_url", &self.database_url)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("public_url", &self.public_url)
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("pricing", &self.pricing.len())
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: default_host(),
+            port: default_port(),
+            database_url: default_database_url(),
+            master_key: None,
+            public_url: None,
+            trust_forwarded_for: false,
+            providers: BTreeMap::new(),
+            pricing: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+
+fn default_port() -> u16 {
+    3000
+}
+
+fn default_database_url() -> String {
+    "sqlite://data/gateway.db".into()
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn empty_string_as_none<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
+}
+
+impl Config {
+    /// Loads the configuration: `file` (if any), then `env`, then `overrides`.
+    ///
+    /// `env` looks up an environment variable; it is a parameter so tests need
+    /// not touch the process environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path, env)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.apply_overrides(overrides);
+        config.validate(&file.map_or("config".into(), |p| p.display().to_string()))?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses YAML text; `origin` names it in error messages.
+    pub fn from_yaml(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: origin.into(),
+                message: e.to_string(),
+            })?;
+        if value.is_null() {
+            value = serde_yaml::Value::Mapping(Default::default());
+        }
+        interpolate(&mut value, "", origin, env)?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // serde names an unknown key in its message; point at its parent.
+            ConfigError::Invalid {
+                path: origin.into(),
+                key,
+                message,
+            }
+        })
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(host) = env("GATEWAY_HOST") {
+            self.host = host;
+        }
+        if let Some(port) = env("GATEWAY_PORT") {
+            self.port = port.parse().map_err(|_| ConfigError::BadEnv {
+                var: "GATEWAY_PORT".into(),
+                message: format!("`{port}` is not a port number (0-65535)"),
+            })?;
+        }
+        if let Some(url) = env("GATEWAY_DATABASE_URL") {
+            self.database_url = url;
+        }
+        if let Some(key) = env("GATEWAY_MASTER_KEY").filter(|k| !k.is_empty()) {
+            self.master_key = Some(key);
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, overrides: &Overrides) {
+        if let Some(host) = &overrides.host {
+            self.host = host.clone();
+        }
+        if let Some(port) = overrides.port {
+            self.port = port;
+        }
+        if let Some(url) = &overrides.database_url {
+            self.database_url = url.clone();
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.into(),
+            key: key.into(),
+            message,
+        };
+        if self.host.trim().is_empty() {
+            return Err(invalid("host", "must not be empty".into()));
+        }
+        if !is_supported_database_url(&self.database_url) {
+            return Err(invalid(
+                "database_url",
+                format!(
+                    "`{}` is not supported; use sqlite://path/to/file.db or postgres://user@host/db",
+                    self.database_url
+                ),
+            ));
+        }
+        if let Some(key) = &self.master_key {
+            if key.len() < 16 {
+                return Err(invalid(
+                    "master_key",
+                    "must be at least 16 characters long".into(),
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "public_url",
+                    format!("`{url}` must start with http:// or https://"),
+                ));
+            }
+        }
+        for (name, provider) in &self.providers {
+            if provider.kind.is_none() && ProviderKind::from_name(name).is_none() {
+                return Err(invalid(
+                    &format!("providers.{name}.kind"),
+                    "is required for a provider not named openai, anthropic or gemini \
+                     (one of: openai, anthropic, gemini)"
+                        .into(),
+                ));
+            }
+        }
+        for (model, price) in &self.pricing {
+            let key = format!("pricing.{model}");
+            if !model.contains(':') {
+                return Err(invalid(&key, "model keys are written `provider:model`".into()));
+            }
+            let prices = [
+                Some(price.input_price_per_million),
+                Some(price.output_price_per_million),
+                price.cached_input_price_per_million,
+                price.margin_percent,
+            ];
+            if prices.into_iter().flatten().any(|p| !p.is_finite() || p < 0.0) {
+                return Err(invalid(&key, "prices and margins must be zero or more".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the site is served over https, so cookies must be `Secure`.
+    pub fn serves_https(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+    }
+}
+
+impl ProviderKind {
+    /// The kind implied by a provider's name, for the three well-known names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "openai" => Some(Self::Openai),
+            "anthropic" => Some(Self::Anthropic),
+            "gemini" => Some(Self::Gemini),
+            _ => None,
+        }
+    }
+}
+
+fn is_supported_database_url(url: &str) -> bool {
+    ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string value of `value`.
+fn interpolate(
+    value: &mut serde_yaml::Value,
+    key: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        serde_yaml::Value::String(text) => {
+            *text = interpolate_str(text, env).map_err(|var| ConfigError::UnsetVariable {
+                path: origin.into(),
+                key: key.into(),
+                var,
+            })?;
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let name = k.as_str().map(str::to_owned).unwrap_or_default();
+                let child = if key.is_empty() {
+                    name
+                } else {
+                    format!("{key}.{name}")
+                };
+                interpolate(v, &child, origin, env)?;
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate(v, &format!("{key}[{i}]"), origin, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expands `${VAR}` in one string; on an unset variable returns its name.
+fn interpolate_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (expr, None),
+        };
+        match env(name).or_else(|| default.map(str::to_owned)) {
+            Some(value) => out.push_str(&value),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Where the config file comes from: `--config`, then `GATEWAY_CONFIG`, then
+/// `./config.yml` if it exists; `None` means built-in defaults.
+pub fn config_path(
+    flag: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<PathBuf> {
+    flag.or_else(|| env("GATEWAY_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let local = PathBuf::from("config.yml");
+            local.exists().then_some(local)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn load_str(yaml: &str, env: &dyn Fn(&str) -> Option<String>, o: &Overrides) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        std::fs::write(&path, yaml).unwrap();
+        Config::load(Some(&path), env, o)
+    }
+
+    const BASE: &str = "host: 10.0.0.1\nport: 4000\ndatabase_url: sqlite://file.db\n\
+                        master_key: ${GATEWAY_MASTER_KEY}\nproviders: {}\npricing: {}\n";
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let env = env_of(&[("GATEWAY_MASTER_KEY", "0123456789abcdef")]);
+        let config = load_str(BASE, &env, &Overrides::default()).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("10.0.0.1", 4000));
+        assert_eq!(config.master_key.as_deref(), Some("0123456789abcdef"));
+
+        let env = env_of(&[
+            ("GATEWAY_MASTER_KEY", "0123456789abcdef"),
+            ("GATEWAY_HOST", "0.0.0.0"),
+            ("GATEWAY_PORT", "5000"),
+            ("GATEWAY_DATABASE_URL", "postgres://db/x"),
+        ]);
+        let config = load_str(BASE, &env, &Overrides::default()).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 5000));
+        assert_eq!(config.database_url, "postgres://db/x");
+
+        let flags = Overrides {
+            host: Some("127.0.0.2".into()),
+            port: Some(6000),
+            database_url: Some("sqlite://flag.db".into()),
+        };
+        let config = load_str(BASE, &env, &flags).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("127.0.0.2", 6000));
+        assert_eq!(config.database_url, "sqlite://flag.db");
+    }
+
+    #[test]
+    fn env_master_key_overrides_the_file() {
+        let env = env_of(&[("GATEWAY_MASTER_KEY", "from-the-environment")]);
+        let config = load_str("master_key: from-the-file-0000\n", &env, &Overrides::default()).unwrap();
+        assert_eq!(config.master_key.as_deref(), Some("from-the-environment"));
+    }
+
+    #[test]
+    fn unset_variable_is_named() {
+        let err = load_str(BASE, &env_of(&[]), &Overrides::default()).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("GATEWAY_MASTER_KEY"), "{message}");
+        assert!(message.contains("master_key"), "{message}");
+    }
+
+    #[test]
+    fn default_value_in_interpolation() {
+        let config = load_str("port: ${PORT:-4321}\n", &env_of(&[]), &Overrides::default());
+        // A string where a number belongs is a type error, so keep defaults to strings.
+        assert!(config.is_err());
+        let config = load_str("host: ${HOST:-::1}\n", &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.host, "::1");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = load_str("hots: x\n", &env_of(&[]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("hots"), "{err}");
+        let err = load_str(
+            "providers:\n  openai:\n    api_bse: x\n",
+            &env_of(&[]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("api_bse") && message.contains("providers.openai"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("port: 99999\n", "port"),
+            ("database_url: mysql://x\n", "database_url"),
+            ("master_key: short\n", "master_key"),
+            ("providers:\n  groq: {api_key: x}\n", "providers.groq.kind"),
+            ("pricing:\n  gpt-4o: {input_price_per_million: 1, output_price_per_million: 2}\n", "pricing.gpt-4o"),
+            ("pricing:\n  'openai:x': {input_price_per_million: -1, output_price_per_million: 2}\n", "pricing.openai:x"),
+        ];
+        for (yaml, key) in cases {
+            let err = load_str(yaml, &env_of(&[]), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{yaml:?}: {err}");
+        }
+        let err = Config::load(None, &env_of(&[("GATEWAY_PORT", "http")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_PORT"), "{err}");
+    }
+
+    #[test]
+    fn empty_or_null_sections_are_fine() {
+        let config = load_str("providers:\npricing:\n", &env_of(&[]), &Overrides::default()).unwrap();
+        assert!(config.providers.is_empty() && config.pricing.is_empty());
+        let config = load_str("", &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.database_url, "sqlite://data/gateway.db");
+    }
+
+    #[test]
+    fn provider_kind_from_name_or_field() {
+        let yaml = "providers:\n  openai: {api_key: a}\n  groq: {kind: openai, api_base: 'https://api.groq.com/openai/v1'}\n";
+        let config = load_str(yaml, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.providers["groq"].kind, Some(ProviderKind::Openai));
+        assert_eq!(ProviderKind::from_name("anthropic"), Some(ProviderKind::Anthropic));
+    }
+
+    #[test]
+    fn debug_output_hides_the_master_key() {
+        let env = env_of(&[("GATEWAY_MASTER_KEY", "super-secret-master-key")]);
+        let config = load_str(BASE, &env, &Overrides::default()).unwrap();
+        assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn config_path_precedence() {
+        let env = env_of(&[("GATEWAY_CONFIG", "/etc/gw.yml")]);
+        assert_eq!(config_path(Some("a.yml".into()), &env), Some(PathBuf::from("a.yml")));
+        assert_eq!(config_path(None, &env), Some(PathBuf::from("/etc/gw.yml")));
+    }
+}

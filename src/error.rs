@@ -1,0 +1,191 @@
+//! The one error type shared by the dashboard's server functions and the REST API.
+//!
+//! Every variant maps to exactly one HTTP status in [`AppError::status`], and
+//! to OpenAI's error shape `{"error":{"message","type","param","code"}}` on the wire.
+
+use serde::{Deserialize, Serialize};
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+
+/// An error a caller can act on. Internal details never leave the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum AppError {
+    /// The input is invalid; `field` names the offending parameter.
+    #[error("{message}")]
+    Validation {
+        field: Option<String>,
+        message: String,
+    },
+    /// No valid credentials: missing session, bad password, unknown key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist (or belongs to someone else).
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// Throttled; try again after the given number of seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// A dependency (the database) is down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the details are in the server log.
+    #[error("internal error")]
+    Internal,
+    /// The call itself failed (network, encoding) before reaching our code.
+    #[error("request failed: {0}")]
+    Transport(String),
+}
+
+impl AppError {
+    /// A validation error about one named field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status for this error: the single place where that mapping lives.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Validation { .. } => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::TooManyRequests { .. } => 429,
+            Self::Unavailable(_) => 503,
+            Self::Internal | Self::Transport(_) => 500,
+        }
+    }
+
+    /// OpenAI's `error.type` for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } | Self::Conflict(_) | Self::NotFound(_) => {
+                "invalid_request_error"
+            }
+            Self::Unauthorized(_) => "authentication_error",
+            Self::Forbidden(_) => "permission_error",
+            Self::TooManyRequests { .. } => "rate_limit_error",
+            Self::Unavailable(_) | Self::Internal | Self::Transport(_) => "api_error",
+        }
+    }
+
+    /// OpenAI's `error.code` for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => "invalid_request",
+            Self::Unauthorized(_) => "invalid_api_key",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::TooManyRequests { .. } => "rate_limit_exceeded",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal | Self::Transport(_) => "internal_error",
+        }
+    }
+
+    /// The parameter the error is about, if any.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::Validation { field, .. } => field.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The error in OpenAI's JSON shape.
+    pub fn to_openai_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.error_type(),
+                "param": self.param(),
+                "code": self.code(),
+            }
+        })
+    }
+}
+
+impl FromServerFnError for AppError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        Self::Transport(value.to_string())
+    }
+}
+
+#[cfg(feature = "ssr")]
+mod server {
+    use super::AppError;
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    impl IntoResponse for AppError {
+        fn into_response(self) -> Response {
+            let status =
+                StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (status, axum::Json(self.to_openai_json())).into_response();
+            if let AppError::TooManyRequests {
+                retry_after_secs, ..
+            } = self
+            {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            response
+        }
+    }
+
+    impl From<sqlx::Error> for AppError {
+        fn from(err: sqlx::Error) -> Self {
+            match err {
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                    tracing::error!(error = %err, "database unavailable");
+                    AppError::Unavailable("the database is unavailable".into())
+                }
+                other => {
+                    tracing::error!(error = %other, "database error");
+                    AppError::Internal
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_openai_shape_and_a_status() {
+        let err = AppError::invalid("email", "Enter a valid email address.");
+        let json = err.to_openai_json();
+        assert_eq!(err.status(), 400);
+        assert_eq!(json["error"]["param"], "email");
+        assert_eq!(json["error"]["message"], "Enter a valid email address.");
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(AppError::Internal.to_openai_json()["error"]["message"], "internal error");
+        assert_eq!(AppError::Unauthorized("x".into()).status(), 401);
+    }
+
+    #[test]
+    fn round_trips_through_the_server_fn_encoding() {
+        let err = AppError::TooManyRequests {
+            message: "slow down".into(),
+            retry_after_secs: 30,
+        };
+        let bytes = err.ser();
+        assert_eq!(AppError::de(bytes), err);
+    }
+}

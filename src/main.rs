@@ -1,0 +1,133 @@
+//! The `llm-gateway` command: `serve` and `migrate`.
+
+use clap::{Args, Parser, Subcommand};
+use llm_gateway::config::{config_path, Config, Overrides};
+use llm_gateway::db::Db;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "llm-gateway", version, about = "OpenAI-compatible LLM gateway with prepaid billing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard and every API on one port.
+    Serve(ConfigArgs),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArgs),
+}
+
+/// Where the configuration comes from; flags win over `GATEWAY_*` and the file.
+#[derive(Args)]
+struct ConfigArgs {
+    /// Path to config.yml (default: $GATEWAY_CONFIG, then ./config.yml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// sqlite://path/to/file.db or postgres://…
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(self) -> Result<Config, String> {
+        let env = |name: &str| std::env::var(name).ok();
+        let path = config_path(self.config, &env);
+        let overrides = Overrides {
+            host: self.host,
+            port: self.port,
+            database_url: self.database_url,
+        };
+        Config::load(path.as_deref(), &env, &overrides).map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => migrate(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn serve(args: ConfigArgs) -> Result<(), String> {
+    let config = args.load()?;
+    let options = leptos_options()?;
+    tracing::info!(?config, "starting");
+    let server = llm_gateway::server::spawn(config, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("llm-gateway listening on http://{}", server.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn migrate(args: ConfigArgs) -> Result<(), String> {
+    let config = args.load()?;
+    let db = Db::connect(&config.database_url).await.map_err(|e| e.to_string())?;
+    db.migrate().await.map_err(|e| e.to_string())?;
+    db.close().await;
+    println!("migrations applied to {}", db.backend());
+    Ok(())
+}
+
+/// Leptos site options: from cargo-leptos's `LEPTOS_*` variables when it runs
+/// the server, otherwise from `Leptos.toml` (or `$LEPTOS_CONFIG`).
+fn leptos_options() -> Result<leptos::prelude::LeptosOptions, String> {
+    use leptos::config::{get_config_from_env, get_config_from_file};
+    let conf = if std::env::var_os("LEPTOS_OUTPUT_NAME").is_some() {
+        get_config_from_env().map_err(|e| format!("LEPTOS_* variables: {e}"))?
+    } else {
+        let path = std::env::var("LEPTOS_CONFIG").unwrap_or_else(|_| "Leptos.toml".into());
+        get_config_from_file(&path).map_err(|e| format!("{path}: {e}"))?
+    };
+    Ok(conf.leptos_options)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,163 @@
+//! Wiring: the shared state, the router, and the listening server.
+
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{middleware, Json, Router};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::app::{shell, App};
+use crate::auth::{origin, session::SessionBackend};
+use crate::config::Config;
+use crate::db::{self, Db, DbError};
+
+/// Everything a handler or server function needs, cloned cheaply per request.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub db: Db,
+    pub config: Arc<Config>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("cannot set up the session store: {0}")]
+    Sessions(sqlx::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A server listening on a socket, running in the background.
+pub struct RunningServer {
+    /// The address it actually listens on (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Opens and migrates the database, then builds the state and router.
+pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<Router, StartError> {
+    let db = Db::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let sessions = SessionBackend::new(&db).await.map_err(StartError::Sessions)?;
+    spawn_maintenance(db.clone(), sessions.clone());
+    let secure_cookies = config.serves_https();
+    let state = AppState {
+        leptos_options,
+        db,
+        config: Arc::new(config),
+    };
+    Ok(router(state, sessions, secure_cookies))
+}
+
+fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Router {
+    let routes = generate_route_list(App);
+    let options = state.leptos_options.clone();
+    let site = Router::new()
+        .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn(origin::require_same_origin));
+    Router::new()
+        .route("/health", get(health))
+        .merge(site)
+        .layer(crate::auth::session::layer(sessions, secure_cookies))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Binds `host:port` from the config and serves in the background.
+pub async fn spawn(config: Config, leptos_options: LeptosOptions) -> Result<RunningServer, StartError> {
+    let bind_addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
+    let app = build(config, leptos_options).await?;
+    let listener = TcpListener::bind(&bind_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: bind_addr.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: bind_addr,
+        source,
+    })?;
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// `GET /health`: 200 when the database answers, 503 when it does not.
+async fn health(State(db): State<Db>) -> impl IntoResponse {
+    let reachable = db.ping(Duration::from_secs(2)).await;
+    let status = if reachable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if reachable { "ok" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "database": {
+            "backend": db.backend(),
+            "status": if reachable { "ok" } else { "unreachable" },
+        },
+    });
+    (status, Json(body))
+}
+
+/// Periodically deletes expired sessions and old sign-in failures.
+fn spawn_maintenance(db: Db, sessions: SessionBackend) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(err) = sessions.delete_expired().await {
+                tracing::warn!(%err, "deleting expired sessions failed");
+            }
+            let cutoff = db::now_ms() - crate::auth::throttle::WINDOW_MS;
+            if let Err(err) = db::login_failures::prune(&db, cutoff).await {
+                tracing::warn!(%err, "pruning sign-in failures failed");
+            }
+        }
+    });
+}

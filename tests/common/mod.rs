@@ -1,0 +1,231 @@
+//! Test harness: a real gateway on an ephemeral port, over a real SQLite file
+//! or a fresh PostgreSQL database that is dropped afterwards.
+#![allow(dead_code)]
+
+use llm_gateway::config::Config;
+use llm_gateway::server::{spawn, RunningServer};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// The database a test runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl Backend {
+    /// PostgreSQL, when reachable. CI (or LLM_GATEWAY_REQUIRE_POSTGRES=1) makes
+    /// an unreachable server a failure instead of a skip.
+    pub async fn postgres() -> Option<Self> {
+        let admin_url =
+            std::env::var("LLM_GATEWAY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.into());
+        let required = std::env::var("CI").is_ok_and(|v| v == "true")
+            || std::env::var("LLM_GATEWAY_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+        match sqlx::PgPool::connect(&admin_url).await {
+            Ok(pool) => {
+                pool.close().await;
+                Some(Self::Postgres { admin_url })
+            }
+            Err(err) if required => panic!("PostgreSQL at {admin_url} is required: {err}"),
+            Err(err) => {
+                eprintln!("skipping the PostgreSQL run: {admin_url} unreachable: {err}");
+                None
+            }
+        }
+    }
+}
+
+/// Runs an async test body on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(backend) = $crate::common::Backend::postgres().await {
+                        super::$name(backend).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// A fresh database for one test, removed when dropped.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: &Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}/nested/gateway.db", dir.path().display()),
+                _dir: dir,
+                pg: None,
+            },
+            Backend::Postgres { admin_url } => {
+                let name = format!("llm_gateway_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = sqlx::PgPool::connect(admin_url).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+                let base = admin_url.rsplit_once('/').unwrap().0;
+                Self {
+                    url: format!("{base}/{name}"),
+                    _dir: dir,
+                    pg: Some((admin_url.clone(), name)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg.take() {
+            // Drop runs outside async code: use a private runtime on a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&admin)
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A running gateway and its database.
+pub struct TestApp {
+    pub base: String,
+    pub db: TestDatabase,
+    server: Option<RunningServer>,
+}
+
+/// Leptos options for an in-process server (no built assets needed).
+pub fn leptos_options() -> leptos::prelude::LeptosOptions {
+    leptos::prelude::LeptosOptions::builder()
+        .output_name("llm-gateway")
+        .site_root("target/site")
+        .build()
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a gateway after `customize` has adjusted the config.
+    pub async fn start_with(backend: Backend, customize: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::create(&backend).await;
+        let mut config = Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            database_url: db.url.clone(),
+            master_key: Some("test-master-key-0123456789".into()),
+            ..Config::default()
+        };
+        customize(&mut config);
+        let server = spawn(config, leptos_options()).await.expect("server starts");
+        Self {
+            base: format!("http://{}", server.addr),
+            db,
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A browser-like client: keeps cookies, follows no redirects.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Calls a server function the way the WASM client does.
+    pub async fn rpc(&self, client: &reqwest::Client, name: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        self.rpc_with(client, name, form, HeaderMap::new()).await
+    }
+
+    pub async fn rpc_with(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+        mut headers: HeaderMap,
+    ) -> (StatusCode, Value) {
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        let body = serde_urlencoded(form);
+        let response = client
+            .post(self.url(&format!("/rpc/{name}")))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    /// Signs up a new user on `client` and returns their email.
+    pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> Value {
+        let (status, body) = self
+            .rpc(client, "sign_up", &[("email", email), ("password", "correct horse battery")])
+            .await;
+        assert_eq!(status, StatusCode::OK, "sign up failed: {body}");
+        body
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+fn serde_urlencoded(form: &[(&str, &str)]) -> String {
+    form.iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
