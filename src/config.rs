@@ -114,7 +114,10 @@ impl fmt::Debug for Config {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("database_url", &self.database_url)
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("public_url", &self.public_url)
             .field("providers", &self.providers.keys().collect::<Vec<_>>())
             .field("pricing", &self.pricing.len())
@@ -297,7 +300,10 @@ impl Config {
         for (model, price) in &self.pricing {
             let key = format!("pricing.{model}");
             if !model.contains(':') {
-                return Err(invalid(&key, "model keys are written `provider:model`".into()));
+                return Err(invalid(
+                    &key,
+                    "model keys are written `provider:model`".into(),
+                ));
             }
             let prices = [
                 Some(price.input_price_per_million),
@@ -305,8 +311,15 @@ impl Config {
                 price.cached_input_price_per_million,
                 price.margin_percent,
             ];
-            if prices.into_iter().flatten().any(|p| !p.is_finite() || p < 0.0) {
-                return Err(invalid(&key, "prices and margins must be zero or more".into()));
+            if prices
+                .into_iter()
+                .flatten()
+                .any(|p| !p.is_finite() || p < 0.0)
+            {
+                return Err(invalid(
+                    &key,
+                    "prices and margins must be zero or more".into(),
+                ));
             }
         }
         Ok(())
@@ -402,10 +415,7 @@ fn interpolate_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S
 
 /// Where the config file comes from: `--config`, then `GATEWAY_CONFIG`, then
 /// `./config.yml` if it exists; `None` means built-in defaults.
-pub fn config_path(
-    flag: Option<PathBuf>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<PathBuf> {
+pub fn config_path(flag: Option<PathBuf>, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     flag.or_else(|| env("GATEWAY_CONFIG").map(PathBuf::from))
         .or_else(|| {
             let local = PathBuf::from("config.yml");
@@ -426,7 +436,11 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    fn load_str(yaml: &str, env: &dyn Fn(&str) -> Option<String>, o: &Overrides) -> Result<Config, ConfigError> {
+    fn load_str(
+        yaml: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        o: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yml");
         std::fs::write(&path, yaml).unwrap();
@@ -466,7 +480,12 @@ mod tests {
     #[test]
     fn env_master_key_overrides_the_file() {
         let env = env_of(&[("GATEWAY_MASTER_KEY", "from-the-environment")]);
-        let config = load_str("master_key: from-the-file-0000\n", &env, &Overrides::default()).unwrap();
+        let config = load_str(
+            "master_key: from-the-file-0000\n",
+            &env,
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(config.master_key.as_deref(), Some("from-the-environment"));
     }
 
@@ -498,7 +517,10 @@ mod tests {
         )
         .unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("api_bse") && message.contains("providers.openai"), "{message}");
+        assert!(
+            message.contains("api_bse") && message.contains("providers.openai"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -515,13 +537,23 @@ mod tests {
             let err = load_str(yaml, &env_of(&[]), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains(key), "{yaml:?}: {err}");
         }
-        let err = Config::load(None, &env_of(&[("GATEWAY_PORT", "http")]), &Overrides::default()).unwrap_err();
+        let err = Config::load(
+            None,
+            &env_of(&[("GATEWAY_PORT", "http")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("GATEWAY_PORT"), "{err}");
     }
 
     #[test]
     fn empty_or_null_sections_are_fine() {
-        let config = load_str("providers:\npricing:\n", &env_of(&[]), &Overrides::default()).unwrap();
+        let config = load_str(
+            "providers:\npricing:\n",
+            &env_of(&[]),
+            &Overrides::default(),
+        )
+        .unwrap();
         assert!(config.providers.is_empty() && config.pricing.is_empty());
         let config = load_str("", &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.database_url, "sqlite://data/gateway.db");
@@ -532,7 +564,10 @@ mod tests {
         let yaml = "providers:\n  openai: {api_key: a}\n  groq: {kind: openai, api_base: 'https://api.groq.com/openai/v1'}\n";
         let config = load_str(yaml, &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.providers["groq"].kind, Some(ProviderKind::Openai));
-        assert_eq!(ProviderKind::from_name("anthropic"), Some(ProviderKind::Anthropic));
+        assert_eq!(
+            ProviderKind::from_name("anthropic"),
+            Some(ProviderKind::Anthropic)
+        );
     }
 
     #[test]
@@ -545,7 +580,10 @@ mod tests {
     #[test]
     fn config_path_precedence() {
         let env = env_of(&[("GATEWAY_CONFIG", "/etc/gw.yml")]);
-        assert_eq!(config_path(Some("a.yml".into()), &env), Some(PathBuf::from("a.yml")));
+        assert_eq!(
+            config_path(Some("a.yml".into()), &env),
+            Some(PathBuf::from("a.yml"))
+        );
         assert_eq!(config_path(None, &env), Some(PathBuf::from("/etc/gw.yml")));
     }
 }

@@ -3,9 +3,9 @@
 //! Every variant maps to exactly one HTTP status in [`AppError::status`], and
 //! to OpenAI's error shape `{"error":{"message","type","param","code"}}` on the wire.
 
-use serde::{Deserialize, Serialize};
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
 
 /// An error a caller can act on. Internal details never leave the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -175,7 +175,10 @@ mod tests {
         assert_eq!(json["error"]["param"], "email");
         assert_eq!(json["error"]["message"], "Enter a valid email address.");
         assert_eq!(json["error"]["type"], "invalid_request_error");
-        assert_eq!(AppError::Internal.to_openai_json()["error"]["message"], "internal error");
+        assert_eq!(
+            AppError::Internal.to_openai_json()["error"]["message"],
+            "internal error"
+        );
         assert_eq!(AppError::Unauthorized("x".into()).status(), 401);
     }
 

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "llm-gateway", version, about = "OpenAI-compatible LLM gateway with prepaid billing")]
+#[command(
+    name = "llm-gateway",
+    version,
+    about = "OpenAI-compatible LLM gateway with prepaid billing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,10 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn serve(args: ConfigArgs) -> Result<(), String> {
@@ -91,7 +98,9 @@ async fn serve(args: ConfigArgs) -> Result<(), String> {
 
 async fn migrate(args: ConfigArgs) -> Result<(), String> {
     let config = args.load()?;
-    let db = Db::connect(&config.database_url).await.map_err(|e| e.to_string())?;
+    let db = Db::connect(&config.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
     db.migrate().await.map_err(|e| e.to_string())?;
     db.close().await;
     println!("migrations applied to {}", db.backend());

@@ -60,7 +60,9 @@ impl RunningServer {
 pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<Router, StartError> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
-    let sessions = SessionBackend::new(&db).await.map_err(StartError::Sessions)?;
+    let sessions = SessionBackend::new(&db)
+        .await
+        .map_err(StartError::Sessions)?;
     spawn_maintenance(db.clone(), sessions.clone());
     let secure_cookies = config.serves_https();
     let state = AppState {
@@ -87,7 +89,10 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
 }
 
 /// Binds `host:port` from the config and serves in the background.
-pub async fn spawn(config: Config, leptos_options: LeptosOptions) -> Result<RunningServer, StartError> {
+pub async fn spawn(
+    config: Config,
+    leptos_options: LeptosOptions,
+) -> Result<RunningServer, StartError> {
     let bind_addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
     let app = build(config, leptos_options).await?;
     let listener = TcpListener::bind(&bind_addr)

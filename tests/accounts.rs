@@ -28,7 +28,10 @@ on_both_backends!(
 
 fn error_message(body: &Value) -> String {
     // AppError is externally tagged: {"Variant": ...}.
-    let (_, inner) = body.as_object().and_then(|o| o.iter().next()).expect("an error body");
+    let (_, inner) = body
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .expect("an error body");
     inner
         .get("message")
         .and_then(Value::as_str)
@@ -47,14 +50,29 @@ async fn sign_up_validates_input(backend: Backend) {
     ];
     for (email, password, expected) in cases {
         let (status, body) = app
-            .rpc(&client, "sign_up", &[("email", email), ("password", password)])
+            .rpc(
+                &client,
+                "sign_up",
+                &[("email", email), ("password", password)],
+            )
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{email}/{password}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{email}/{password}: {body}"
+        );
         assert!(error_message(&body).contains(expected), "{body}");
     }
     app.sign_up(&client, "ada@example.com").await;
     let (status, body) = app
-        .rpc(&app.client(), "sign_up", &[("email", "ADA@example.com "), ("password", "another password")])
+        .rpc(
+            &app.client(),
+            "sign_up",
+            &[
+                ("email", "ADA@example.com "),
+                ("password", "another password"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     app.stop().await;
@@ -88,10 +106,21 @@ async fn sign_in_errors_do_not_reveal_accounts(backend: Backend) {
     app.sign_up(&app.client(), "known@example.com").await;
     let client = app.client();
     let (unknown_status, unknown) = app
-        .rpc(&client, "sign_in", &[("email", "nobody@example.com"), ("password", "whatever123")])
+        .rpc(
+            &client,
+            "sign_in",
+            &[("email", "nobody@example.com"), ("password", "whatever123")],
+        )
         .await;
     let (wrong_status, wrong) = app
-        .rpc(&client, "sign_in", &[("email", "known@example.com"), ("password", "wrong password")])
+        .rpc(
+            &client,
+            "sign_in",
+            &[
+                ("email", "known@example.com"),
+                ("password", "wrong password"),
+            ],
+        )
         .await;
     assert_eq!(unknown_status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong_status, StatusCode::UNAUTHORIZED);
@@ -99,7 +128,14 @@ async fn sign_in_errors_do_not_reveal_accounts(backend: Backend) {
     assert_eq!(error_message(&wrong), "Invalid email or password.");
 
     let (status, body) = app
-        .rpc(&client, "sign_in", &[("email", " KNOWN@example.com"), ("password", "correct horse battery")])
+        .rpc(
+            &client,
+            "sign_in",
+            &[
+                ("email", " KNOWN@example.com"),
+                ("password", "correct horse battery"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["email"], "known@example.com");
@@ -180,20 +216,38 @@ async fn failed_sign_ins_are_throttled_per_account(backend: Backend) {
     let client = app.client();
     for _ in 0..5 {
         let (status, _) = app
-            .rpc(&client, "sign_in", &[("email", "target@example.com"), ("password", "guess-guess")])
+            .rpc(
+                &client,
+                "sign_in",
+                &[("email", "target@example.com"), ("password", "guess-guess")],
+            )
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // Even the right password is refused while throttled.
     let (status, body) = app
-        .rpc(&client, "sign_in", &[("email", "target@example.com"), ("password", "correct horse battery")])
+        .rpc(
+            &client,
+            "sign_in",
+            &[
+                ("email", "target@example.com"),
+                ("password", "correct horse battery"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(error_message(&body).contains("Too many failed sign-in attempts"));
     // Other accounts are unaffected.
     app.sign_up(&app.client(), "other@example.com").await;
     let (status, _) = app
-        .rpc(&client, "sign_in", &[("email", "other@example.com"), ("password", "correct horse battery")])
+        .rpc(
+            &client,
+            "sign_in",
+            &[
+                ("email", "other@example.com"),
+                ("password", "correct horse battery"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
@@ -206,12 +260,23 @@ async fn failed_sign_ins_are_throttled_per_ip(backend: Backend) {
     for i in 0..20 {
         let email = format!("probe{i}@example.com");
         let (status, _) = app
-            .rpc(&client, "sign_in", &[("email", &email), ("password", "guess-guess")])
+            .rpc(
+                &client,
+                "sign_in",
+                &[("email", &email), ("password", "guess-guess")],
+            )
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     let (status, _) = app
-        .rpc(&client, "sign_in", &[("email", "victim@example.com"), ("password", "correct horse battery")])
+        .rpc(
+            &client,
+            "sign_in",
+            &[
+                ("email", "victim@example.com"),
+                ("password", "correct horse battery"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     app.stop().await;
@@ -219,20 +284,39 @@ async fn failed_sign_ins_are_throttled_per_ip(backend: Backend) {
 
 async fn session_cookie_flags(backend: Backend) {
     let app = TestApp::start(backend.clone()).await;
-    let (_, _, cookie) =
-        rpc_with_cookie(&app, "sign_up", "email=c%40example.com&password=12345678", None).await;
+    let (_, _, cookie) = rpc_with_cookie(
+        &app,
+        "sign_up",
+        "email=c%40example.com&password=12345678",
+        None,
+    )
+    .await;
     let cookie = cookie.unwrap();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    assert!(!cookie.contains("Secure"), "plain http must not set Secure: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http must not set Secure: {cookie}"
+    );
     assert!(cookie.contains("Path=/"), "{cookie}");
     app.stop().await;
 
-    let app = TestApp::start_with(backend, |c| c.public_url = Some("https://gateway.example".into())).await;
-    let (_, _, cookie) =
-        rpc_with_cookie(&app, "sign_up", "email=c%40example.com&password=12345678", None).await;
+    let app = TestApp::start_with(backend, |c| {
+        c.public_url = Some("https://gateway.example".into())
+    })
+    .await;
+    let (_, _, cookie) = rpc_with_cookie(
+        &app,
+        "sign_up",
+        "email=c%40example.com&password=12345678",
+        None,
+    )
+    .await;
     let cookie = cookie.unwrap();
-    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     app.stop().await;
 }
 
@@ -243,7 +327,9 @@ async fn cross_origin_server_function_calls_are_refused(backend: Backend) {
 
     let mut evil = HeaderMap::new();
     evil.insert("origin", HeaderValue::from_static("https://evil.example"));
-    let (status, body) = app.rpc_with(&client, "create_key", &[("name", "stolen")], evil).await;
+    let (status, body) = app
+        .rpc_with(&client, "create_key", &[("name", "stolen")], evil)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     let mut cross_site = HeaderMap::new();
@@ -256,7 +342,9 @@ async fn cross_origin_server_function_calls_are_refused(backend: Backend) {
     assert_eq!(keys.as_array().unwrap().len(), 0);
     let mut same = HeaderMap::new();
     same.insert("origin", HeaderValue::from_str(&app.base).unwrap());
-    let (status, _) = app.rpc_with(&client, "create_key", &[("name", "mine")], same).await;
+    let (status, _) = app
+        .rpc_with(&client, "create_key", &[("name", "mine")], same)
+        .await;
     assert_eq!(status, StatusCode::OK);
     app.stop().await;
 }
@@ -284,7 +372,10 @@ async fn protected_pages_redirect_to_login(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let html = response.text().await.unwrap();
-    assert!(html.contains("Key name") && html.contains("page@example.com"), "{html}");
+    assert!(
+        html.contains("Key name") && html.contains("page@example.com"),
+        "{html}"
+    );
 
     // A plain form post (no JavaScript) signs in and lands on `next`.
     let response = app
@@ -316,10 +407,15 @@ async fn keys_are_shown_once_and_listed_by_prefix(backend: Backend) {
     let app = TestApp::start(backend).await;
     let client = app.client();
     app.sign_up(&client, "keys@example.com").await;
-    let (status, created) = app.rpc(&client, "create_key", &[("name", "  production ")]).await;
+    let (status, created) = app
+        .rpc(&client, "create_key", &[("name", "  production ")])
+        .await;
     assert_eq!(status, StatusCode::OK, "{created}");
     let secret = created["secret"].as_str().unwrap();
-    assert!(secret.starts_with("llm_sk_") && secret.len() >= 7 + 32, "{secret}");
+    assert!(
+        secret.starts_with("llm_sk_") && secret.len() >= 7 + 32,
+        "{secret}"
+    );
     assert!(secret[7..].chars().all(|c| c.is_ascii_alphanumeric()));
     assert_eq!(created["key"]["name"], "production");
     let prefix = created["key"]["prefix"].as_str().unwrap();
@@ -328,7 +424,10 @@ async fn keys_are_shown_once_and_listed_by_prefix(backend: Backend) {
     let (_, keys) = app.rpc(&client, "list_keys", &[]).await;
     let listed = keys.to_string();
     assert!(listed.contains(prefix), "{listed}");
-    assert!(!listed.contains(secret), "the list must never carry the secret");
+    assert!(
+        !listed.contains(secret),
+        "the list must never carry the secret"
+    );
     assert_eq!(keys[0]["status"], "Active");
     assert_eq!(keys[0]["last_used_at"], Value::Null);
 
@@ -353,7 +452,9 @@ async fn keys_of_other_users_cannot_be_listed_or_revoked(backend: Backend) {
     let mallory = app.client();
     app.sign_up(&alice, "alice@example.com").await;
     app.sign_up(&mallory, "mallory@example.com").await;
-    let (_, created) = app.rpc(&alice, "create_key", &[("name", "alice-key")]).await;
+    let (_, created) = app
+        .rpc(&alice, "create_key", &[("name", "alice-key")])
+        .await;
     let alice_key = created["key"]["id"].as_str().unwrap().to_string();
 
     let (_, mallory_keys) = app.rpc(&mallory, "list_keys", &[]).await;
@@ -361,9 +462,13 @@ async fn keys_of_other_users_cannot_be_listed_or_revoked(backend: Backend) {
 
     let (status, body) = app.rpc(&mallory, "revoke_key", &[("id", &alice_key)]).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    let (status, _) = app.rpc(&mallory, "revoke_key", &[("id", "key_doesnotexist")]).await;
+    let (status, _) = app
+        .rpc(&mallory, "revoke_key", &[("id", "key_doesnotexist")])
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = app.rpc(&app.client(), "revoke_key", &[("id", &alice_key)]).await;
+    let (status, _) = app
+        .rpc(&app.client(), "revoke_key", &[("id", &alice_key)])
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let (_, keys) = app.rpc(&alice, "list_keys", &[]).await;
@@ -382,7 +487,11 @@ async fn revoked_keys_stay_revoked(backend: Backend) {
     let (_, keys) = app.rpc(&client, "list_keys", &[]).await;
     assert_eq!(keys[0]["status"], "Revoked");
     let (status, _) = app.rpc(&client, "revoke_key", &[("id", &id)]).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "revoking twice is not a success");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "revoking twice is not a success"
+    );
     app.stop().await;
 }
 
@@ -393,7 +502,10 @@ async fn health_reports_the_database(backend: Backend) {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["database"]["status"], "ok");
-    assert_eq!(body["database"]["backend"], if is_postgres { "postgres" } else { "sqlite" });
+    assert_eq!(
+        body["database"]["backend"],
+        if is_postgres { "postgres" } else { "sqlite" }
+    );
 
     if is_postgres {
         // Make the database unreachable: refuse and cut every connection.

@@ -17,7 +17,10 @@ fn gateway(dir: &Path) -> Command {
         }
     }
     cmd.current_dir(dir)
-        .env("LEPTOS_CONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"))
+        .env(
+            "LEPTOS_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
+        )
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -42,7 +45,12 @@ fn serve_address(mut cmd: Command) -> String {
     }
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();
-    address.unwrap_or_else(|| panic!("server did not start: {}", String::from_utf8_lossy(&output.stderr)))
+    address.unwrap_or_else(|| {
+        panic!(
+            "server did not start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
@@ -75,7 +83,12 @@ fn flags_beat_environment_beat_file() {
     let mut cmd = gateway(dir.path());
     cmd.args(["serve", "--config"])
         .arg(&config)
-        .args(["--host", "127.0.0.4", "--database-url", "sqlite://from-flag.db"])
+        .args([
+            "--host",
+            "127.0.0.4",
+            "--database-url",
+            "sqlite://from-flag.db",
+        ])
         .env("GATEWAY_HOST", "127.0.0.3")
         .env("GATEWAY_DATABASE_URL", "sqlite://from-env.db");
     assert!(serve_address(cmd).starts_with("127.0.0.4:"));
@@ -85,7 +98,10 @@ fn flags_beat_environment_beat_file() {
 #[test]
 fn config_file_comes_from_gateway_config() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "host: 127.0.0.5\nport: 0\ndatabase_url: sqlite://env-config.db\n");
+    let config = write_config(
+        dir.path(),
+        "host: 127.0.0.5\nport: 0\ndatabase_url: sqlite://env-config.db\n",
+    );
     let mut cmd = gateway(dir.path());
     cmd.arg("serve").env("GATEWAY_CONFIG", &config);
     assert!(serve_address(cmd).starts_with("127.0.0.5:"));
@@ -94,7 +110,9 @@ fn config_file_comes_from_gateway_config() {
 fn startup_error(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> String {
     let config = write_config(dir, yaml);
     let mut cmd = gateway(dir);
-    cmd.args(["serve", "--config"]).arg(&config).envs(env.iter().copied());
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .envs(env.iter().copied());
     let output = cmd.output().unwrap();
     assert!(!output.status.success(), "must not start with {yaml:?}");
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -105,8 +123,15 @@ fn unknown_keys_and_bad_values_stop_startup() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = startup_error(dir.path(), "port: 0\nmaster_kye: abc\n", &[]);
     assert!(stderr.contains("master_kye"), "{stderr}");
-    let stderr = startup_error(dir.path(), "port: 0\nproviders:\n  openai: {api_base: x, tls: true}\n", &[]);
-    assert!(stderr.contains("tls") && stderr.contains("providers.openai"), "{stderr}");
+    let stderr = startup_error(
+        dir.path(),
+        "port: 0\nproviders:\n  openai: {api_base: x, tls: true}\n",
+        &[],
+    );
+    assert!(
+        stderr.contains("tls") && stderr.contains("providers.openai"),
+        "{stderr}"
+    );
     let stderr = startup_error(dir.path(), "port: seventy\n", &[]);
     assert!(stderr.contains("port"), "{stderr}");
     let stderr = startup_error(dir.path(), "port: 0\n", &[("GATEWAY_PORT", "-1")]);
@@ -116,7 +141,11 @@ fn unknown_keys_and_bad_values_stop_startup() {
 #[test]
 fn unset_variables_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let stderr = startup_error(dir.path(), "port: 0\nmaster_key: ${GATEWAY_MASTER_KEY}\n", &[]);
+    let stderr = startup_error(
+        dir.path(),
+        "port: 0\nmaster_key: ${GATEWAY_MASTER_KEY}\n",
+        &[],
+    );
     assert!(stderr.contains("GATEWAY_MASTER_KEY"), "{stderr}");
 }
 
@@ -124,9 +153,13 @@ fn unset_variables_are_named() {
 fn the_example_config_starts() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = gateway(dir.path());
-    cmd.args(["serve", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yml")])
-        .args(["--port", "0", "--database-url", "sqlite://example.db"])
-        .env("GATEWAY_MASTER_KEY", "example-master-key-123456");
+    cmd.args([
+        "serve",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yml"),
+    ])
+    .args(["--port", "0", "--database-url", "sqlite://example.db"])
+    .env("GATEWAY_MASTER_KEY", "example-master-key-123456");
     assert!(serve_address(cmd).starts_with("127.0.0.1:"));
 }
 
@@ -137,6 +170,10 @@ fn migrate_creates_the_database_and_its_folder() {
         .args(["migrate", "--database-url", "sqlite://deep/folder/gw.db"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(dir.path().join("deep/folder/gw.db").exists());
 }

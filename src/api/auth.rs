@@ -166,7 +166,16 @@ mod tests {
     fn emails_are_normalised_and_checked() {
         assert_eq!(normalize_email("  Ada@Example.COM "), "ada@example.com");
         assert!(validate_email("ada@example.com").is_ok());
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "a@b@c.com", "ada@.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "a@b@c.com",
+            "ada@.com",
+        ] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
     }
@@ -176,6 +185,9 @@ mod tests {
         assert!(validate_password("1234567").is_err());
         assert!(validate_password("12345678").is_ok());
         assert!(validate_password(&"x".repeat(257)).is_err());
-        assert_eq!(validate_password("short").unwrap_err().param(), Some("password"));
+        assert_eq!(
+            validate_password("short").unwrap_err().param(),
+            Some("password")
+        );
     }
 }

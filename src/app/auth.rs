@@ -114,6 +114,9 @@ mod tests {
     #[test]
     fn next_is_encoded() {
         assert_eq!(super::with_next("/login", ""), "/login");
-        assert_eq!(super::with_next("/login", "/dashboard/keys?a=b"), "/login?next=/dashboard/keys%3Fa%3Db");
+        assert_eq!(
+            super::with_next("/login", "/dashboard/keys?a=b"),
+            "/login?next=/dashboard/keys%3Fa%3Db"
+        );
     }
 }

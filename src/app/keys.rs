@@ -104,7 +104,9 @@ fn KeyTable(keys: Vec<KeyView>, revoke: ServerAction<RevokeKey>) -> impl IntoVie
 #[component]
 fn KeyRow(key: KeyView, revoke: ServerAction<RevokeKey>) -> impl IntoView {
     let active = key.status == KeyStatus::Active;
-    let last_used = key.last_used_at.map_or_else(|| "never".to_string(), format::datetime);
+    let last_used = key
+        .last_used_at
+        .map_or_else(|| "never".to_string(), format::datetime);
     let id = key.id.clone();
     view! {
         <tr data-key-prefix=key.prefix.clone()>

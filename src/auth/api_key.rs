@@ -39,14 +39,19 @@ pub fn hash(secret: &str) -> String {
 
 /// The part of a key that may be shown and logged, e.g. `llm_sk_Ab3xQ9`.
 pub fn display_prefix(secret: &str) -> String {
-    secret.chars().take(KEY_PREFIX.len() + DISPLAY_RANDOM_CHARS).collect()
+    secret
+        .chars()
+        .take(KEY_PREFIX.len() + DISPLAY_RANDOM_CHARS)
+        .collect()
 }
 
 /// Whether a string has the shape of one of our keys (cheap check before hashing).
 pub fn looks_like_key(candidate: &str) -> bool {
     candidate.len() == KEY_PREFIX.len() + RANDOM_LEN
         && candidate.starts_with(KEY_PREFIX)
-        && candidate[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
+        && candidate[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]

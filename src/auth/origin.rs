@@ -21,7 +21,8 @@ pub async fn require_same_origin(request: Request, next: Next) -> Response {
         && request.method() != Method::HEAD;
     if guarded && is_cross_origin(request.headers()) {
         tracing::warn!(path = %request.uri().path(), "cross-origin server function call refused");
-        return AppError::Forbidden("Cross-origin requests are not allowed.".into()).into_response();
+        return AppError::Forbidden("Cross-origin requests are not allowed.".into())
+            .into_response();
     }
     next.run(request).await
 }
@@ -64,16 +65,34 @@ mod tests {
 
     #[test]
     fn same_origin_passes() {
-        assert!(!is_cross_origin(&headers(&[("host", "gw.example:3000"), ("origin", "http://gw.example:3000")])));
+        assert!(!is_cross_origin(&headers(&[
+            ("host", "gw.example:3000"),
+            ("origin", "http://gw.example:3000")
+        ])));
         assert!(!is_cross_origin(&headers(&[("host", "gw.example")])));
-        assert!(!is_cross_origin(&headers(&[("host", "gw.example"), ("sec-fetch-site", "same-origin")])));
+        assert!(!is_cross_origin(&headers(&[
+            ("host", "gw.example"),
+            ("sec-fetch-site", "same-origin")
+        ])));
     }
 
     #[test]
     fn other_origins_are_refused() {
-        assert!(is_cross_origin(&headers(&[("host", "gw.example"), ("origin", "https://evil.example")])));
-        assert!(is_cross_origin(&headers(&[("host", "gw.example"), ("origin", "null")])));
-        assert!(is_cross_origin(&headers(&[("host", "gw.example:3000"), ("origin", "http://gw.example:4000")])));
-        assert!(is_cross_origin(&headers(&[("host", "gw.example"), ("sec-fetch-site", "cross-site")])));
+        assert!(is_cross_origin(&headers(&[
+            ("host", "gw.example"),
+            ("origin", "https://evil.example")
+        ])));
+        assert!(is_cross_origin(&headers(&[
+            ("host", "gw.example"),
+            ("origin", "null")
+        ])));
+        assert!(is_cross_origin(&headers(&[
+            ("host", "gw.example:3000"),
+            ("origin", "http://gw.example:4000")
+        ])));
+        assert!(is_cross_origin(&headers(&[
+            ("host", "gw.example"),
+            ("sec-fetch-site", "cross-site")
+        ])));
     }
 }

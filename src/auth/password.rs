@@ -1,7 +1,9 @@
 //! Password hashing with argon2id. Hashing is CPU-bound, so it runs on the
 //! blocking pool and never stalls the async workers.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 use crate::error::AppError;

@@ -18,7 +18,11 @@ pub async fn record(db: &Db, subjects: &[&str], at_ms: i64) -> Result<(), sqlx::
 }
 
 /// Counts a subject's failures since `since_ms`, and the oldest of them.
-pub async fn recent(db: &Db, subject: &str, since_ms: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
+pub async fn recent(
+    db: &Db,
+    subject: &str,
+    since_ms: i64,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
     let sql = "SELECT COUNT(*), MIN(failed_at) FROM login_failures \
                WHERE subject = $1 AND failed_at >= $2";
     with_pool!(db, pool => {

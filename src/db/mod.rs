@@ -92,9 +92,8 @@ impl Db {
 
     /// Checks that the database answers, within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> bool {
-        let probe = async {
-            with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok())
-        };
+        let probe =
+            async { with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.is_ok()) };
         tokio::time::timeout(timeout, probe).await.unwrap_or(false)
     }
 

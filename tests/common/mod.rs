@@ -106,9 +106,10 @@ impl Drop for TestDatabase {
                     .unwrap();
                 rt.block_on(async {
                     if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&admin)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
                     }
                 });
             })
@@ -148,7 +149,9 @@ impl TestApp {
             ..Config::default()
         };
         customize(&mut config);
-        let server = spawn(config, leptos_options()).await.expect("server starts");
+        let server = spawn(config, leptos_options())
+            .await
+            .expect("server starts");
         Self {
             base: format!("http://{}", server.addr),
             db,
@@ -170,7 +173,12 @@ impl TestApp {
     }
 
     /// Calls a server function the way the WASM client does.
-    pub async fn rpc(&self, client: &reqwest::Client, name: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    pub async fn rpc(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         self.rpc_with(client, name, form, HeaderMap::new()).await
     }
 
@@ -182,7 +190,10 @@ impl TestApp {
         mut headers: HeaderMap,
     ) -> (StatusCode, Value) {
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
         let body = serde_urlencoded(form);
         let response = client
             .post(self.url(&format!("/rpc/{name}")))
@@ -200,7 +211,11 @@ impl TestApp {
     /// Signs up a new user on `client` and returns their email.
     pub async fn sign_up(&self, client: &reqwest::Client, email: &str) -> Value {
         let (status, body) = self
-            .rpc(client, "sign_up", &[("email", email), ("password", "correct horse battery")])
+            .rpc(
+                client,
+                "sign_up",
+                &[("email", email), ("password", "correct horse battery")],
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "sign up failed: {body}");
         body
@@ -224,7 +239,9 @@ fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
