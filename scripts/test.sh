@@ -20,11 +20,10 @@ cargo fmt --all -- --check
 step "cargo clippy (ssr, all targets)"
 cargo clippy --all-targets --features ssr -- -D warnings
 
-step "unit and integration tests (ssr)"
-cargo test --features ssr
-
-step "unit tests (hydrate, native)"
-cargo test --lib --features hydrate
+step "unit and integration tests (ssr), then unit tests (hydrate, native)"
+# cargo-leptos builds with the same LEPTOS_* variables as the end-to-end run,
+# so the two share one build cache.
+cargo leptos test
 
 step "end-to-end tests (Playwright)"
 e2e_dir=target/e2e

@@ -13,8 +13,9 @@ use std::process::ExitCode;
     about = "OpenAI-compatible LLM gateway with prepaid billing"
 )]
 struct Cli {
+    /// Defaults to `serve`, which is how cargo-leptos starts the binary.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -26,7 +27,7 @@ enum Command {
 }
 
 /// Where the configuration comes from; flags win over `GATEWAY_*` and the file.
-#[derive(Args)]
+#[derive(Args, Default)]
 struct ConfigArgs {
     /// Path to config.yml (default: $GATEWAY_CONFIG, then ./config.yml).
     #[arg(long)]
@@ -59,7 +60,7 @@ impl ConfigArgs {
 async fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::Serve(ConfigArgs::default())) {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
     };

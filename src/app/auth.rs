@@ -27,7 +27,7 @@ pub fn Login() -> impl IntoView {
             <A href="/" attr:class="brand">"llm-gateway"</A>
             <h1>"Sign in"</h1>
             <ActionForm action attr:class="form">
-                <input type="hidden" name="next" prop:value=next />
+                <input type="hidden" name="next" value=next />
                 <label for="email">"Email"</label>
                 <input id="email" type="email" name="email" autocomplete="email" required />
                 <label for="password">"Password"</label>
@@ -62,7 +62,7 @@ pub fn Signup() -> impl IntoView {
             <A href="/" attr:class="brand">"llm-gateway"</A>
             <h1>"Create your account"</h1>
             <ActionForm action attr:class="form">
-                <input type="hidden" name="next" prop:value=next />
+                <input type="hidden" name="next" value=next />
                 <label for="email">"Email"</label>
                 <input id="email" type="email" name="email" autocomplete="email" required />
                 <label for="password">"Password"</label>
