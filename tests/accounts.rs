@@ -378,29 +378,26 @@ async fn protected_pages_redirect_to_login(backend: Backend) {
     );
 
     // A plain form post (no JavaScript) signs in and lands on `next`.
-    let response = app
-        .client()
-        .post(app.url("/rpc/sign_in"))
-        .header(ACCEPT, "text/html")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("email=page%40example.com&password=correct+horse+battery&next=%2Fdashboard%2Fkeys")
-        .send()
-        .await
-        .unwrap();
+    let form = "email=page%40example.com&password=correct+horse+battery&next=";
+    let response = html_form_post(&app, "sign_in", &format!("{form}%2Fdashboard%2Fkeys")).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(response.headers()[LOCATION], "/dashboard/keys");
     // ...but never off-site.
-    let response = app
-        .client()
-        .post(app.url("/rpc/sign_in"))
-        .header(ACCEPT, "text/html")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("email=page%40example.com&password=correct+horse+battery&next=%2F%2Fevil.example")
-        .send()
-        .await
-        .unwrap();
+    let response = html_form_post(&app, "sign_in", &format!("{form}%2F%2Fevil.example")).await;
     assert_eq!(response.headers()[LOCATION], "/dashboard");
     app.stop().await;
+}
+
+/// Posts a server function as a plain HTML form does, without JavaScript.
+async fn html_form_post(app: &TestApp, name: &str, form: &str) -> reqwest::Response {
+    app.client()
+        .post(app.url(&format!("/rpc/{name}")))
+        .header(ACCEPT, "text/html")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn keys_are_shown_once_and_listed_by_prefix(backend: Backend) {

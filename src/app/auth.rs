@@ -9,12 +9,6 @@ use leptos_router::hooks::use_query_map;
 use super::ErrorMessage;
 use crate::api::auth::{SignIn, SignUp};
 
-/// The `next` query parameter, carried through sign-in.
-fn next_param() -> Signal<String> {
-    let query = use_query_map();
-    Signal::derive(move || query.read().get("next").unwrap_or_default())
-}
-
 /// The sign-in page.
 #[component]
 pub fn Login() -> impl IntoView {
@@ -22,31 +16,16 @@ pub fn Login() -> impl IntoView {
     let error = Signal::derive(move || action.value().get().and_then(Result::err));
     let next = next_param();
     view! {
-        <Title text="Sign in" />
-        <main class="auth-card">
-            <A href="/" attr:class="brand">"llm-gateway"</A>
-            <h1>"Sign in"</h1>
+        <AuthCard title="Sign in">
             <ActionForm action attr:class="form">
-                <input type="hidden" name="next" value=next />
-                <label for="email">"Email"</label>
-                <input id="email" type="email" name="email" autocomplete="email" required />
-                <label for="password">"Password"</label>
-                <input
-                    id="password"
-                    type="password"
-                    name="password"
-                    autocomplete="current-password"
-                    required
-                />
+                <CredentialFields next new_password=false />
                 <ErrorMessage error />
-                <button type="submit" class="button primary" disabled=move || action.pending().get()>
-                    "Sign in"
-                </button>
+                <SubmitButton label="Sign in" pending=action.pending() />
             </ActionForm>
             <p class="muted">
                 "No account yet? " <A href=move || with_next("/signup", &next.get())>"Sign up"</A>
             </p>
-        </main>
+        </AuthCard>
     }
 }
 
@@ -57,34 +36,65 @@ pub fn Signup() -> impl IntoView {
     let error = Signal::derive(move || action.value().get().and_then(Result::err));
     let next = next_param();
     view! {
-        <Title text="Sign up" />
-        <main class="auth-card">
-            <A href="/" attr:class="brand">"llm-gateway"</A>
-            <h1>"Create your account"</h1>
+        <AuthCard title="Create your account">
             <ActionForm action attr:class="form">
-                <input type="hidden" name="next" value=next />
-                <label for="email">"Email"</label>
-                <input id="email" type="email" name="email" autocomplete="email" required />
-                <label for="password">"Password"</label>
-                <input
-                    id="password"
-                    type="password"
-                    name="password"
-                    autocomplete="new-password"
-                    aria-describedby="password-hint"
-                    required
-                />
-                <p id="password-hint" class="hint">"At least 8 characters."</p>
+                <CredentialFields next new_password=true />
                 <ErrorMessage error />
-                <button type="submit" class="button primary" disabled=move || action.pending().get()>
-                    "Sign up"
-                </button>
+                <SubmitButton label="Sign up" pending=action.pending() />
             </ActionForm>
             <p class="muted">
-                "Already have an account? " <A href=move || with_next("/login", &next.get())>"Sign in"</A>
+                "Already have an account? "
+                <A href=move || with_next("/login", &next.get())>"Sign in"</A>
             </p>
+        </AuthCard>
+    }
+}
+
+#[component]
+fn AuthCard(title: &'static str, children: Children) -> impl IntoView {
+    view! {
+        <Title text=title />
+        <main class="auth-card">
+            <A href="/" attr:class="brand">"llm-gateway"</A>
+            <h1>{title}</h1>
+            {children()}
         </main>
     }
+}
+
+/// Email and password inputs, plus the hidden `next` to return to.
+#[component]
+fn CredentialFields(next: Signal<String>, new_password: bool) -> impl IntoView {
+    view! {
+        <input type="hidden" name="next" value=next />
+        <label for="email">"Email"</label>
+        <input id="email" type="email" name="email" autocomplete="email" required />
+        <label for="password">"Password"</label>
+        <input
+            id="password"
+            type="password"
+            name="password"
+            autocomplete=if new_password { "new-password" } else { "current-password" }
+            aria-describedby=new_password.then_some("password-hint")
+            required
+        />
+        {new_password.then(|| view! { <p id="password-hint" class="hint">"At least 8 characters."</p> })}
+    }
+}
+
+#[component]
+fn SubmitButton(label: &'static str, pending: Memo<bool>) -> impl IntoView {
+    view! {
+        <button type="submit" class="button primary" disabled=move || pending.get()>
+            {label}
+        </button>
+    }
+}
+
+/// The `next` query parameter, carried through sign-in.
+fn next_param() -> Signal<String> {
+    let query = use_query_map();
+    Signal::derive(move || query.read().get("next").unwrap_or_default())
 }
 
 fn with_next(path: &str, next: &str) -> String {
@@ -95,7 +105,7 @@ fn with_next(path: &str, next: &str) -> String {
     }
 }
 
-/// Percent-encodes a query component.
+/// Percent-encodes a query component (keeping `/` readable).
 pub fn encode_component(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {

@@ -9,7 +9,7 @@ mod landing;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes, A};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 use crate::error::AppError;
 
@@ -46,7 +46,12 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/") view=landing::Landing />
                 <Route path=path!("/login") view=auth::Login />
                 <Route path=path!("/signup") view=auth::Signup />
-                <ParentRoute path=path!("/dashboard") view=dashboard::DashboardLayout>
+                // In-order rendering: the dashboard works before (or without) the WASM.
+                <ParentRoute
+                    path=path!("/dashboard")
+                    view=dashboard::DashboardLayout
+                    ssr=SsrMode::InOrder
+                >
                     <Route path=path!("") view=dashboard::Overview />
                     <Route path=path!("keys") view=keys::KeysPage />
                 </ParentRoute>
