@@ -64,6 +64,40 @@ pub struct Config {
     /// Provider cost per model, keyed `provider:model`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub pricing: BTreeMap<String, PriceConfig>,
+    /// Models to try, in order, when a model's provider fails: `provider:model` → list.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Timeouts and retries for upstream calls.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// The largest request body accepted, in bytes (413 beyond).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+}
+
+/// Timeouts and retries for upstream calls. Retries apply to non-streaming
+/// requests, and to streams before their first byte reaches the client.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub connect_timeout_secs: u64,
+    /// Longest wait for the next byte of an upstream response.
+    pub read_timeout_secs: u64,
+    /// Retries after the first attempt, on 429, 5xx, timeouts and connection errors.
+    pub max_retries: u32,
+    /// The first retry waits this long; each next one twice as long.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 10,
+            read_timeout_secs: 300,
+            max_retries: 2,
+            retry_backoff_ms: 200,
+        }
+    }
 }
 
 /// One upstream provider.
@@ -136,8 +170,15 @@ impl Default for Config {
             trust_forwarded_for: false,
             providers: BTreeMap::new(),
             pricing: BTreeMap::new(),
+            fallbacks: BTreeMap::new(),
+            upstream: UpstreamConfig::default(),
+            max_request_bytes: default_max_request_bytes(),
         }
     }
+}
+
+fn default_max_request_bytes() -> usize {
+    10 * 1024 * 1024
 }
 
 fn default_host() -> String {
@@ -296,6 +337,21 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        for (model, targets) in &self.fallbacks {
+            let key = format!("fallbacks.{model}");
+            if !model.contains(':') || targets.iter().any(|t| !t.contains(':')) {
+                return Err(invalid(&key, "models are written `provider:model`".into()));
+            }
+        }
+        if self.upstream.connect_timeout_secs == 0 || self.upstream.read_timeout_secs == 0 {
+            return Err(invalid(
+                "upstream",
+                "timeouts must be at least 1 second".into(),
+            ));
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(invalid("max_request_bytes", "must be at least 1024".into()));
         }
         for (model, price) in &self.pricing {
             let key = format!("pricing.{model}");

@@ -34,6 +34,25 @@ pub enum AppError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The request body is over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// No such model, or no provider offers it.
+    #[error("{0}")]
+    ModelNotFound(String),
+    /// The upstream provider refused the request (a 4xx), passed on as is.
+    #[error("{message}")]
+    Upstream {
+        status: u16,
+        message: String,
+        code: Option<String>,
+    },
+    /// The upstream provider failed (5xx, connection, invalid response).
+    #[error("{0}")]
+    BadGateway(String),
+    /// The upstream provider did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// A dependency (the database) is down.
     #[error("{0}")]
     Unavailable(String),
@@ -63,6 +82,11 @@ impl AppError {
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::TooManyRequests { .. } => 429,
+            Self::PayloadTooLarge(_) => 413,
+            Self::ModelNotFound(_) => 404,
+            Self::Upstream { status, .. } => *status,
+            Self::BadGateway(_) => 502,
+            Self::GatewayTimeout(_) => 504,
             Self::Unavailable(_) => 503,
             Self::Internal | Self::Transport(_) => 500,
         }
@@ -71,9 +95,16 @@ impl AppError {
     /// OpenAI's `error.type` for this error.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Self::Validation { .. } | Self::Conflict(_) | Self::NotFound(_) => {
-                "invalid_request_error"
-            }
+            Self::Validation { .. }
+            | Self::Conflict(_)
+            | Self::NotFound(_)
+            | Self::PayloadTooLarge(_)
+            | Self::ModelNotFound(_) => "invalid_request_error",
+            Self::Upstream { status: 401, .. } => "authentication_error",
+            Self::Upstream { status: 403, .. } => "permission_error",
+            Self::Upstream { status: 429, .. } => "rate_limit_error",
+            Self::Upstream { .. } => "invalid_request_error",
+            Self::BadGateway(_) | Self::GatewayTimeout(_) => "api_error",
             Self::Unauthorized(_) => "authentication_error",
             Self::Forbidden(_) => "permission_error",
             Self::TooManyRequests { .. } => "rate_limit_error",
@@ -82,8 +113,13 @@ impl AppError {
     }
 
     /// OpenAI's `error.code` for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
+            Self::PayloadTooLarge(_) => "request_too_large",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::Upstream { code, .. } => code.as_deref().unwrap_or("upstream_error"),
+            Self::BadGateway(_) => "upstream_error",
+            Self::GatewayTimeout(_) => "upstream_timeout",
             Self::Validation { .. } => "invalid_request",
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "forbidden",

@@ -24,6 +24,26 @@ enum Command {
     Serve(ConfigArgs),
     /// Apply database migrations and exit.
     Migrate(ConfigArgs),
+    /// Run the mock upstream provider (OpenAI, Anthropic and Gemini formats).
+    MockProvider(MockArgs),
+}
+
+/// Options of the mock provider; see `llm_gateway::mock` for per-request faults.
+#[derive(Args)]
+struct MockArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 4010)]
+    port: u16,
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Content chunks per reply.
+    #[arg(long, default_value_t = 6)]
+    chunks: usize,
+    /// Delay between stream chunks, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
 }
 
 /// Where the configuration comes from; flags win over `GATEWAY_*` and the file.
@@ -63,6 +83,7 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve(ConfigArgs::default())) {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
+        Command::MockProvider(args) => mock_provider(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +127,23 @@ async fn migrate(args: ConfigArgs) -> Result<(), String> {
     db.close().await;
     println!("migrations applied to {}", db.backend());
     Ok(())
+}
+
+async fn mock_provider(args: MockArgs) -> Result<(), String> {
+    let options = llm_gateway::mock::MockOptions {
+        latency_ms: args.latency_ms,
+        chunks: args.chunks,
+        chunk_delay_ms: args.chunk_delay_ms,
+    };
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("mock provider listening on http://{addr}");
+    axum::serve(listener, llm_gateway::mock::router(options))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Leptos site options: from cargo-leptos's `LEPTOS_*` variables when it runs

@@ -17,6 +17,9 @@ use crate::app::{shell, App};
 use crate::auth::{origin, session::SessionBackend};
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
+use crate::providers::Providers;
+use crate::proxy::recorder::UsageRecorder;
+use crate::proxy::routing::ModelRouter;
 
 /// Everything a handler or server function needs, cloned cheaply per request.
 #[derive(Clone, FromRef)]
@@ -24,6 +27,8 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub db: Db,
     pub config: Arc<Config>,
+    pub models: Arc<ModelRouter>,
+    pub recorder: UsageRecorder,
 }
 
 /// Why the server could not start.
@@ -33,6 +38,8 @@ pub enum StartError {
     Database(#[from] DbError),
     #[error("cannot set up the session store: {0}")]
     Sessions(sqlx::Error),
+    #[error("cannot set up the upstream HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -46,31 +53,47 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    usage_writer: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish, and waits.
+    /// Stops accepting, lets in-flight requests finish, writes the last usage
+    /// records, and returns.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
+        let _ = self.usage_writer.await;
     }
 }
 
+/// A built application: its router and the task writing usage records.
+pub struct App {
+    pub router: Router,
+    pub usage_writer: tokio::task::JoinHandle<()>,
+}
+
 /// Opens and migrates the database, then builds the state and router.
-pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<Router, StartError> {
+pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App, StartError> {
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let sessions = SessionBackend::new(&db)
         .await
         .map_err(StartError::Sessions)?;
     spawn_maintenance(db.clone(), sessions.clone());
+    let models = ModelRouter::new(Providers::from_config(&config)?, &config);
+    let (recorder, usage_writer) = UsageRecorder::start(db.clone());
     let secure_cookies = config.serves_https();
     let state = AppState {
         leptos_options,
         db,
         config: Arc::new(config),
+        models: Arc::new(models),
+        recorder,
     };
-    Ok(router(state, sessions, secure_cookies))
+    Ok(App {
+        router: router(state, sessions, secure_cookies),
+        usage_writer,
+    })
 }
 
 fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Router {
@@ -82,6 +105,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .layer(middleware::from_fn(origin::require_same_origin));
     Router::new()
         .route("/health", get(health))
+        .merge(crate::proxy::routes())
         .merge(site)
         .layer(crate::auth::session::layer(sessions, secure_cookies))
         .layer(TraceLayer::new_for_http())
@@ -94,7 +118,10 @@ pub async fn spawn(
     leptos_options: LeptosOptions,
 ) -> Result<RunningServer, StartError> {
     let bind_addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
-    let app = build(config, leptos_options).await?;
+    let App {
+        router: app,
+        usage_writer,
+    } = build(config, leptos_options).await?;
     let listener = TcpListener::bind(&bind_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -120,6 +147,7 @@ pub async fn spawn(
         addr,
         shutdown,
         task,
+        usage_writer,
     })
 }
 

@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod login_failures;
+pub mod usage;
 pub mod users;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

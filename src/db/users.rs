@@ -62,3 +62,17 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRow>, sqlx::Erro
         sqlx::query_as::<_, UserRow>(&sql).bind(id).fetch_optional(pool).await
     })
 }
+
+/// Finds a live user by id, creating an API-only user if none exists
+/// (as any-llm-gateway does for the master key's `user` field).
+pub async fn find_or_create(db: &Db, id: &str) -> Result<UserRow, sqlx::Error> {
+    let now = now_ms();
+    with_pool!(db, pool => {
+        sqlx::query("INSERT INTO users (id, created_at, updated_at) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+    });
+    find_by_id(db, id).await?.ok_or(sqlx::Error::RowNotFound)
+}

@@ -246,3 +246,78 @@ fn encode(value: &str) -> String {
         })
         .collect()
 }
+
+/// Starts the mock provider in-process on an ephemeral port; returns its base URL.
+pub async fn start_mock() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = llm_gateway::mock::router(llm_gateway::mock::MockOptions::default());
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+/// Points the three provider kinds at the mock, with a small pricing catalog.
+pub fn use_mock(config: &mut Config, mock: &str) {
+    use llm_gateway::config::{PriceConfig, ProviderConfig, ProviderKind};
+    let provider = |kind: Option<ProviderKind>, base: String| ProviderConfig {
+        kind,
+        api_key: Some("sk-upstream-secret".into()),
+        api_base: Some(base),
+    };
+    config
+        .providers
+        .insert("openai".into(), provider(None, format!("{mock}/v1")));
+    config
+        .providers
+        .insert("anthropic".into(), provider(None, mock.to_string()));
+    config
+        .providers
+        .insert("gemini".into(), provider(None, mock.to_string()));
+    config.providers.insert(
+        "groq".into(),
+        provider(Some(ProviderKind::Openai), format!("{mock}/v1")),
+    );
+    let price = PriceConfig {
+        input_price_per_million: 0.15,
+        output_price_per_million: 0.6,
+        cached_input_price_per_million: None,
+        margin_percent: None,
+    };
+    for model in [
+        "openai:gpt-4o-mini",
+        "anthropic:claude-3-5-haiku",
+        "gemini:gemini-2.0-flash",
+        "openai:text-embedding-3-small",
+    ] {
+        config.pricing.insert(model.into(), price.clone());
+    }
+    config.upstream.max_retries = 1;
+    config.upstream.retry_backoff_ms = 10;
+}
+
+impl TestApp {
+    /// Signs up a user and creates an API key for them; returns the key.
+    pub async fn user_key(&self, email: &str) -> String {
+        let client = self.client();
+        self.sign_up(&client, email).await;
+        let (status, created) = self.rpc(&client, "create_key", &[("name", "test")]).await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        created["secret"].as_str().unwrap().to_string()
+    }
+
+    /// Waits for `count` usage records and returns them all.
+    pub async fn usage_records(&self, count: usize) -> Vec<llm_gateway::db::usage::UsageRecord> {
+        let db = llm_gateway::db::Db::connect(&self.db.url).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let records = llm_gateway::db::usage::all(&db).await.unwrap();
+            if records.len() >= count || std::time::Instant::now() > deadline {
+                db.close().await;
+                return records;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}

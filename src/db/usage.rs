@@ -1,0 +1,85 @@
+//! Queries on `usage_records`: one row per proxied request.
+
+use super::Db;
+use crate::with_pool;
+
+/// Everything measured about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageRecord {
+    pub id: String,
+    pub user_id: String,
+    pub key_id: Option<String>,
+    pub endpoint: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cached_tokens: i64,
+    pub status: i32,
+    pub error_code: Option<String>,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    pub streamed: i32,
+    pub aborted: i32,
+    pub created_at: i64,
+}
+
+/// Inserts a batch of records and stamps their keys' `last_used_at`, in one transaction.
+pub async fn insert_batch(db: &Db, records: &[UsageRecord]) -> Result<(), sqlx::Error> {
+    const SQL: &str = "INSERT INTO usage_records (id, user_id, key_id, endpoint, provider, model, \
+        prompt_tokens, completion_tokens, cached_tokens, status, error_code, latency_ms, ttft_ms, \
+        streamed, aborted, created_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+        ON CONFLICT (id) DO NOTHING";
+    const TOUCH: &str = "UPDATE api_keys SET last_used_at = $1 \
+        WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        for r in records {
+            sqlx::query(SQL)
+                .bind(&r.id)
+                .bind(&r.user_id)
+                .bind(&r.key_id)
+                .bind(&r.endpoint)
+                .bind(&r.provider)
+                .bind(&r.model)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.status)
+                .bind(&r.error_code)
+                .bind(r.latency_ms)
+                .bind(r.ttft_ms)
+                .bind(r.streamed)
+                .bind(r.aborted)
+                .bind(r.created_at)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(key_id) = &r.key_id {
+                sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await
+    })
+}
+
+/// One request's record, if it belongs to `user_id`.
+pub async fn find_for_user(
+    db: &Db,
+    id: &str,
+    user_id: &str,
+) -> Result<Option<UsageRecord>, sqlx::Error> {
+    let sql = "SELECT * FROM usage_records WHERE id = $1 AND user_id = $2";
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, UsageRecord>(sql).bind(id).bind(user_id).fetch_optional(pool).await
+    })
+}
+
+/// Every record, oldest first (for tests and exports).
+pub async fn all(db: &Db) -> Result<Vec<UsageRecord>, sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, UsageRecord>("SELECT * FROM usage_records ORDER BY created_at, id")
+            .fetch_all(pool)
+            .await
+    })
+}

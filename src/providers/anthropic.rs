@@ -1,0 +1,546 @@
+//! Anthropic's Messages API (`POST /v1/messages`), translated to and from
+//! OpenAI's chat shapes, streaming included.
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
+
+use super::{
+    chunk, content_text, json_body, parse_data_url, send, stop_list, unix_now, usage_chunk, Body,
+    ChunkStream, Provider, SseParser, UpstreamError, Usage,
+};
+
+const DEFAULT_BASE: &str = "https://api.anthropic.com";
+const API_VERSION: &str = "2023-06-01";
+/// Anthropic requires `max_tokens`; used when the client gave none.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// A client for Anthropic.
+pub struct Anthropic {
+    http: reqwest::Client,
+    base: String,
+    api_key: String,
+}
+
+impl Anthropic {
+    pub fn new(http: reqwest::Client, base: Option<String>, api_key: String) -> Self {
+        let base = base.unwrap_or_else(|| DEFAULT_BASE.into());
+        Self {
+            http,
+            base: base
+                .trim_end_matches('/')
+                .trim_end_matches("/v1")
+                .to_string(),
+            api_key,
+        }
+    }
+
+    fn post(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/messages", self.base))
+            .header("x-api-key", &self.api_key)
+            .header("anthropic-version", API_VERSION)
+            .json(body)
+    }
+}
+
+#[async_trait]
+impl Provider for Anthropic {
+    async fn chat(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
+        let request = to_anthropic(body, model, false)?;
+        let response = json_body(send(self.post(&request)).await?).await?;
+        Ok(from_anthropic(&response, model))
+    }
+
+    async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {
+        let request = to_anthropic(body, model, true)?;
+        let response = send(self.post(&request)).await?;
+        Ok(stream_chunks(response, model.to_string()))
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> UpstreamError {
+    UpstreamError::Status {
+        status: 400,
+        message: message.into(),
+        code: Some("invalid_request".into()),
+    }
+}
+
+/// Builds a Messages API request from an OpenAI chat request.
+pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, UpstreamError> {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad_request("`messages` must be an array"))?;
+    let mut system = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
+    for message in messages {
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user");
+        let content = message.get("content").cloned().unwrap_or(Value::Null);
+        match role {
+            "system" | "developer" => system.push(content_text(&content)),
+            "assistant" => {
+                let mut blocks = content_blocks(&content);
+                for call in message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let arguments = call
+                        .pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or("{}");
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call.get("id").cloned().unwrap_or(Value::Null),
+                        "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                        "input": serde_json::from_str::<Value>(arguments).unwrap_or_else(|_| json!({})),
+                    }));
+                }
+                push_message(&mut out, "assistant", blocks);
+            }
+            "tool" => {
+                let block = json!({
+                    "type": "tool_result",
+                    "tool_use_id": message.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "content": content_text(&content),
+                });
+                push_message(&mut out, "user", vec![block]);
+            }
+            _ => push_message(&mut out, "user", content_blocks(&content)),
+        }
+    }
+    let max_tokens = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    let mut request = Map::new();
+    request.insert("model".into(), json!(model));
+    request.insert("max_tokens".into(), json!(max_tokens));
+    request.insert("messages".into(), Value::Array(out));
+    if !system.is_empty() {
+        request.insert("system".into(), json!(system.join("\n\n")));
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(value) = body.get(key) {
+            request.insert(key.into(), value.clone());
+        }
+    }
+    if let Some(stop) = stop_list(body) {
+        request.insert("stop_sequences".into(), Value::Array(stop));
+    }
+    if let Some(tools) = body.get("tools").and_then(Value::as_array) {
+        let tools: Vec<Value> = tools
+            .iter()
+            .filter_map(|t| t.get("function"))
+            .map(|f| {
+                json!({
+                    "name": f.get("name").cloned().unwrap_or(Value::Null),
+                    "description": f.get("description").cloned().unwrap_or(json!("")),
+                    "input_schema": f.get("parameters").cloned().unwrap_or(json!({"type": "object"})),
+                })
+            })
+            .collect();
+        request.insert("tools".into(), Value::Array(tools));
+    }
+    if let Some(choice) = body.get("tool_choice") {
+        let mapped = match choice {
+            Value::String(s) if s == "required" => json!({"type": "any"}),
+            Value::String(s) if s == "none" => json!({"type": "none"}),
+            Value::String(_) => json!({"type": "auto"}),
+            other => match other.pointer("/function/name") {
+                Some(name) => json!({"type": "tool", "name": name}),
+                None => json!({"type": "auto"}),
+            },
+        };
+        request.insert("tool_choice".into(), mapped);
+    }
+    if let Some(user) = body.get("user").and_then(Value::as_str) {
+        request.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    if stream {
+        request.insert("stream".into(), json!(true));
+    }
+    Ok(Value::Object(request))
+}
+
+/// Appends blocks, merging consecutive messages of one role (Anthropic requires alternation).
+fn push_message(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    if let Some(last) = out.last_mut() {
+        if last["role"] == role {
+            if let Some(content) = last["content"].as_array_mut() {
+                content.extend(blocks);
+                return;
+            }
+        }
+    }
+    out.push(json!({ "role": role, "content": blocks }));
+}
+
+/// OpenAI content (a string or parts) as Anthropic content blocks.
+fn content_blocks(content: &Value) -> Vec<Value> {
+    match content {
+        Value::String(text) if !text.is_empty() => vec![json!({"type": "text", "text": text})],
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| match part.get("type").and_then(Value::as_str) {
+                Some("text") => Some(
+                    json!({"type": "text", "text": part.get("text").cloned().unwrap_or(json!(""))}),
+                ),
+                Some("image_url") => {
+                    let url = part.pointer("/image_url/url").and_then(Value::as_str)?;
+                    Some(match parse_data_url(url) {
+                        Some((media_type, data)) => json!({
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": media_type, "data": data},
+                        }),
+                        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+                    })
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Maps Anthropic's `stop_reason` to OpenAI's `finish_reason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+fn usage_of(usage: &Value) -> Usage {
+    let get = |key: &str| usage.get(key).and_then(Value::as_i64).unwrap_or(0);
+    let cache_read = get("cache_read_input_tokens");
+    Usage {
+        prompt_tokens: get("input_tokens") + cache_read + get("cache_creation_input_tokens"),
+        completion_tokens: get("output_tokens"),
+        cached_tokens: cache_read,
+    }
+}
+
+/// Builds an OpenAI `chat.completion` from a Messages API response.
+pub fn from_anthropic(response: &Value, model: &str) -> Value {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in response
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => tool_calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": block.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({ "role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) } });
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let stop = response
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("end_turn");
+    json!({
+        "id": response.get("id").cloned().unwrap_or(json!("msg")),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": model,
+        "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(stop) }],
+        "usage": usage_of(response.get("usage").unwrap_or(&Value::Null)).to_openai(),
+    })
+}
+
+/// State carried across a stream's events.
+struct StreamState {
+    id: String,
+    model: String,
+    created: i64,
+    usage: Usage,
+    /// Anthropic block index → OpenAI tool call index.
+    tool_index: std::collections::HashMap<u64, usize>,
+}
+
+impl StreamState {
+    /// Translates one event into zero or more OpenAI chunks.
+    fn on_event(&mut self, event: &Value) -> Result<Vec<Value>, UpstreamError> {
+        let (id, model, created) = (self.id.clone(), self.model.clone(), self.created);
+        let chunk = |delta: Value, finish: Option<&str>| chunk(&id, &model, created, delta, finish);
+        match event.get("type").and_then(Value::as_str).unwrap_or("") {
+            "message_start" => {
+                if let Some(message_id) = event.pointer("/message/id").and_then(Value::as_str) {
+                    self.id = message_id.to_string();
+                }
+                self.usage = usage_of(event.pointer("/message/usage").unwrap_or(&Value::Null));
+                Ok(vec![chunk_with_id(
+                    &self.id,
+                    &model,
+                    created,
+                    json!({"role": "assistant", "content": ""}),
+                )])
+            }
+            "content_block_start" => {
+                let block = event.get("content_block").unwrap_or(&Value::Null);
+                if block.get("type").and_then(Value::as_str) != Some("tool_use") {
+                    return Ok(vec![]);
+                }
+                let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let tool_index = self.tool_index.len();
+                self.tool_index.insert(index, tool_index);
+                Ok(vec![chunk(
+                    json!({"tool_calls": [{
+                        "index": tool_index,
+                        "id": block.get("id").cloned().unwrap_or(Value::Null),
+                        "type": "function",
+                        "function": {"name": block.get("name").cloned().unwrap_or(Value::Null), "arguments": ""},
+                    }]}),
+                    None,
+                )])
+            }
+            "content_block_delta" => {
+                let delta = event.get("delta").unwrap_or(&Value::Null);
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => Ok(vec![chunk(
+                        json!({"content": delta.get("text").cloned().unwrap_or(json!(""))}),
+                        None,
+                    )]),
+                    Some("input_json_delta") => {
+                        let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let tool_index = self.tool_index.get(&index).copied().unwrap_or(0);
+                        Ok(vec![chunk(
+                            json!({"tool_calls": [{
+                                "index": tool_index,
+                                "function": {"arguments": delta.get("partial_json").cloned().unwrap_or(json!(""))},
+                            }]}),
+                            None,
+                        )])
+                    }
+                    _ => Ok(vec![]),
+                }
+            }
+            "message_delta" => {
+                if let Some(output) = event
+                    .pointer("/usage/output_tokens")
+                    .and_then(Value::as_i64)
+                {
+                    self.usage.completion_tokens = output;
+                }
+                let stop = event
+                    .pointer("/delta/stop_reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("end_turn");
+                Ok(vec![chunk(json!({}), Some(finish_reason(stop)))])
+            }
+            "message_stop" => Ok(vec![usage_chunk(&self.id, &model, created, self.usage)]),
+            "error" => Err(UpstreamError::Status {
+                status: 502,
+                message: event
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream stream error")
+                    .to_string(),
+                code: event
+                    .pointer("/error/type")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            }),
+            _ => Ok(vec![]),
+        }
+    }
+}
+
+fn chunk_with_id(id: &str, model: &str, created: i64, delta: Value) -> Value {
+    chunk(id, model, created, delta, None)
+}
+
+/// Translates Anthropic's event stream into OpenAI chunks.
+fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
+    let state = StreamState {
+        id: "msg".into(),
+        model,
+        created: unix_now(),
+        usage: Usage::default(),
+        tool_index: Default::default(),
+    };
+    let bytes = response.bytes_stream();
+    futures::stream::unfold(
+        (bytes, SseParser::default(), VecDeque::new(), state, false),
+        |(mut bytes, mut parser, mut pending, mut state, mut done)| async move {
+            loop {
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (bytes, parser, pending, state, done)));
+                }
+                if done {
+                    return None;
+                }
+                match bytes.next().await {
+                    Some(Ok(data)) => {
+                        for event in parser.push(&data) {
+                            let parsed = serde_json::from_str::<Value>(&event.data)
+                                .map_err(|e| UpstreamError::Protocol(format!("bad event: {e}")))
+                                .and_then(|value| {
+                                    if value.get("type").and_then(Value::as_str)
+                                        == Some("message_stop")
+                                    {
+                                        done = true;
+                                    }
+                                    state.on_event(&value)
+                                });
+                            match parsed {
+                                Ok(chunks) => pending.extend(chunks.into_iter().map(Ok)),
+                                Err(err) => {
+                                    pending.push_back(Err(err));
+                                    done = true;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Some(Err(err)) => {
+                        pending.push_back(Err(UpstreamError::from_reqwest(err)));
+                        done = true;
+                    }
+                    None => done = true,
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(value: Value) -> Body {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn request_maps_system_tools_images_and_stop() {
+        let request = to_anthropic(
+            &body(json!({
+                "model": "anthropic:claude",
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": [
+                        {"type": "text", "text": "What is this?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                    ]},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}}
+                    ]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "a cat"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}],
+                "tool_choice": "required",
+                "stop": "END", "temperature": 0.2
+            })),
+            "claude-x",
+            false,
+        )
+        .unwrap();
+        assert_eq!(request["system"], "Be brief.");
+        assert_eq!(request["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert_eq!(
+            request["messages"][0]["content"][1]["source"]["media_type"],
+            "image/png"
+        );
+        assert_eq!(request["messages"][1]["content"][0]["type"], "tool_use");
+        assert_eq!(request["messages"][1]["content"][0]["input"]["q"], 1);
+        assert_eq!(request["messages"][2]["content"][0]["type"], "tool_result");
+        assert_eq!(request["tools"][0]["input_schema"]["type"], "object");
+        assert_eq!(request["tool_choice"]["type"], "any");
+        assert_eq!(request["stop_sequences"][0], "END");
+        assert_eq!(request["temperature"], 0.2);
+    }
+
+    #[test]
+    fn response_maps_text_tools_reason_and_cache_usage() {
+        let response = from_anthropic(
+            &json!({
+                "id": "msg_1",
+                "content": [
+                    {"type": "text", "text": "Looking."},
+                    {"type": "tool_use", "id": "tu_1", "name": "look", "input": {"q": 2}}
+                ],
+                "stop_reason": "tool_use",
+                "usage": {"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 6, "cache_creation_input_tokens": 2}
+            }),
+            "claude-x",
+        );
+        let choice = &response["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Looking.");
+        assert_eq!(
+            choice["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"q\":2}"
+        );
+        assert_eq!(response["usage"]["prompt_tokens"], 18);
+        assert_eq!(
+            response["usage"]["prompt_tokens_details"]["cached_tokens"],
+            6
+        );
+        assert_eq!(response["usage"]["completion_tokens"], 4);
+    }
+
+    #[test]
+    fn stream_events_become_chunks() {
+        let mut state = StreamState {
+            id: "msg".into(),
+            model: "claude-x".into(),
+            created: 0,
+            usage: Usage::default(),
+            tool_index: Default::default(),
+        };
+        let events = [
+            json!({"type": "message_start", "message": {"id": "msg_9", "usage": {"input_tokens": 7, "output_tokens": 1}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "tu", "name": "f"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\""}}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 12}}),
+            json!({"type": "message_stop"}),
+        ];
+        let chunks: Vec<Value> = events
+            .iter()
+            .flat_map(|e| state.on_event(e).unwrap())
+            .collect();
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(
+            chunks[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
+        assert_eq!(
+            chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\""
+        );
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[5]["usage"]["prompt_tokens"], 7);
+        assert_eq!(chunks[5]["usage"]["completion_tokens"], 12);
+        assert_eq!(chunks[5]["id"], "msg_9");
+    }
+}

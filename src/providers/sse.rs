@@ -1,0 +1,94 @@
+//! An incremental parser for server-sent events (`text/event-stream`).
+
+/// One event: its `event:` name (if any) and its joined `data:` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Feeds bytes in as they arrive and yields complete events.
+#[derive(Default)]
+pub struct SseParser {
+    buffer: Vec<u8>,
+}
+
+impl SseParser {
+    /// Adds bytes and returns every event they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some((end, sep_len)) = find_event_end(&self.buffer) {
+            let raw: Vec<u8> = self.buffer.drain(..end + sep_len).collect();
+            if let Some(event) = parse_event(&raw[..end]) {
+                events.push(event);
+            }
+        }
+        events
+    }
+}
+
+fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn parse_event(raw: &[u8]) -> Option<SseEvent> {
+    let text = String::from_utf8_lossy(raw);
+    let mut event = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.strip_prefix(' ').unwrap_or(value));
+        } else if let Some(value) = line.strip_prefix("event:") {
+            event = Some(value.trim().to_string());
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    Some(SseEvent {
+        event,
+        data: data.join("\n"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_split_across_reads() {
+        let mut parser = SseParser::default();
+        assert!(parser.push(b"event: message_start\nda").is_empty());
+        let events = parser.push(b"ta: {\"a\":1}\n\ndata: [DONE]\n\n: comment\n\n");
+        assert_eq!(
+            events,
+            vec![
+                SseEvent {
+                    event: Some("message_start".into()),
+                    data: "{\"a\":1}".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "[DONE]".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn handles_crlf() {
+        let mut parser = SseParser::default();
+        let events = parser.push(b"data: x\r\n\r\ndata: y\r\n\r\n");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].data, "y");
+    }
+}

@@ -1,0 +1,264 @@
+//! `POST /v1/chat/completions` and `POST /v1/embeddings`.
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use super::auth::billed_user;
+use super::routing::Target;
+use super::stream::{sse_response, Meter};
+use super::{parse_body, request_id, with_request_id, Caller};
+use crate::config::ProviderKind;
+use crate::error::AppError;
+use crate::providers::{content_text, estimate_tokens, Body, UpstreamError, Usage};
+use crate::server::AppState;
+
+/// Chat completions, streaming or not, routed to the model's provider.
+pub async fn chat_completions(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let id = request_id(&headers);
+    let mut response = match chat(&state, &caller, &id, request.into_body()).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    with_request_id(response.headers_mut(), &id);
+    response
+}
+
+/// Embeddings, for OpenAI-compatible providers.
+pub async fn embeddings(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let id = request_id(&headers);
+    let mut response = match embed(&state, &caller, &id, request.into_body()).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    with_request_id(response.headers_mut(), &id);
+    response
+}
+
+/// Reads and parses the body, then finds who pays for the request.
+async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: HttpBody,
+    endpoint: &str,
+) -> Result<(Body, Meter), AppError> {
+    let limit = state.config.max_request_bytes;
+    let bytes = axum::body::to_bytes(body, limit + 1).await.map_err(|_| {
+        AppError::PayloadTooLarge(format!(
+            "The request body is over the limit of {limit} bytes."
+        ))
+    })?;
+    let body = parse_body(&bytes, limit)?;
+    let (user_id, key_id) =
+        billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
+    let meter = Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint);
+    Ok((body, meter))
+}
+
+async fn chat(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: HttpBody,
+) -> Result<Response, AppError> {
+    let (body, mut meter) = prepare(state, caller, id, body, "chat.completions").await?;
+    let result = route_chat(state, &body, &mut meter).await;
+    if let Err(err) = &result {
+        meter.fail(err);
+    }
+    result
+}
+
+async fn route_chat(
+    state: &AppState,
+    body: &Body,
+    meter: &mut Meter,
+) -> Result<Response, AppError> {
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::invalid("model", "`model` is required and must be a string."))?;
+    let messages = body.get("messages").and_then(Value::as_array);
+    if messages.is_none_or(|m| m.is_empty()) {
+        return Err(AppError::invalid(
+            "messages",
+            "`messages` must be a non-empty array.",
+        ));
+    }
+    let primary = state.models.resolve(model)?;
+    meter.target(&primary);
+    let targets = state.models.with_fallbacks(primary);
+
+    if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let include_usage = body
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let (target, chunks) = with_retries(state, &targets, |t| async move {
+            t.provider.client.chat_stream(body, &t.model).await
+        })
+        .await?;
+        meter.target(&target);
+        Ok(sse_response(
+            chunks,
+            meter.take(),
+            include_usage,
+            prompt_estimate(body),
+        ))
+    } else {
+        let (target, response) = with_retries(state, &targets, |t| async move {
+            t.provider.client.chat(body, &t.model).await
+        })
+        .await?;
+        meter.target(&target);
+        let usage = response
+            .get("usage")
+            .and_then(Usage::from_openai)
+            .unwrap_or_default();
+        meter.take().finish(200, None, usage, false);
+        Ok(Json(response).into_response())
+    }
+}
+
+async fn embed(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: HttpBody,
+) -> Result<Response, AppError> {
+    let (body, mut meter) = prepare(state, caller, id, body, "embeddings").await?;
+    let body = &body;
+    let result = async {
+        let model = body.get("model").and_then(Value::as_str).ok_or_else(|| {
+            AppError::invalid("model", "`model` is required and must be a string.")
+        })?;
+        if body.get("input").is_none() {
+            return Err(AppError::invalid("input", "`input` is required."));
+        }
+        let target = state.models.resolve(model)?;
+        meter.target(&target);
+        if target.provider.kind != ProviderKind::Openai {
+            return Err(AppError::invalid(
+                "model",
+                format!(
+                    "Embeddings are available from OpenAI-compatible providers; `{}` is not one.",
+                    target.provider.name
+                ),
+            ));
+        }
+        let targets = state.models.with_fallbacks(target);
+        let (_, response) = with_retries(state, &targets, |t| async move {
+            t.provider.client.embeddings(body, &t.model).await
+        })
+        .await?;
+        let usage = response
+            .get("usage")
+            .and_then(Usage::from_openai)
+            .unwrap_or_default();
+        meter.take().finish(200, None, usage, false);
+        Ok(Json(response).into_response())
+    }
+    .await;
+    if let Err(err) = &result {
+        meter.fail(err);
+    }
+    result
+}
+
+/// A local count of the prompt, used if a stream ends before usage arrives.
+fn prompt_estimate(body: &Body) -> i64 {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| {
+                    estimate_tokens(&content_text(m.get("content").unwrap_or(&Value::Null))) + 4
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Calls each target in turn (the model, then its fallbacks), retrying
+/// retryable failures with exponential backoff. A client error (4xx other
+/// than 429) is returned at once: another provider would refuse it too.
+async fn with_retries<T, F, Fut>(
+    state: &AppState,
+    targets: &[Target],
+    mut call: F,
+) -> Result<(Target, T), AppError>
+where
+    F: FnMut(Target) -> Fut,
+    Fut: Future<Output = Result<T, UpstreamError>>,
+{
+    let retries = state.config.upstream.max_retries;
+    let backoff = Duration::from_millis(state.config.upstream.retry_backoff_ms);
+    let mut last = None;
+    for target in targets {
+        for attempt in 0..=retries {
+            let started = Instant::now();
+            match call(target.clone()).await {
+                Ok(value) => return Ok((target.clone(), value)),
+                Err(err) => {
+                    tracing::warn!(
+                        provider = %target.provider.name, model = %target.model, attempt,
+                        elapsed_ms = started.elapsed().as_millis() as u64, error = %err,
+                        "upstream call failed"
+                    );
+                    if !err.is_retryable() {
+                        return Err(upstream_to_app(err));
+                    }
+                    last = Some(err);
+                    if attempt < retries {
+                        tokio::time::sleep(backoff * 2u32.pow(attempt)).await;
+                    }
+                }
+            }
+        }
+    }
+    Err(upstream_to_app(last.unwrap_or(UpstreamError::Connect(
+        "no provider to call".into(),
+    ))))
+}
+
+/// How an upstream failure reaches the client.
+pub fn upstream_to_app(err: UpstreamError) -> AppError {
+    match err {
+        UpstreamError::Status {
+            status,
+            message,
+            code,
+        } if (400..500).contains(&status) => AppError::Upstream {
+            status,
+            message,
+            code,
+        },
+        UpstreamError::Status {
+            status, message, ..
+        } => AppError::BadGateway(format!(
+            "The upstream provider failed with status {status}: {message}"
+        )),
+        UpstreamError::Timeout => {
+            AppError::GatewayTimeout("The upstream provider timed out.".into())
+        }
+        other => AppError::BadGateway(other.to_string()),
+    }
+}

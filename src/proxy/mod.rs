@@ -1,0 +1,71 @@
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/embeddings` and
+//! `/v1/models`, also mounted under `/api/v1`.
+
+mod auth;
+mod chat;
+mod models;
+pub mod recorder;
+pub mod routing;
+mod stream;
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+
+pub use auth::Caller;
+
+use crate::error::AppError;
+use crate::providers::Body;
+use crate::server::AppState;
+
+/// The proxy's routes, under both `/v1` and `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    let v1 = Router::new()
+        .route("/chat/completions", post(chat::chat_completions))
+        .route("/embeddings", post(chat::embeddings))
+        .route("/models", get(models::list_models))
+        // The body limit is enforced by `parse_body`, with an OpenAI-shaped 413.
+        .layer(DefaultBodyLimit::disable());
+    Router::new().nest("/v1", v1.clone()).nest("/api/v1", v1)
+}
+
+/// Parses a JSON object body, enforcing the size limit.
+pub(crate) fn parse_body(bytes: &Bytes, limit: usize) -> Result<Body, AppError> {
+    if bytes.len() > limit {
+        return Err(AppError::PayloadTooLarge(format!(
+            "The request body is {} bytes; the limit is {limit} bytes.",
+            bytes.len()
+        )));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(AppError::Validation {
+            field: None,
+            message: "The request body must be a JSON object.".into(),
+        }),
+        Err(err) => Err(AppError::Validation {
+            field: None,
+            message: format!("The request body is not valid JSON: {err}"),
+        }),
+    }
+}
+
+/// The request id: the client's `x-request-id` if it is sane, else a new one.
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Adds `x-request-id` to a response's headers.
+pub(crate) fn with_request_id(headers: &mut HeaderMap, id: &str) {
+    if let Ok(value) = HeaderValue::from_str(id) {
+        headers.insert("x-request-id", value);
+    }
+}

@@ -1,0 +1,254 @@
+//! Streaming responses: OpenAI chunks relayed as server-sent events the moment
+//! they arrive, with usage captured however the stream ends.
+
+use axum::body::{Body as HttpBody, Bytes};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use super::chat::upstream_to_app;
+use super::recorder::UsageRecorder;
+use super::routing::Target;
+use crate::db::usage::UsageRecord;
+use crate::error::AppError;
+use crate::providers::{ChunkStream, Usage};
+
+/// Status recorded for a stream the client walked away from (nginx's convention).
+pub const CLIENT_CLOSED: i32 = 499;
+
+/// Measures one request and submits exactly one usage record for it.
+pub struct Meter {
+    recorder: UsageRecorder,
+    record: UsageRecord,
+    started: Instant,
+    first_byte_ms: Option<i64>,
+    done: bool,
+}
+
+impl Meter {
+    pub fn new(
+        recorder: UsageRecorder,
+        id: &str,
+        user_id: String,
+        key_id: Option<String>,
+        endpoint: &str,
+    ) -> Self {
+        Self {
+            recorder,
+            record: UsageRecord {
+                id: id.to_string(),
+                user_id,
+                key_id,
+                endpoint: endpoint.to_string(),
+                created_at: crate::db::now_ms(),
+                ..UsageRecord::default()
+            },
+            started: Instant::now(),
+            first_byte_ms: None,
+            done: false,
+        }
+    }
+
+    /// Notes where the request went.
+    pub fn target(&mut self, target: &Target) {
+        self.record.provider = Some(target.provider.name.clone());
+        self.record.model = Some(target.model.clone());
+    }
+
+    /// Moves the meter out (to a stream, or to finish it), leaving a spent one behind.
+    pub fn take(&mut self) -> Meter {
+        let taken = Meter {
+            recorder: self.recorder.clone(),
+            record: self.record.clone(),
+            started: self.started,
+            first_byte_ms: self.first_byte_ms,
+            done: false,
+        };
+        self.done = true;
+        taken
+    }
+
+    fn mark_first_byte(&mut self) {
+        if self.first_byte_ms.is_none() {
+            self.first_byte_ms = Some(self.started.elapsed().as_millis() as i64);
+        }
+    }
+
+    /// Records a failed request (no tokens).
+    pub fn fail(&mut self, err: &AppError) {
+        if !self.done {
+            self.take().finish(
+                err.status() as i32,
+                Some(err.code().to_string()),
+                Usage::default(),
+                false,
+            );
+        }
+    }
+
+    /// Submits the record.
+    pub fn finish(mut self, status: i32, error_code: Option<String>, usage: Usage, aborted: bool) {
+        self.done = true;
+        let record = UsageRecord {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            status,
+            error_code,
+            latency_ms: self.started.elapsed().as_millis() as i64,
+            ttft_ms: self.first_byte_ms,
+            aborted: aborted as i32,
+            ..std::mem::take(&mut self.record)
+        };
+        self.recorder.record(record);
+    }
+}
+
+/// The SSE response for a chunk stream.
+pub fn sse_response(
+    chunks: ChunkStream,
+    mut meter: Meter,
+    include_usage: bool,
+    prompt_estimate: i64,
+) -> Response {
+    meter.record.streamed = 1;
+    let body = MeteredStream {
+        inner: chunks,
+        meter: Some(meter),
+        include_usage,
+        usage: None,
+        generated_chars: 0,
+        prompt_estimate,
+        finished: false,
+    };
+    let mut response = Response::new(HttpBody::from_stream(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct MeteredStream {
+    inner: ChunkStream,
+    meter: Option<Meter>,
+    include_usage: bool,
+    usage: Option<Usage>,
+    generated_chars: usize,
+    prompt_estimate: i64,
+    finished: bool,
+}
+
+impl MeteredStream {
+    /// The usage to bill: the upstream's, or a local count if it never came.
+    fn usage(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            completion_tokens: (self.generated_chars as i64 + 3) / 4,
+            cached_tokens: 0,
+        })
+    }
+
+    fn end(&mut self, status: i32, error_code: Option<String>, aborted: bool) {
+        let usage = self.usage();
+        if let Some(meter) = self.meter.take() {
+            meter.finish(status, error_code, usage, aborted);
+        }
+    }
+
+    /// Inspects a chunk; returns the bytes to send, if any.
+    fn on_chunk(&mut self, mut chunk: Value) -> Option<Bytes> {
+        if let Some(usage) = chunk.get("usage").and_then(Usage::from_openai) {
+            self.usage = Some(usage);
+        }
+        let choices = chunk.get("choices").and_then(Value::as_array);
+        for choice in choices.into_iter().flatten() {
+            let delta = choice.get("delta").unwrap_or(&Value::Null);
+            if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                self.generated_chars += text.chars().count();
+            }
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                    self.generated_chars += args.chars().count();
+                }
+            }
+        }
+        let usage_only = choices.is_some_and(|c| c.is_empty())
+            && chunk.get("usage").is_some_and(|u| !u.is_null());
+        if !self.include_usage {
+            if usage_only {
+                return None; // The gateway asked for it; the client did not.
+            }
+            if let Some(object) = chunk.as_object_mut() {
+                object.remove("usage");
+            }
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter.mark_first_byte();
+        }
+        Some(sse_data(&chunk.to_string()))
+    }
+}
+
+fn sse_data(data: &str) -> Bytes {
+    let mut out = String::with_capacity(data.len() + 8);
+    out.push_str("data: ");
+    out.push_str(data);
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
+
+impl Stream for MeteredStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            match self.inner.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(bytes) = self.on_chunk(chunk) {
+                        return Poll::Ready(Some(Ok(bytes)));
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    self.finished = true;
+                    let err = upstream_to_app(err);
+                    tracing::warn!(error = %err, "stream failed mid-way");
+                    self.end(err.status() as i32, Some(err.code().to_string()), true);
+                    return Poll::Ready(Some(Ok(sse_data(&err.to_openai_json().to_string()))));
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    self.end(200, None, false);
+                    return Poll::Ready(Some(Ok(Bytes::from_static(b"data: [DONE]\n\n"))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for MeteredStream {
+    /// The body was dropped before the end: the client went away.
+    fn drop(&mut self) {
+        if self.meter.is_some() {
+            self.end(CLIENT_CLOSED, Some("client_closed".into()), true);
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The OpenAI-compatible proxy against the mock provider: every adapter,
+//! streaming, tools, errors, faults, fallbacks and usage records.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::{start_mock, use_mock, Backend, TestApp};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+on_both_backends!(usage_is_recorded_once_per_request);
+
+async fn app() -> TestApp {
+    let mock = start_mock().await;
+    TestApp::start_with(Backend::Sqlite, |c| use_mock(c, &mock)).await
+}
+
+async fn app_with(customize: impl FnOnce(&mut llm_gateway::config::Config)) -> TestApp {
+    let mock = start_mock().await;
+    TestApp::start_with(Backend::Sqlite, |c| {
+        use_mock(c, &mock);
+        customize(c);
+    })
+    .await
+}
+
+async fn post(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Reads an SSE body into its `data:` payloads.
+async fn sse_events(response: reqwest::Response) -> Vec<String> {
+    let text = response.text().await.unwrap_or_default();
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn assembled_content(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+const REPLY: &str = "Hello from the llm-gateway mock provider.";
+const MODELS: [&str; 3] = [
+    "openai:gpt-4o-mini",
+    "anthropic:claude-3-5-haiku",
+    "gemini:gemini-2.0-flash",
+];
+
+#[tokio::test]
+async fn every_adapter_answers_non_streaming() {
+    let app = app().await;
+    let key = app.user_key("a@example.com").await;
+    for model in MODELS {
+        let response = post(&app, &key, chat(model, "one two three")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{model}");
+        assert!(response.headers().get("x-request-id").is_some());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["object"], "chat.completion", "{model}");
+        assert_eq!(body["choices"][0]["message"]["content"], REPLY, "{model}");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop", "{model}");
+        assert_eq!(body["usage"]["prompt_tokens"], 3, "{model}");
+        assert_eq!(body["usage"]["completion_tokens"], 6, "{model}");
+    }
+    let records = app.usage_records(3).await;
+    assert_eq!(records.len(), 3);
+    let providers: Vec<_> = records.iter().filter_map(|r| r.provider.clone()).collect();
+    for provider in ["openai", "anthropic", "gemini"] {
+        assert!(providers.iter().any(|p| p == provider), "{providers:?}");
+    }
+    assert!(records
+        .iter()
+        .all(|r| r.status == 200 && r.prompt_tokens == 3 && r.completion_tokens == 6));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_adapter_streams_with_usage_captured() {
+    let app = app().await;
+    let key = app.user_key("s@example.com").await;
+    for model in MODELS {
+        // The client did not ask for usage: none reaches it, yet it is recorded.
+        let mut body = chat(model, "stream please");
+        body["stream"] = json!(true);
+        let response = post(&app, &key, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let events = sse_events(response).await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{model}");
+        assert_eq!(assembled_content(&events), REPLY, "{model}");
+        assert!(
+            !events.iter().any(|e| e.contains("\"usage\"")),
+            "{model}: {events:?}"
+        );
+
+        // The client asked for usage: the final chunk carries it.
+        body["stream_options"] = json!({"include_usage": true});
+        let events = sse_events(post(&app, &key, body).await).await;
+        let usage: Vec<Value> = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .filter(|c| c["usage"].is_object())
+            .collect();
+        assert_eq!(usage.len(), 1, "{model}: {events:?}");
+        assert_eq!(usage[0]["usage"]["completion_tokens"], 6, "{model}");
+        assert_eq!(usage[0]["choices"].as_array().map(Vec::len), Some(0));
+    }
+    let records = app.usage_records(6).await;
+    assert_eq!(records.len(), 6);
+    for record in &records {
+        assert_eq!(
+            (record.streamed, record.aborted, record.status),
+            (1, 0, 200),
+            "{record:?}"
+        );
+        assert_eq!(
+            (record.prompt_tokens, record.completion_tokens),
+            (2, 6),
+            "{record:?}"
+        );
+        assert!(record.ttft_ms.is_some());
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_adapter_returns_tool_calls() {
+    let app = app().await;
+    let key = app.user_key("t@example.com").await;
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
+    for model in MODELS {
+        let mut body = chat(model, "use a tool");
+        body["tools"] = tools.clone();
+        let value: Value = post(&app, &key, body.clone()).await.json().await.unwrap();
+        let call = &value["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "lookup", "{model}: {value}");
+        assert_eq!(
+            call["function"]["arguments"], r#"{"query":"mock"}"#,
+            "{model}"
+        );
+        assert_eq!(
+            value["choices"][0]["finish_reason"], "tool_calls",
+            "{model}"
+        );
+
+        body["stream"] = json!(true);
+        let events = sse_events(post(&app, &key, body).await).await;
+        let mut arguments = String::new();
+        let mut name = None;
+        for event in events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        {
+            if let Some(call) = event.pointer("/choices/0/delta/tool_calls/0") {
+                if let Some(n) = call.pointer("/function/name").and_then(Value::as_str) {
+                    name = Some(n.to_string());
+                }
+                arguments.push_str(
+                    call.pointer("/function/arguments")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                );
+            }
+        }
+        assert_eq!(name.as_deref(), Some("lookup"), "{model}: {events:?}");
+        assert_eq!(arguments, r#"{"query":"mock"}"#, "{model}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_fields_reach_openai_compatible_upstreams() {
+    let app = app().await;
+    let key = app.user_key("f@example.com").await;
+    let body = json!({
+        "model": "groq:llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}],
+        "stop": ["\n"], "n": 1, "seed": 7, "logprobs": true, "some_future_field": {"x": 1}
+    });
+    let value: Value = post(&app, &key, body.clone()).await.json().await.unwrap();
+    let received = &value["mock_request"];
+    assert_eq!(received["model"], "llama-3.1-8b");
+    for field in ["stop", "n", "seed", "logprobs", "some_future_field"] {
+        assert_eq!(received[field], body[field], "{field}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keys_are_accepted_from_every_header_and_bad_ones_refused() {
+    let app = app().await;
+    let key = app.user_key("h@example.com").await;
+    let client = reqwest::Client::new();
+    let body = chat("gpt-4o-mini", "hi");
+    for (name, value) in [
+        ("authorization", format!("Bearer {key}")),
+        ("x-anyllm-key", format!("Bearer {key}")),
+        ("x-api-key", key.clone()),
+    ] {
+        let response = client
+            .post(app.url("/api/v1/chat/completions"))
+            .header(name, value)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{name}");
+    }
+    for bad in [
+        "",
+        "llm_sk_short",
+        "llm_sk_0123456789012345678901234567890123456789",
+    ] {
+        let response = post(&app, bad, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{bad:?}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "authentication_error");
+    }
+    // Revocation takes effect at once.
+    let client_session = app.client();
+    app.rpc(
+        &client_session,
+        "sign_in",
+        &[
+            ("email", "h@example.com"),
+            ("password", "correct horse battery"),
+        ],
+    )
+    .await;
+    let (_, keys) = app.rpc(&client_session, "list_keys", &[]).await;
+    let id = keys[0]["id"].as_str().unwrap().to_string();
+    app.rpc(&client_session, "revoke_key", &[("id", &id)]).await;
+    assert_eq!(
+        post(&app, &key, body).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn master_key_needs_a_user() {
+    let app = app().await;
+    let master = "test-master-key-0123456789";
+    let response = post(&app, master, chat("gpt-4o-mini", "hi")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(
+        error["error"]["message"],
+        "When using master key, 'user' field is required"
+    );
+    let mut body = chat("gpt-4o-mini", "hi");
+    body["user"] = json!("demo-user");
+    assert_eq!(post(&app, master, body).await.status(), StatusCode::OK);
+    let records = app.usage_records(1).await;
+    assert_eq!(records[0].user_id, "demo-user");
+    assert_eq!(records[0].key_id, None);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors() {
+    let app = app_with(|c| c.max_request_bytes = 4096).await;
+    let key = app.user_key("e@example.com").await;
+    let cases = [
+        (
+            chat("no-such-model", "hi"),
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+        ),
+        (
+            chat("nowhere:model", "hi"),
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": []}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            chat("gpt-4o-mini", &"x".repeat(5000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = post(&app, &key, body.clone()).await;
+        assert_eq!(response.status(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{error}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    let error: Value = post(&app, &key, chat("nowhere:model", "hi"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nowhere"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_errors_are_mapped() {
+    let app = app_with(|c| c.upstream.read_timeout_secs = 1).await;
+    let key = app.user_key("u@example.com").await;
+    for model in MODELS {
+        let response = post(&app, &key, chat(model, "[mock status=400]")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{model}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(
+            error["error"]["message"], "mock failure with status 400",
+            "{model}"
+        );
+
+        let response = post(&app, &key, chat(model, "[mock status=500]")).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{model}");
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("sk-upstream-secret"), "{text}");
+    }
+    let response = post(&app, &key, chat("gpt-4o-mini", "[mock first_byte_ms=3000]")).await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "upstream_timeout");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fallbacks_are_tried_in_order() {
+    let app = app_with(|c| {
+        c.fallbacks.insert(
+            "openai:gpt-status-503".into(),
+            vec!["anthropic:claude-3-5-haiku".into()],
+        );
+    })
+    .await;
+    let key = app.user_key("fb@example.com").await;
+    let response = post(&app, &key, chat("openai:gpt-status-503", "hi")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], REPLY);
+    let records = app.usage_records(1).await;
+    assert_eq!(records[0].provider.as_deref(), Some("anthropic"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_broken_stream_ends_with_one_error_event_and_is_billed() {
+    let app = app().await;
+    let key = app.user_key("b@example.com").await;
+    for (i, model) in MODELS.iter().enumerate() {
+        for fault in ["disconnect_after=4", "malformed"] {
+            let mut body = chat(model, &format!("[mock {fault}]"));
+            body["stream"] = json!(true);
+            let events = sse_events(post(&app, &key, body).await).await;
+            let errors: Vec<&String> = events.iter().filter(|e| e.contains("\"error\"")).collect();
+            assert_eq!(errors.len(), 1, "{model} {fault}: {events:?}");
+            let error: Value = serde_json::from_str(errors[0]).unwrap();
+            assert!(error["error"]["message"].is_string());
+            assert_eq!(events.last(), Some(errors[0]), "the error ends the stream");
+        }
+        let records = app.usage_records(2 * (i + 1)).await;
+        assert_eq!(records.len(), 2 * (i + 1));
+    }
+    let records = app.usage_records(6).await;
+    for record in &records {
+        assert_eq!((record.aborted, record.status), (1, 502), "{record:?}");
+        assert!(record.prompt_tokens > 0, "{record:?}");
+    }
+    assert!(
+        records.iter().any(|r| r.completion_tokens > 0),
+        "generated tokens are counted"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_without_usage_is_counted_locally() {
+    let app = app().await;
+    let key = app.user_key("nu@example.com").await;
+    let mut body = chat("gpt-4o-mini", "[mock no_usage]");
+    body["stream"] = json!(true);
+    let events = sse_events(post(&app, &key, body).await).await;
+    assert_eq!(assembled_content(&events), REPLY);
+    let records = app.usage_records(1).await;
+    assert!(
+        records[0].prompt_tokens > 0 && records[0].completion_tokens > 0,
+        "{:?}",
+        records[0]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_is_still_billed() {
+    let app = app().await;
+    let key = app.user_key("cd@example.com").await;
+    let mut body = chat("gpt-4o-mini", "[mock chunks=50 delay_ms=100]");
+    body["stream"] = json!(true);
+    let mut response = post(&app, &key, body).await;
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("data: "));
+    let _ = response.chunk().await;
+    drop(response);
+    let records = app.usage_records(1).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0].status, records[0].aborted, records[0].streamed),
+        (499, 1, 1)
+    );
+    assert!(records[0].prompt_tokens > 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn embeddings_and_models() {
+    let app = app().await;
+    let key = app.user_key("em@example.com").await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(app.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "openai:text-embedding-3-small", "input": ["a", "bb"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    let response = client
+        .post(app.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "anthropic:claude-3-5-haiku", "input": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let models: Value = client
+        .get(app.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"openai:gpt-4o-mini") && ids.contains(&"gemini:gemini-2.0-flash"),
+        "{ids:?}"
+    );
+    assert!(models["data"][0]["pricing"]["input_per_million"].is_number());
+    let response = client.get(app.url("/v1/models")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+async fn usage_is_recorded_once_per_request(backend: Backend) {
+    let mock = start_mock().await;
+    let app = TestApp::start_with(backend, |c| use_mock(c, &mock)).await;
+    let key = app.user_key("once@example.com").await;
+    let ok = post(&app, &key, chat("gpt-4o-mini", "hi")).await;
+    let id = ok.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(
+        post(&app, &key, chat("no-such-model", "hi")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let records = app.usage_records(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let records_later = app.usage_records(2).await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(records_later.len(), 2, "exactly one record per request");
+    let ok_record = records
+        .iter()
+        .find(|r| r.id == id)
+        .expect("record under the request id");
+    assert_eq!(ok_record.status, 200);
+    assert!(ok_record.key_id.is_some());
+    let failed = records.iter().find(|r| r.id != id).unwrap();
+    assert_eq!(
+        (failed.status, failed.error_code.as_deref()),
+        (404, Some("model_not_found"))
+    );
+    // The key's last use is stamped.
+    let client = app.client();
+    app.rpc(
+        &client,
+        "sign_in",
+        &[
+            ("email", "once@example.com"),
+            ("password", "correct horse battery"),
+        ],
+    )
+    .await;
+    let (_, keys) = app.rpc(&client, "list_keys", &[]).await;
+    assert!(keys[0]["last_used_at"].is_number(), "{keys}");
+    app.stop().await;
+}
