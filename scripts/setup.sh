@@ -62,6 +62,17 @@ if $with_test; then
   fi
   # 6. Playwright and the end-to-end suite's packages.
   npm_ci end2end
+  # 7. The official OpenAI SDKs: Python in a venv, JS from npm.
+  if [[ ! -x .venv/bin/python ]]; then
+    say "creating .venv"
+    python3 -m venv .venv
+  fi
+  if ! cmp -s tests/sdk/requirements.txt .venv/.llm-gateway-requirements; then
+    say "installing the Python SDK test requirements"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+    cp tests/sdk/requirements.txt .venv/.llm-gateway-requirements
+  fi
+  npm_ci tests/sdk/js
 fi
 
 say "setup complete"

@@ -35,4 +35,7 @@ export GATEWAY_DATABASE_URL="sqlite://$e2e_dir/gateway.db"
 export GATEWAY_MASTER_KEY=e2e-master-key-0123456789
 cargo leptos end-to-end
 
+step "official OpenAI SDKs (Python and JS) against the gateway and the mock"
+scripts/sdk-tests.sh target/debug/llm-gateway
+
 step "all tests passed"

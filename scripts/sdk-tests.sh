@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs the official OpenAI SDKs (Python and JS), unchanged, against a gateway
+# whose providers all point at the mock provider. Needs a built binary
+# (default target/debug/llm-gateway) and `scripts/setup.sh --test`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bin=${1:-target/debug/llm-gateway}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts a server in the background and prints the URL it reports.
+start() {
+  local name=$1; shift
+  "$@" >"$work/$name.out" 2>"$work/$name.err" &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    if url=$(grep -o 'http://[0-9.:]*' "$work/$name.out" 2>/dev/null | head -n1) && [[ -n "$url" ]]; then
+      echo "$url"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "$name did not start:" >&2
+  cat "$work/$name.err" >&2
+  return 1
+}
+
+# Only tests/sdk/config.yml configures this gateway.
+unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
+mock_url=$(start mock "$bin" mock-provider --port 0)
+export MOCK_URL=$mock_url SDK_DATABASE_URL="sqlite://$work/gateway.db"
+gateway_url=$(start gateway "$bin" serve --config tests/sdk/config.yml)
+echo "==> gateway $gateway_url, mock $mock_url" >&2
+
+# A user and a key, made through the dashboard's own endpoints.
+jar="$work/cookies"
+rpc() {
+  curl -sf -b "$jar" -c "$jar" -H 'Accept: application/json' \
+    -H "Origin: $gateway_url" --data "$2" "$gateway_url/rpc/$1"
+}
+rpc sign_up 'email=sdk%40example.com&password=correct+horse+battery' >/dev/null
+key=$(rpc create_key 'name=sdk' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+
+export GATEWAY_URL=$gateway_url GATEWAY_KEY=$key
+echo "==> Python SDK (openai on PyPI)" >&2
+.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py
+echo "==> JS SDK (openai on npm)" >&2
+(cd tests/sdk/js && node --test)
