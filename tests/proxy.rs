@@ -512,21 +512,37 @@ async fn usage_is_recorded_once_per_request(backend: Backend) {
         post(&app, &key, chat("no-such-model", "hi")).await.status(),
         StatusCode::NOT_FOUND
     );
-    let records = app.usage_records(2).await;
+    let bad_json = reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), StatusCode::BAD_REQUEST);
+    let records = app.usage_records(3).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let records_later = app.usage_records(2).await;
-    assert_eq!(records.len(), 2);
-    assert_eq!(records_later.len(), 2, "exactly one record per request");
+    let records_later = app.usage_records(3).await;
+    assert_eq!(records.len(), 3);
+    assert_eq!(records_later.len(), 3, "exactly one record per request");
     let ok_record = records
         .iter()
         .find(|r| r.id == id)
         .expect("record under the request id");
     assert_eq!(ok_record.status, 200);
     assert!(ok_record.key_id.is_some());
-    let failed = records.iter().find(|r| r.id != id).unwrap();
+    let mut failures: Vec<(i32, Option<&str>)> = records
+        .iter()
+        .filter(|r| r.id != id)
+        .map(|r| (r.status, r.error_code.as_deref()))
+        .collect();
+    failures.sort();
     assert_eq!(
-        (failed.status, failed.error_code.as_deref()),
-        (404, Some("model_not_found"))
+        failures,
+        [
+            (400, Some("invalid_request")),
+            (404, Some("model_not_found"))
+        ]
     );
     // The key's last use is stamped.
     let client = app.client();

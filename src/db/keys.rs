@@ -69,10 +69,24 @@ pub async fn revoke_for_user(db: &Db, user_id: &str, key_id: &str) -> Result<boo
     Ok(result == 1)
 }
 
-/// Finds the key with this hash, with its owner, for authenticating a request.
-pub async fn find_by_hash(db: &Db, key_hash: &str) -> Result<Option<KeyRow>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
+/// What authenticating a request needs about a key and its owner, in one query.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyAuth {
+    pub id: String,
+    pub user_id: String,
+    pub key_prefix: String,
+    pub revoked_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub user_blocked_at: Option<i64>,
+    pub user_deleted_at: Option<i64>,
+}
+
+/// Looks a key up by hash, with its owner's status.
+pub async fn find_for_auth(db: &Db, key_hash: &str) -> Result<Option<KeyAuth>, sqlx::Error> {
+    let sql = "SELECT k.id, k.user_id, k.key_prefix, k.revoked_at, k.expires_at, \
+               u.blocked_at AS user_blocked_at, u.deleted_at AS user_deleted_at \
+               FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1";
     with_pool!(db, pool => {
-        sqlx::query_as::<_, KeyRow>(&sql).bind(key_hash).fetch_optional(pool).await
+        sqlx::query_as::<_, KeyAuth>(sql).bind(key_hash).fetch_optional(pool).await
     })
 }

@@ -77,19 +77,16 @@ impl FromRequestParts<AppState> for Caller {
         if !api_key::looks_like_key(presented) {
             return Err(invalid_key());
         }
-        let key = keys::find_by_hash(&state.db, &api_key::hash(presented))
+        let key = keys::find_for_auth(&state.db, &api_key::hash(presented))
             .await?
             .ok_or_else(invalid_key)?;
-        if key.revoked_at.is_some() {
+        if key.revoked_at.is_some() || key.user_deleted_at.is_some() {
             return Err(invalid_key());
         }
         if key.expires_at.is_some_and(|at| at <= crate::db::now_ms()) {
             return Err(AppError::Unauthorized("This API key has expired.".into()));
         }
-        let user = users::find_by_id(&state.db, &key.user_id)
-            .await?
-            .ok_or_else(invalid_key)?;
-        if !user.is_active() {
+        if key.user_blocked_at.is_some() {
             return Err(AppError::Forbidden("This account is blocked.".into()));
         }
         Ok(Caller::Key {

@@ -50,7 +50,8 @@ pub async fn embeddings(
     response
 }
 
-/// Reads and parses the body, then finds who pays for the request.
+/// Reads and parses the body, then finds who pays for the request. A key's
+/// requests are metered from the start, so even a bad body leaves a record.
 async fn prepare(
     state: &AppState,
     caller: &Caller,
@@ -58,17 +59,45 @@ async fn prepare(
     body: HttpBody,
     endpoint: &str,
 ) -> Result<(Body, Meter), AppError> {
+    let mut early_meter = match caller {
+        Caller::Key {
+            user_id, key_id, ..
+        } => Some(Meter::new(
+            state.recorder.clone(),
+            id,
+            user_id.clone(),
+            Some(key_id.clone()),
+            endpoint,
+        )),
+        Caller::Master => None,
+    };
+    let parsed = read_body(state, body).await;
+    let body = match (parsed, early_meter.as_mut()) {
+        (Ok(body), _) => body,
+        (Err(err), Some(meter)) => {
+            meter.fail(&err);
+            return Err(err);
+        }
+        (Err(err), None) => return Err(err),
+    };
+    if let Some(meter) = early_meter {
+        return Ok((body, meter));
+    }
+    let (user_id, key_id) =
+        billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
+    let meter = Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint);
+    Ok((body, meter))
+}
+
+/// Reads the body within the size limit and parses it as a JSON object.
+async fn read_body(state: &AppState, body: HttpBody) -> Result<Body, AppError> {
     let limit = state.config.max_request_bytes;
     let bytes = axum::body::to_bytes(body, limit + 1).await.map_err(|_| {
         AppError::PayloadTooLarge(format!(
             "The request body is over the limit of {limit} bytes."
         ))
     })?;
-    let body = parse_body(&bytes, limit)?;
-    let (user_id, key_id) =
-        billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
-    let meter = Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint);
-    Ok((body, meter))
+    parse_body(&bytes, limit)
 }
 
 async fn chat(

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Benchmarks the gateway's overhead against the mock provider on loopback.
+#
+# The gateway is pinned to core 0; wrk and the mock share core 1. Auth (a
+# real API key) and usage recording stay on. For c=1 and c=64 it measures
+# requests/s through the gateway and directly against the mock, the added
+# latency (p50, p99), the added time to first byte of streams, and the
+# gateway's peak RSS. Needs a release build (scripts/run.sh or
+# `cargo leptos build --release`) and wrk (apt-get install wrk).
+#
+#   bench/run.sh [DURATION_SECONDS]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+duration=${1:-10}
+bin=${BENCH_BIN:-target/release/llm-gateway}
+[[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() {
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "$1" && return
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2
+  exit 1
+}
+
+mock_port=4611 gateway_port=4612
+unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
+RUST_LOG=warn taskset -c 1 "$bin" mock-provider --port $mock_port >/dev/null 2>&1 &
+pids+=($!)
+export MOCK_URL=http://127.0.0.1:$mock_port BENCH_GATEWAY_PORT=$gateway_port
+export BENCH_DATABASE_URL="sqlite://$work/bench.db"
+RUST_LOG=warn taskset -c 0 "$bin" serve --config bench/config.yml >/dev/null 2>"$work/gateway.err" &
+gateway_pid=$!
+pids+=($gateway_pid)
+gateway=http://127.0.0.1:$gateway_port
+wait_for "$MOCK_URL/v1/models"
+wait_for "$gateway/health"
+
+jar="$work/cookies"
+rpc() { curl -sf -b "$jar" -c "$jar" -H 'Accept: application/json' --data "$2" "$gateway/rpc/$1"; }
+rpc sign_up 'email=bench%40example.com&password=correct+horse+battery' >/dev/null
+key=$(rpc create_key 'name=bench' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+
+# Runs wrk and prints "rps p50_us p99_us".
+load() {
+  local url=$1 connections=$2 bench_key=$3 model=$4
+  local out
+  out=$(BENCH_KEY=$bench_key BENCH_MODEL=$model taskset -c 1 \
+    wrk -t1 -c"$connections" -d"${duration}s" -s bench/chat.lua "$url/v1/chat/completions")
+  local line
+  line=$(grep '^RESULT' <<<"$out")
+  if [[ "$line" != *"errors=0"* ]]; then
+    echo "errors during the run: $line" >&2
+    exit 1
+  fi
+  sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+).*/\1 \2 \3/' <<<"$line"
+}
+
+# Warm both paths up.
+load "$gateway" 8 "$key" openai:gpt-4o-mini >/dev/null
+load "$MOCK_URL" 8 "" gpt-4o-mini >/dev/null
+
+printf '\n| concurrency | gateway req/s | mock req/s | gateway p50 | mock p50 | added p50 | gateway p99 | mock p99 | added p99 |\n'
+printf '|---|---|---|---|---|---|---|---|---|\n'
+for c in 1 64; do
+  read -r g_rps g_p50 g_p99 < <(load "$gateway" $c "$key" openai:gpt-4o-mini)
+  read -r m_rps m_p50 m_p99 < <(load "$MOCK_URL" $c "" gpt-4o-mini)
+  printf '| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs |\n' \
+    "$c" "$g_rps" "$m_rps" "$g_p50" "$m_p50" $((g_p50 - m_p50)) "$g_p99" "$m_p99" $((g_p99 - m_p99))
+done
+
+read -r _ g_ttfb_p50 _ < <(taskset -c 1 python3 bench/ttfb.py "$gateway/v1/chat/completions" "$key" openai:gpt-4o-mini 500 | sed -E 's/RESULT p50_us=([0-9]+) p99_us=([0-9]+)/x \1 \2/')
+read -r _ m_ttfb_p50 _ < <(taskset -c 1 python3 bench/ttfb.py "$MOCK_URL/v1/chat/completions" "" gpt-4o-mini 500 | sed -E 's/RESULT p50_us=([0-9]+) p99_us=([0-9]+)/x \1 \2/')
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$gateway_pid/status")
+records=$(python3 - "$work/bench.db" <<'PY'
+import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute("select count(*) from usage_records").fetchone()[0])
+PY
+)
+
+printf '\n| stream time to first byte (c=1, p50) | gateway | mock | added |\n|---|---|---|---|\n'
+printf '| | %s µs | %s µs | %s µs |\n' "$g_ttfb_p50" "$m_ttfb_p50" $((g_ttfb_p50 - m_ttfb_p50))
+printf '\ngateway peak RSS: %s MiB; usage records written: %s\n' $((rss_kb / 1024)) "$records"
