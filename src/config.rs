@@ -73,6 +73,44 @@ pub struct Config {
     /// The largest request body accepted, in bytes (413 beyond).
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
+    /// The margin on provider cost, in percent, unless a model sets its own.
+    #[serde(default = "default_margin_percent")]
+    pub margin_percent: f64,
+    /// Output tokens reserved for a request that sets no `max_tokens`.
+    #[serde(default = "default_reserve_output_tokens")]
+    pub reserve_output_tokens: i64,
+    /// Credit (USD) granted to each new dashboard account.
+    #[serde(default)]
+    pub signup_credit: f64,
+    /// How users add credit.
+    #[serde(default)]
+    pub payments: PaymentsConfig,
+}
+
+/// How users add credit: `test` credits the amount directly (demos);
+/// `disabled` leaves it to operators.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    #[serde(default)]
+    pub mode: PaymentMode,
+}
+
+/// See [`PaymentsConfig`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentMode {
+    #[default]
+    Disabled,
+    Test,
+}
+
+fn default_margin_percent() -> f64 {
+    20.0
+}
+
+fn default_reserve_output_tokens() -> i64 {
+    4096
 }
 
 /// Timeouts and retries for upstream calls. Retries apply to non-streaming
@@ -173,6 +211,10 @@ impl Default for Config {
             fallbacks: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
             max_request_bytes: default_max_request_bytes(),
+            margin_percent: default_margin_percent(),
+            reserve_output_tokens: default_reserve_output_tokens(),
+            signup_credit: 0.0,
+            payments: PaymentsConfig::default(),
         }
     }
 }
@@ -349,6 +391,18 @@ impl Config {
                 "upstream",
                 "timeouts must be at least 1 second".into(),
             ));
+        }
+        if !self.margin_percent.is_finite() || self.margin_percent < 0.0 {
+            return Err(invalid("margin_percent", "must be zero or more".into()));
+        }
+        if self.reserve_output_tokens < 1 {
+            return Err(invalid(
+                "reserve_output_tokens",
+                "must be at least 1".into(),
+            ));
+        }
+        if !self.signup_credit.is_finite() || self.signup_credit < 0.0 {
+            return Err(invalid("signup_credit", "must be zero or more".into()));
         }
         if self.max_request_bytes < 1024 {
             return Err(invalid("max_request_bytes", "must be at least 1024".into()));

@@ -34,6 +34,9 @@ pub enum AppError {
         message: String,
         retry_after_secs: u64,
     },
+    /// Not enough credit (or budget) for the request; `code` says which.
+    #[error("{message}")]
+    PaymentRequired { message: String, code: String },
     /// The request body is over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -83,6 +86,7 @@ impl AppError {
             Self::Conflict(_) => 409,
             Self::TooManyRequests { .. } => 429,
             Self::PayloadTooLarge(_) => 413,
+            Self::PaymentRequired { .. } => 402,
             Self::ModelNotFound(_) => 404,
             Self::Upstream { status, .. } => *status,
             Self::BadGateway(_) => 502,
@@ -100,6 +104,7 @@ impl AppError {
             | Self::NotFound(_)
             | Self::PayloadTooLarge(_)
             | Self::ModelNotFound(_) => "invalid_request_error",
+            Self::PaymentRequired { .. } => "insufficient_quota",
             Self::Upstream { status: 401, .. } => "authentication_error",
             Self::Upstream { status: 403, .. } => "permission_error",
             Self::Upstream { status: 429, .. } => "rate_limit_error",
@@ -116,6 +121,7 @@ impl AppError {
     pub fn code(&self) -> &str {
         match self {
             Self::PayloadTooLarge(_) => "request_too_large",
+            Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::Upstream { code, .. } => code.as_deref().unwrap_or("upstream_error"),
             Self::BadGateway(_) => "upstream_error",

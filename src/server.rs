@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::{shell, App};
 use crate::auth::{origin, session::SessionBackend};
+use crate::billing::PriceBook;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::providers::Providers;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub models: Arc<ModelRouter>,
+    pub prices: Arc<PriceBook>,
     pub recorder: UsageRecorder,
 }
 
@@ -79,8 +81,20 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
     let sessions = SessionBackend::new(&db)
         .await
         .map_err(StartError::Sessions)?;
-    spawn_maintenance(db.clone(), sessions.clone());
-    let models = ModelRouter::new(Providers::from_config(&config)?, &config);
+    let prices = Arc::new(PriceBook::load(&db, &config).await.map_err(DbError::from)?);
+    if matches!(db, Db::Sqlite(_)) {
+        // One process owns a SQLite file: any open reservation is from a
+        // previous run that died, so release it now.
+        let released = db::ledger::release_all(&db).await.map_err(DbError::from)?;
+        if released > 0 {
+            tracing::warn!(
+                released,
+                "released reservations left by an unclean shutdown"
+            );
+        }
+    }
+    spawn_maintenance(db.clone(), sessions.clone(), prices.clone());
+    let models = ModelRouter::new(Providers::from_config(&config)?, &config, prices.keys());
     let (recorder, usage_writer) = UsageRecorder::start(db.clone());
     let secure_cookies = config.serves_https();
     let state = AppState {
@@ -88,6 +102,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         db,
         config: Arc::new(config),
         models: Arc::new(models),
+        prices,
         recorder,
     };
     Ok(App {
@@ -178,12 +193,19 @@ async fn health(State(db): State<Db>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// Periodically deletes expired sessions and old sign-in failures.
-fn spawn_maintenance(db: Db, sessions: SessionBackend) {
+/// Periodically deletes expired sessions and old sign-in failures, releases
+/// reservations whose requests died, and reloads prices changed elsewhere.
+fn spawn_maintenance(db: Db, sessions: SessionBackend, prices: Arc<PriceBook>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
+            if let Err(err) = db::ledger::release_expired(&db, db::now_ms()).await {
+                tracing::warn!(%err, "releasing expired reservations failed");
+            }
+            if let Err(err) = prices.reload(&db).await {
+                tracing::warn!(%err, "reloading prices failed");
+            }
             if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!(%err, "deleting expired sessions failed");
             }

@@ -268,10 +268,25 @@ async fn master_key_needs_a_user() {
     );
     let mut body = chat("gpt-4o-mini", "hi");
     body["user"] = json!("demo-user");
+    // The user is created on first use, with no credit yet.
+    let response = post(&app, master, body.clone()).await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let db = llm_gateway::db::Db::connect(&app.db.url).await.unwrap();
+    llm_gateway::db::ledger::credit(
+        &db,
+        "demo-user",
+        llm_gateway::db::ledger::EntryKind::Adjustment,
+        1_000_000_000,
+        None,
+    )
+    .await
+    .unwrap();
+    db.close().await;
     assert_eq!(post(&app, master, body).await.status(), StatusCode::OK);
-    let records = app.usage_records(1).await;
-    assert_eq!(records[0].user_id, "demo-user");
-    assert_eq!(records[0].key_id, None);
+    let records = app.usage_records(2).await;
+    let ok = records.iter().find(|r| r.status == 200).unwrap();
+    assert_eq!(ok.user_id, "demo-user");
+    assert_eq!(ok.key_id, None);
     app.stop().await;
 }
 

@@ -85,6 +85,7 @@ pub async fn sign_up(
                 .ok_or_else(|| {
                     AppError::Conflict("An account with this email already exists.".into())
                 })?;
+            grant_signup_credit(&state, &user.id).await?;
             sessions::sign_in(&session().await?, &user.id).await?;
             tracing::info!(user_id = %user.id, "signed up");
             redirect_to_local(next.as_deref(), "/dashboard");
@@ -92,6 +93,32 @@ pub async fn sign_up(
         }
         .await,
     )
+}
+
+/// Credits a new account with the configured `signup_credit`, if any.
+#[cfg(feature = "ssr")]
+async fn grant_signup_credit(
+    state: &crate::server::AppState,
+    user_id: &str,
+) -> Result<(), AppError> {
+    use crate::billing::money::usd_to_nanos;
+    use crate::db::ledger::{self, EntryKind};
+    let amount = usd_to_nanos(state.config.signup_credit);
+    if amount > 0 {
+        ledger::credit(
+            &state.db,
+            user_id,
+            EntryKind::SignupGrant,
+            amount,
+            Some("Sign-up credit"),
+        )
+        .await
+        .map_err(|err| {
+            tracing::error!(%err, "granting the sign-up credit failed");
+            AppError::Internal
+        })?;
+    }
+    Ok(())
 }
 
 /// Signs in with email and password.

@@ -4,7 +4,9 @@
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
 pub mod keys;
+pub mod ledger;
 pub mod login_failures;
+pub mod prices;
 pub mod usage;
 pub mod users;
 

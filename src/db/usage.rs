@@ -22,21 +22,27 @@ pub struct UsageRecord {
     pub streamed: i32,
     pub aborted: i32,
     pub created_at: i64,
+    /// What the user was charged, in nano-USD.
+    pub cost: i64,
 }
 
-/// Inserts a batch of records and stamps their keys' `last_used_at`, in one transaction.
-pub async fn insert_batch(db: &Db, records: &[UsageRecord]) -> Result<(), sqlx::Error> {
-    const SQL: &str = "INSERT INTO usage_records (id, user_id, key_id, endpoint, provider, model, \
+/// Writes a batch of records and settles each one's billing, in one
+/// transaction: the record, the release of its reservation, the debit and
+/// its ledger entry, and the key's `last_used_at`. A record already written
+/// is skipped entirely, so a request is billed exactly once.
+pub async fn settle_batch(db: &Db, records: &[UsageRecord]) -> Result<(), sqlx::Error> {
+    const INSERT: &str =
+        "INSERT INTO usage_records (id, user_id, key_id, endpoint, provider, model, \
         prompt_tokens, completion_tokens, cached_tokens, status, error_code, latency_ms, ttft_ms, \
-        streamed, aborted, created_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+        streamed, aborted, created_at, cost) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
         ON CONFLICT (id) DO NOTHING";
     const TOUCH: &str = "UPDATE api_keys SET last_used_at = $1 \
         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         for r in records {
-            sqlx::query(SQL)
+            let written = sqlx::query(INSERT)
                 .bind(&r.id)
                 .bind(&r.user_id)
                 .bind(&r.key_id)
@@ -53,8 +59,58 @@ pub async fn insert_batch(db: &Db, records: &[UsageRecord]) -> Result<(), sqlx::
                 .bind(r.streamed)
                 .bind(r.aborted)
                 .bind(r.created_at)
+                .bind(r.cost)
                 .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if written == 0 {
+                continue;
+            }
+            let reserved: i64 = sqlx::query_scalar("DELETE FROM reservations WHERE request_id = $1 RETURNING amount")
+                .bind(&r.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+            if reserved > 0 || r.cost > 0 {
+                let balance: i64 = sqlx::query_scalar(
+                    "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
+                )
+                .bind(reserved)
+                .bind(&r.user_id)
+                .fetch_one(&mut *tx)
                 .await?;
+                // Never below zero: a request that cost more than it reserved
+                // takes at most what is left.
+                let charged = r.cost.min(balance);
+                if charged > 0 {
+                    let after: i64 = sqlx::query_scalar(
+                        "UPDATE users SET balance = balance - $1 WHERE id = $2 RETURNING balance",
+                    )
+                    .bind(charged)
+                    .bind(&r.user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
+                         VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
+                    )
+                    .bind(format!("led_{}", uuid::Uuid::new_v4().simple()))
+                    .bind(&r.user_id)
+                    .bind(-charged)
+                    .bind(after)
+                    .bind(&r.id)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if charged != r.cost {
+                    sqlx::query("UPDATE usage_records SET cost = $1 WHERE id = $2")
+                        .bind(charged)
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
             if let Some(key_id) = &r.key_id {
                 sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;
             }

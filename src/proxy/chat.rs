@@ -13,7 +13,10 @@ use super::auth::billed_user;
 use super::routing::Target;
 use super::stream::{sse_response, Meter};
 use super::{parse_body, request_id, with_request_id, Caller};
+use crate::billing::money::{format_usd, nanos_to_usd_f64};
+use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
+use crate::db::ledger;
 use crate::error::AppError;
 use crate::providers::{content_text, estimate_tokens, Body, UpstreamError, Usage};
 use crate::server::AppState;
@@ -132,7 +135,14 @@ async fn route_chat(
     }
     let primary = state.models.resolve(model)?;
     meter.target(&primary);
-    let targets = state.models.with_fallbacks(primary);
+    let targets = priced_targets(state, state.models.with_fallbacks(primary), meter)?;
+    let max_output = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(state.config.reserve_output_tokens);
+    reserve(state, meter, prompt_estimate(body), max_output).await?;
 
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let include_usage = body
@@ -157,14 +167,95 @@ async fn route_chat(
         })
         .await?;
         meter.target(&target);
-        let usage = response
-            .get("usage")
-            .and_then(Usage::from_openai)
-            .unwrap_or_default();
-        meter.take().finish(200, None, usage, false);
-        Ok(Json(response).into_response())
+        Ok(finish_with_cost(meter, response))
     }
 }
+
+/// Records the usage of a complete response and reports its cost in `usage.cost`.
+fn finish_with_cost(meter: &mut Meter, mut response: Value) -> Response {
+    let usage = response
+        .get("usage")
+        .and_then(Usage::from_openai)
+        .unwrap_or_default();
+    let cost = meter.cost_of(usage);
+    if let Some(object) = response.get_mut("usage").and_then(Value::as_object_mut) {
+        object.insert("cost".into(), nanos_to_usd_f64(cost).into());
+    }
+    meter.take().finish(200, None, usage, false);
+    Json(response).into_response()
+}
+
+/// Keeps the targets that have a price; the primary must have one. The
+/// request is billed at the dearest of them (a fallback may cost more).
+fn priced_targets(
+    state: &AppState,
+    targets: Vec<Target>,
+    meter: &mut Meter,
+) -> Result<Vec<Target>, AppError> {
+    let primary = targets[0].key();
+    let priced: Vec<(Target, UserPrice)> = targets
+        .into_iter()
+        .filter_map(|t| state.prices.user_price(&t.key()).map(|p| (t, p)))
+        .collect();
+    if priced.first().is_none_or(|(t, _)| t.key() != primary) {
+        return Err(AppError::Forbidden(format!(
+            "The model `{primary}` has no price on this gateway, so it cannot be called."
+        )));
+    }
+    let dearest = priced
+        .iter()
+        .map(|(_, p)| *p)
+        .reduce(|a, b| UserPrice {
+            input: a.input.max(b.input),
+            output: a.output.max(b.output),
+            cached_input: a.cached_input.max(b.cached_input),
+        })
+        .expect("at least the primary");
+    meter.set_price(dearest);
+    Ok(priced.into_iter().map(|(t, _)| t).collect())
+}
+
+/// Holds the most the request can cost; 402 if the available balance cannot cover it.
+async fn reserve(
+    state: &AppState,
+    meter: &Meter,
+    prompt_tokens: i64,
+    max_output: i64,
+) -> Result<(), AppError> {
+    let estimate = meter.cost_of(Usage {
+        prompt_tokens,
+        completion_tokens: max_output,
+        cached_tokens: 0,
+    });
+    if estimate == 0 {
+        return Ok(()); // Free models need no balance.
+    }
+    if ledger::reserve(
+        &state.db,
+        meter.request_id(),
+        meter.user_id(),
+        estimate,
+        RESERVATION_TTL_MS,
+    )
+    .await?
+    {
+        return Ok(());
+    }
+    let available = ledger::balance(&state.db, meter.user_id())
+        .await?
+        .map_or(0, |(balance, reserved)| (balance - reserved).max(0));
+    Err(AppError::PaymentRequired {
+        message: format!(
+            "Insufficient credits: this request may cost up to ${}, and the available balance is ${}. Add credits to continue.",
+            format_usd(estimate),
+            format_usd(available)
+        ),
+        code: "insufficient_credits".into(),
+    })
+}
+
+/// A reservation outlives any request; past this it is released by the sweeper.
+const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
 
 async fn embed(
     state: &AppState,
@@ -192,17 +283,15 @@ async fn embed(
                 ),
             ));
         }
-        let targets = state.models.with_fallbacks(target);
+        let targets = priced_targets(state, state.models.with_fallbacks(target), &mut meter)?;
+        let input_tokens =
+            estimate_tokens(&body.get("input").map(Value::to_string).unwrap_or_default());
+        reserve(state, &meter, input_tokens, 0).await?;
         let (_, response) = with_retries(state, &targets, |t| async move {
             t.provider.client.embeddings(body, &t.model).await
         })
         .await?;
-        let usage = response
-            .get("usage")
-            .and_then(Usage::from_openai)
-            .unwrap_or_default();
-        meter.take().finish(200, None, usage, false);
-        Ok(Json(response).into_response())
+        Ok(finish_with_cost(&mut meter, response))
     }
     .await;
     if let Err(err) = &result {

@@ -53,14 +53,10 @@ pub(crate) fn parse_body(bytes: &Bytes, limit: usize) -> Result<Body, AppError> 
     }
 }
 
-/// The request id: the client's `x-request-id` if it is sane, else a new one.
-pub(crate) fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()))
+/// A new request id. Always the gateway's own, since it keys the usage
+/// record and the ledger (a client's id could repeat).
+pub(crate) fn request_id(_headers: &HeaderMap) -> String {
+    format!("req_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Adds `x-request-id` to a response's headers.

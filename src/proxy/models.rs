@@ -5,10 +5,11 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::Caller;
+use crate::billing::money::nanos_to_usd_f64;
 use crate::error::AppError;
 use crate::server::AppState;
 
-/// Lists `provider:model` ids with their price per 1M tokens.
+/// Lists `provider:model` ids with the user's price per 1M tokens (margin included).
 pub async fn list_models(
     _caller: Caller,
     State(state): State<AppState>,
@@ -17,7 +18,7 @@ pub async fn list_models(
         .models
         .catalog_keys()
         .map(|id| {
-            let price = state.config.pricing.get(&id);
+            let price = state.prices.user_price(&id);
             let provider = id
                 .split_once(':')
                 .map(|(p, _)| p)
@@ -29,8 +30,10 @@ pub async fn list_models(
                 "created": 0,
                 "owned_by": provider,
                 "pricing": price.map(|p| json!({
-                    "input_per_million": p.input_price_per_million,
-                    "output_per_million": p.output_price_per_million,
+                    "currency": "USD",
+                    "input_per_million": nanos_to_usd_f64(p.input),
+                    "output_per_million": nanos_to_usd_f64(p.output),
+                    "cached_input_per_million": nanos_to_usd_f64(p.cached_input),
                 })),
             })
         })

@@ -1,5 +1,5 @@
-//! Writes usage records off the response path: handlers hand records to a
-//! channel, and one task writes them to the database in batches.
+//! Writes usage records and settles their billing off the response path:
+//! handlers hand records to a channel, and one task writes them in batches.
 
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ async fn write_loop(db: Db, mut receiver: mpsc::UnboundedReceiver<UsageRecord>) 
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let mut attempt = 0;
-        while let Err(err) = usage::insert_batch(&db, &batch).await {
+        while let Err(err) = usage::settle_batch(&db, &batch).await {
             attempt += 1;
             tracing::error!(%err, attempt, records = batch.len(), "writing usage records failed");
             if attempt >= 5 {

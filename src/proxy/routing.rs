@@ -38,10 +38,14 @@ pub struct ModelRouter {
 }
 
 impl ModelRouter {
-    /// Builds the router from the configured providers and catalog.
-    pub fn new(providers: Providers, config: &Config) -> Self {
+    /// Builds the router from the configured providers and the priced models.
+    pub fn new(
+        providers: Providers,
+        config: &Config,
+        priced: impl IntoIterator<Item = String>,
+    ) -> Self {
         let mut catalog: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for key in config.pricing.keys() {
+        for key in priced {
             if let Some((provider, model)) = key.split_once(':') {
                 if providers.contains(provider) {
                     catalog
@@ -145,7 +149,11 @@ fallbacks:
   "openai:gpt-4o-mini": ["anthropic:claude-x", "nowhere:y"]
 "#;
         let config = Config::from_yaml(yaml, "test", &|_| None).unwrap();
-        ModelRouter::new(Providers::from_config(&config).unwrap(), &config)
+        ModelRouter::new(
+            Providers::from_config(&config).unwrap(),
+            &config,
+            config.pricing.keys().cloned(),
+        )
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::time::Instant;
 use super::chat::upstream_to_app;
 use super::recorder::UsageRecorder;
 use super::routing::Target;
+use crate::billing::money::nanos_to_usd_f64;
+use crate::billing::pricing::UserPrice;
 use crate::db::usage::UsageRecord;
 use crate::error::AppError;
 use crate::providers::{ChunkStream, Usage};
@@ -27,6 +29,7 @@ pub struct Meter {
     record: UsageRecord,
     started: Instant,
     first_byte_ms: Option<i64>,
+    price: Option<UserPrice>,
     done: bool,
 }
 
@@ -50,8 +53,29 @@ impl Meter {
             },
             started: Instant::now(),
             first_byte_ms: None,
+            price: None,
             done: false,
         }
+    }
+
+    /// The request's id.
+    pub fn request_id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// The user the request is billed to.
+    pub fn user_id(&self) -> &str {
+        &self.record.user_id
+    }
+
+    /// Sets the price the request is billed at.
+    pub fn set_price(&mut self, price: UserPrice) {
+        self.price = Some(price);
+    }
+
+    /// What `usage` costs at this request's price, in nano-USD.
+    pub fn cost_of(&self, usage: Usage) -> i64 {
+        self.price.map_or(0, |price| price.cost(usage))
     }
 
     /// Notes where the request went.
@@ -67,6 +91,7 @@ impl Meter {
             record: self.record.clone(),
             started: self.started,
             first_byte_ms: self.first_byte_ms,
+            price: self.price,
             done: false,
         };
         self.done = true;
@@ -94,7 +119,9 @@ impl Meter {
     /// Submits the record.
     pub fn finish(mut self, status: i32, error_code: Option<String>, usage: Usage, aborted: bool) {
         self.done = true;
+        let cost = self.cost_of(usage);
         let record = UsageRecord {
+            cost,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             cached_tokens: usage.cached_tokens,
@@ -169,6 +196,9 @@ impl MeteredStream {
     fn on_chunk(&mut self, mut chunk: Value) -> Option<Bytes> {
         if let Some(usage) = chunk.get("usage").and_then(Usage::from_openai) {
             self.usage = Some(usage);
+            if let (Some(meter), Some(object)) = (&self.meter, chunk["usage"].as_object_mut()) {
+                object.insert("cost".into(), nanos_to_usd_f64(meter.cost_of(usage)).into());
+            }
         }
         let choices = chunk.get("choices").and_then(Value::as_array);
         for choice in choices.into_iter().flatten() {

@@ -290,9 +290,12 @@ pub fn use_mock(config: &mut Config, mock: &str) {
         "anthropic:claude-3-5-haiku",
         "gemini:gemini-2.0-flash",
         "openai:text-embedding-3-small",
+        "openai:gpt-status-503",
+        "groq:llama-3.1-8b",
     ] {
         config.pricing.insert(model.into(), price.clone());
     }
+    config.signup_credit = 10.0;
     config.upstream.max_retries = 1;
     config.upstream.retry_backoff_ms = 10;
 }

@@ -1,0 +1,242 @@
+//! Prepaid billing: prices with margin, reservations, an exact ledger, and
+//! a balance that never goes negative, on SQLite and PostgreSQL.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::{start_mock, use_mock, Backend, TestApp};
+use llm_gateway::db::{ledger, Db};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    non_streaming_cost_is_reported_and_debited_once,
+    streams_are_billed_with_cost_in_the_usage_chunk,
+    insufficient_credit_forwards_nothing_and_costs_nothing,
+    free_and_unpriced_models,
+    concurrent_requests_never_overdraw,
+);
+
+/// 0.15 / 0.60 per 1M at 20% margin: 180 and 720 nano-USD per token.
+const INPUT_NANOS: i64 = 180;
+const OUTPUT_NANOS: i64 = 720;
+
+async fn billing_app(backend: Backend, signup_credit: f64) -> TestApp {
+    let mock = start_mock().await;
+    TestApp::start_with(backend, |c| {
+        use_mock(c, &mock);
+        c.signup_credit = signup_credit;
+    })
+    .await
+}
+
+async fn chat(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The user's id, balance, reserved amount and ledger sum.
+async fn account(app: &TestApp, email: &str) -> (i64, i64, i64) {
+    let db = Db::connect(&app.db.url).await.unwrap();
+    let user = llm_gateway::db::users::find_by_email(&db, email)
+        .await
+        .unwrap()
+        .unwrap();
+    let (balance, reserved) = ledger::balance(&db, &user.id).await.unwrap().unwrap();
+    let sum = ledger::ledger_sum(&db, &user.id).await.unwrap();
+    db.close().await;
+    (balance, reserved, sum)
+}
+
+/// Waits until the user's reservations are all settled.
+async fn settled(app: &TestApp, email: &str) -> (i64, i64) {
+    for _ in 0..200 {
+        let (balance, reserved, sum) = account(app, email).await;
+        if reserved == 0 {
+            assert_eq!(balance, sum, "the ledger and the balance always agree");
+            return (balance, sum);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("reservations were never settled");
+}
+
+async fn non_streaming_cost_is_reported_and_debited_once(backend: Backend) {
+    let app = billing_app(backend, 10.0).await;
+    let key = app.user_key("pay@example.com").await;
+    let (start, _) = settled(&app, "pay@example.com").await;
+    assert_eq!(start, 10_000_000_000);
+
+    let response = chat(
+        &app,
+        &key,
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two three"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    let expected = 3 * INPUT_NANOS + 6 * OUTPUT_NANOS;
+    let reported = body["usage"]["cost"].as_f64().unwrap();
+    assert!(
+        (reported - expected as f64 / 1e9).abs() < 1e-12,
+        "{reported}"
+    );
+
+    let (balance, _) = settled(&app, "pay@example.com").await;
+    assert_eq!(balance, start - expected);
+    app.usage_records(1).await;
+    let records = app.usage_records(1).await;
+    assert_eq!(records[0].cost, expected);
+    app.stop().await;
+}
+
+async fn streams_are_billed_with_cost_in_the_usage_chunk(backend: Backend) {
+    let app = billing_app(backend, 10.0).await;
+    let key = app.user_key("stream@example.com").await;
+    let body = json!({"model": "anthropic:claude-3-5-haiku", "stream": true,
+                      "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "a b"}]});
+    let text = chat(&app, &key, body).await.text().await.unwrap();
+    let usage_chunk: Value = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|c| c["usage"].is_object())
+        .expect("a usage chunk");
+    let expected = 2 * INPUT_NANOS + 6 * OUTPUT_NANOS;
+    assert!((usage_chunk["usage"]["cost"].as_f64().unwrap() - expected as f64 / 1e9).abs() < 1e-12);
+
+    // A stream the client abandons is billed for what was generated.
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "[mock chunks=40 delay_ms=50]"}]});
+    let mut response = chat(&app, &key, body).await;
+    response.chunk().await.unwrap();
+    response.chunk().await.unwrap();
+    drop(response);
+    let records = app.usage_records(2).await;
+    let aborted = records
+        .iter()
+        .find(|r| r.aborted == 1)
+        .expect("the aborted stream's record");
+    assert!(aborted.cost > 0, "{aborted:?}");
+    let (balance, _) = settled(&app, "stream@example.com").await;
+    assert_eq!(balance, 10_000_000_000 - expected - aborted.cost);
+    app.stop().await;
+}
+
+async fn insufficient_credit_forwards_nothing_and_costs_nothing(backend: Backend) {
+    let app = billing_app(backend, 0.000_001).await; // 1000 nano-USD
+    let key = app.user_key("poor@example.com").await;
+    let response = chat(
+        &app,
+        &key,
+        json!({"model": "gpt-4o-mini", "max_tokens": 100,
+                                           "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_credits");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("available balance is $0.000001"),
+        "{message}"
+    );
+    let records = app.usage_records(1).await;
+    assert_eq!((records[0].status, records[0].cost), (402, 0));
+    assert_eq!(records[0].prompt_tokens, 0, "nothing was forwarded");
+    let (balance, sum) = settled(&app, "poor@example.com").await;
+    assert_eq!((balance, sum), (1000, 1000));
+    app.stop().await;
+}
+
+async fn free_and_unpriced_models(backend: Backend) {
+    let mock = start_mock().await;
+    let app = TestApp::start_with(backend, |c| {
+        use_mock(c, &mock);
+        c.signup_credit = 0.0;
+        c.pricing.insert(
+            "openai:free-model".into(),
+            llm_gateway::config::PriceConfig {
+                input_price_per_million: 0.0,
+                output_price_per_million: 0.0,
+                cached_input_price_per_million: None,
+                margin_percent: None,
+            },
+        );
+    })
+    .await;
+    let key = app.user_key("free@example.com").await;
+    let ok = chat(
+        &app,
+        &key,
+        json!({"model": "openai:free-model", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(ok.status(), StatusCode::OK, "a zero price needs no balance");
+    let unpriced = chat(
+        &app,
+        &key,
+        json!({"model": "openai:unpriced-model", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(unpriced.status(), StatusCode::FORBIDDEN);
+    let error: Value = unpriced.json().await.unwrap();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no price"));
+    app.stop().await;
+}
+
+async fn concurrent_requests_never_overdraw(backend: Backend) {
+    // Each request reserves (6 + 10) tokens' worth and costs 1 × 180 + 6 × 720.
+    let estimate = 6 * INPUT_NANOS + 10 * OUTPUT_NANOS;
+    let cost = INPUT_NANOS + 6 * OUTPUT_NANOS;
+    let credit = 50 * estimate;
+    let app = billing_app(backend, credit as f64 / 1e9).await;
+    let key = app.user_key("crowd@example.com").await;
+    let client = reqwest::Client::new();
+    let requests = (0..200).map(|_| {
+        let client = client.clone();
+        let url = app.url("/v1/chat/completions");
+        let key = key.clone();
+        async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"model": "gpt-4o-mini", "max_tokens": 10,
+                              "messages": [{"role": "user", "content": "hello"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
+        .count() as i64;
+    assert_eq!(ok + refused, 200, "{statuses:?}");
+    assert!(ok >= 50, "at least the first 50 fit: {ok}");
+    assert!(refused > 0, "some must be refused");
+
+    let (balance, sum) = settled(&app, "crowd@example.com").await;
+    assert!(balance >= 0);
+    assert_eq!(balance, credit - ok * cost, "every 200 billed exactly once");
+    assert_eq!(sum, balance);
+    let records = app.usage_records(200).await;
+    assert_eq!(records.len(), 200);
+    assert!(records
+        .iter()
+        .filter(|r| r.status == 402)
+        .all(|r| r.cost == 0));
+    app.stop().await;
+}
