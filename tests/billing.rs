@@ -15,6 +15,7 @@ on_both_backends!(
     insufficient_credit_forwards_nothing_and_costs_nothing,
     free_and_unpriced_models,
     concurrent_requests_never_overdraw,
+    key_holders_see_their_usage_and_generations,
 );
 
 /// 0.15 / 0.60 per 1M at 20% margin: 180 and 720 nano-USD per token.
@@ -239,4 +240,174 @@ async fn concurrent_requests_never_overdraw(backend: Backend) {
         .filter(|r| r.status == 402)
         .all(|r| r.cost == 0));
     app.stop().await;
+}
+
+async fn key_holders_see_their_usage_and_generations(backend: Backend) {
+    let app = billing_app(backend, 10.0).await;
+    let key = app.user_key("self@example.com").await;
+    let other = app.user_key("other@example.com").await;
+    let response = chat(
+        &app,
+        &key,
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one two"}]}),
+    )
+    .await;
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cost = 2 * INPUT_NANOS + 6 * OUTPUT_NANOS;
+    settled(&app, "self@example.com").await;
+    app.usage_records(1).await;
+
+    let client = reqwest::Client::new();
+    let info: Value = client
+        .get(app.url("/v1/key"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let usd = |nanos: i64| nanos as f64 / 1e9;
+    assert!(
+        (info["data"]["usage"]["all_time"].as_f64().unwrap() - usd(cost)).abs() < 1e-12,
+        "{info}"
+    );
+    assert!((info["data"]["usage"]["today"].as_f64().unwrap() - usd(cost)).abs() < 1e-12);
+    assert_eq!(info["data"]["requests"]["all_time"], 1);
+    assert!((info["data"]["balance"].as_f64().unwrap() - usd(10_000_000_000 - cost)).abs() < 1e-9);
+
+    let url = app.url(&format!("/v1/generation?id={id}"));
+    let generation: Value = client
+        .get(&url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(generation["data"]["prompt_tokens"], 2);
+    assert_eq!(generation["data"]["completion_tokens"], 6);
+    assert_eq!(generation["data"]["status"], 200);
+    assert!(generation["data"]["latency_ms"].is_number());
+    let theirs = client.get(&url).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(
+        theirs.status(),
+        StatusCode::NOT_FOUND,
+        "only the owner sees a generation"
+    );
+    let missing = client
+        .get(app.url("/v1/generation"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+/// After `kill -9` mid-stream, a restart releases the dead request's
+/// reservation: no money stays stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_leaves_no_money_stuck() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}/gateway.db", dir.path().display());
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "host: 127.0.0.1\nport: 0\ndatabase_url: {db_url}\nsignup_credit: 5\n\
+             providers:\n  openai: {{api_key: x, api_base: '{mock}/v1'}}\n\
+             pricing:\n  'openai:gpt-4o-mini': {{input_price_per_million: 0.15, output_price_per_million: 0.6}}\n"
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llm-gateway"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("GATEWAY_PORT")
+            .env_remove("GATEWAY_DATABASE_URL")
+            .env_remove("GATEWAY_CONFIG")
+            .env(
+                "LEPTOS_CONFIG",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(Result::unwrap)
+            .find(|l| l.starts_with("llm-gateway listening on "))
+            .unwrap();
+        (
+            child,
+            line.trim_start_matches("llm-gateway listening on ")
+                .to_string(),
+        )
+    };
+
+    let (mut child, base) = start();
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let rpc = |name: &str, form: &'static str| {
+        http.post(format!("{base}/rpc/{name}"))
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    rpc(
+        "sign_up",
+        "email=crash%40example.com&password=correct+horse+battery",
+    )
+    .await
+    .unwrap();
+    let created: Value = rpc("create_key", "name=k")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["secret"].as_str().unwrap().to_string();
+    let mut stream = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "stream": true,
+                      "messages": [{"role": "user", "content": "[mock chunks=100 delay_ms=100]"}]}))
+        .send()
+        .await
+        .unwrap();
+    stream.chunk().await.unwrap();
+
+    let db = Db::connect(&db_url).await.unwrap();
+    let user = llm_gateway::db::users::find_by_email(&db, "crash@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, reserved) = ledger::balance(&db, &user.id).await.unwrap().unwrap();
+    assert!(reserved > 0, "the stream holds a reservation");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(stream);
+
+    let (mut child, _) = start();
+    let (balance, reserved) = ledger::balance(&db, &user.id).await.unwrap().unwrap();
+    assert_eq!(reserved, 0, "released at restart");
+    assert_eq!(balance, ledger::ledger_sum(&db, &user.id).await.unwrap());
+    assert_eq!(balance, 5_000_000_000);
+    db.close().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

@@ -1,6 +1,8 @@
-//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/embeddings` and
-//! `/v1/models`, also mounted under `/api/v1`.
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/models`, and the key holder's `/v1/key` and `/v1/generation`, also
+//! mounted under `/api/v1`.
 
+mod account;
 mod auth;
 mod chat;
 mod models;
@@ -27,6 +29,8 @@ pub fn routes() -> Router<AppState> {
         .route("/chat/completions", post(chat::chat_completions))
         .route("/embeddings", post(chat::embeddings))
         .route("/models", get(models::list_models))
+        .route("/key", get(account::key_info))
+        .route("/generation", get(account::generation))
         // The body limit is enforced by `parse_body`, with an OpenAI-shaped 413.
         .layer(DefaultBodyLimit::disable());
     Router::new().nest("/v1", v1.clone()).nest("/api/v1", v1)

@@ -1,0 +1,120 @@
+//! Self-service endpoints for key holders: `GET /v1/key` and `GET /v1/generation`.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::Caller;
+use crate::billing::money::nanos_to_usd_f64;
+use crate::db::{ledger, now_ms, usage};
+use crate::error::AppError;
+use crate::server::AppState;
+
+fn key_only(caller: Caller) -> Result<(String, String, String), AppError> {
+    match caller {
+        Caller::Key {
+            key_id,
+            user_id,
+            prefix,
+        } => Ok((key_id, user_id, prefix)),
+        Caller::Master => Err(AppError::invalid(
+            "authorization",
+            "This endpoint describes an API key; call it with one, not the master key.",
+        )),
+    }
+}
+
+/// Midnight UTC today and on the first of this month, in epoch milliseconds.
+fn period_starts(now_ms: i64) -> (i64, i64) {
+    let now = time::OffsetDateTime::from_unix_timestamp(now_ms / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let day = now.replace_time(time::Time::MIDNIGHT);
+    let month = day.replace_day(1).unwrap_or(day);
+    (day.unix_timestamp() * 1000, month.unix_timestamp() * 1000)
+}
+
+/// `GET /v1/key`: the calling key's usage (today, this month, all time), the
+/// user's balance, and the key's limit.
+pub async fn key_info(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, AppError> {
+    let (key_id, user_id, prefix) = key_only(caller)?;
+    let (day, month) = period_starts(now_ms());
+    let (requests_today, today) = usage::key_spend(&state.db, &key_id, day).await?;
+    let (requests_month, this_month) = usage::key_spend(&state.db, &key_id, month).await?;
+    let (requests_all, all_time) = usage::key_spend(&state.db, &key_id, 0).await?;
+    let (balance, reserved) = ledger::balance(&state.db, &user_id)
+        .await?
+        .unwrap_or((0, 0));
+    Ok(Json(json!({
+        "data": {
+            "id": key_id,
+            "prefix": prefix,
+            "usage": {
+                "today": nanos_to_usd_f64(today),
+                "month": nanos_to_usd_f64(this_month),
+                "all_time": nanos_to_usd_f64(all_time),
+            },
+            "requests": { "today": requests_today, "month": requests_month, "all_time": requests_all },
+            "balance": nanos_to_usd_f64(balance),
+            "available": nanos_to_usd_f64((balance - reserved).max(0)),
+            "limit": Value::Null,
+            "currency": "USD",
+        }
+    })))
+}
+
+/// Query of `GET /v1/generation`.
+#[derive(Deserialize)]
+pub struct GenerationQuery {
+    id: Option<String>,
+}
+
+/// `GET /v1/generation?id=…`: one request's tokens, cost, latency and status,
+/// only for the user who made it.
+pub async fn generation(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(query): Query<GenerationQuery>,
+) -> Result<Json<Value>, AppError> {
+    let (_, user_id, _) = key_only(caller)?;
+    let id = query
+        .id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| AppError::invalid("id", "Pass the request id as `?id=`."))?;
+    let record = usage::find_for_user(&state.db, &id, &user_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("No request `{id}` for this account.")))?;
+    Ok(Json(json!({
+        "data": {
+            "id": record.id,
+            "provider": record.provider,
+            "model": record.model,
+            "endpoint": record.endpoint,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "cached_tokens": record.cached_tokens,
+            "cost": nanos_to_usd_f64(record.cost),
+            "latency_ms": record.latency_ms,
+            "time_to_first_token_ms": record.ttft_ms,
+            "status": record.status,
+            "error_code": record.error_code,
+            "streamed": record.streamed == 1,
+            "aborted": record.aborted == 1,
+            "created_at": record.created_at,
+        }
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn periods_start_at_midnight_and_the_first() {
+        // 2026-11-23 14:29:00 UTC
+        let (day, month) = super::period_starts(1_795_444_140_000);
+        assert_eq!(day, 1_795_392_000_000); // 2026-11-23 00:00
+        assert_eq!(month, 1_793_491_200_000); // 2026-11-01 00:00
+    }
+}
