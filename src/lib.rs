@@ -9,7 +9,6 @@ pub mod error;
 
 #[cfg(feature = "ssr")]
 pub mod auth;
-#[cfg(feature = "ssr")]
 pub mod billing;
 #[cfg(feature = "ssr")]
 pub mod config;

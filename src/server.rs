@@ -120,6 +120,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .layer(middleware::from_fn(origin::require_same_origin));
     Router::new()
         .route("/health", get(health))
+        .route("/export/usage.csv", get(crate::api::export::usage_csv))
         .merge(crate::proxy::routes())
         .merge(site)
         .layer(crate::auth::session::layer(sessions, secure_cookies))

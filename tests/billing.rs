@@ -16,6 +16,7 @@ on_both_backends!(
     free_and_unpriced_models,
     concurrent_requests_never_overdraw,
     key_holders_see_their_usage_and_generations,
+    the_dashboard_shows_balance_usage_and_exports,
 );
 
 /// 0.15 / 0.60 per 1M at 20% margin: 180 and 720 nano-USD per token.
@@ -410,4 +411,124 @@ async fn a_crash_leaves_no_money_stuck() {
     db.close().await;
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+async fn the_dashboard_shows_balance_usage_and_exports(backend: Backend) {
+    let mock = start_mock().await;
+    let app = TestApp::start_with(backend, |c| {
+        use_mock(c, &mock);
+        c.signup_credit = 0.0;
+        c.payments.mode = llm_gateway::config::PaymentMode::Test;
+    })
+    .await;
+    let browser = app.client();
+    app.sign_up(&browser, "dash@example.com").await;
+    for (amount, status) in [("0", 400), ("5000", 400), ("abc", 400), ("12.50", 200)] {
+        let (got, body) = app
+            .rpc(&browser, "add_credits", &[("amount", amount)])
+            .await;
+        assert_eq!(got.as_u16(), status, "{amount}: {body}");
+    }
+    let (_, created) = app.rpc(&browser, "create_key", &[("name", "dash")]).await;
+    let key = created["secret"].as_str().unwrap().to_string();
+    let response = chat(
+        &app,
+        &key,
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one"}]}),
+    )
+    .await;
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cost = INPUT_NANOS + 6 * OUTPUT_NANOS;
+    settled(&app, "dash@example.com").await;
+    app.usage_records(1).await;
+
+    let (_, figures) = app.rpc(&browser, "account_summary", &[]).await;
+    assert_eq!(figures["balance"], 12_500_000_000 - cost);
+    assert_eq!(figures["spend_today"], cost);
+    assert_eq!(figures["requests_month"], 1);
+    assert_eq!(figures["self_top_up"], true);
+
+    let (_, ledger) = app.rpc(&browser, "ledger_page", &[("page", "0")]).await;
+    let kinds: Vec<&str> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["usage", "topup"]);
+
+    let (_, series) = app.rpc(&browser, "daily_spend", &[]).await;
+    assert_eq!(series["points"][0]["cost"], cost);
+    assert_eq!(series["points"][0]["day"], series["today"]);
+
+    let form = [
+        ("from", ""),
+        ("to", ""),
+        ("key", ""),
+        ("model", "gpt-4o-mini"),
+        ("page", "0"),
+    ];
+    let (_, usage) = app.rpc(&browser, "usage_page", &form).await;
+    assert_eq!(usage["rows"]["items"][0]["id"], id.as_str());
+    let form = [
+        ("from", ""),
+        ("to", ""),
+        ("key", ""),
+        ("model", "other-model"),
+        ("page", "0"),
+    ];
+    let (_, usage) = app.rpc(&browser, "usage_page", &form).await;
+    assert_eq!(usage["rows"]["items"].as_array().unwrap().len(), 0);
+    let form = [
+        ("from", "not-a-date"),
+        ("to", ""),
+        ("key", ""),
+        ("model", ""),
+        ("page", "0"),
+    ];
+    let (status, _) = app.rpc(&browser, "usage_page", &form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let csv = browser
+        .get(app.url("/export/usage.csv?model=gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), StatusCode::OK);
+    let text = csv.text().await.unwrap();
+    assert!(text.starts_with("time_utc,request_id,"), "{text}");
+    assert!(text.contains(&id), "{text}");
+    let anonymous = reqwest::get(app.url("/export/usage.csv")).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    for (page, expected) in [
+        ("/dashboard/usage", "gpt-4o-mini"),
+        ("/dashboard/balance", "12.49"),
+        ("/dashboard", "Daily spend by model"),
+    ] {
+        let html = browser
+            .get(app.url(page))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains(expected), "{page} lacks {expected}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn top_ups_are_refused_outside_test_mode() {
+    let app = billing_app(Backend::Sqlite, 0.0).await;
+    let browser = app.client();
+    app.sign_up(&browser, "nopay@example.com").await;
+    let (status, _) = app.rpc(&browser, "add_credits", &[("amount", "10")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
 }

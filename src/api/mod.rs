@@ -2,6 +2,9 @@
 //! types they exchange with the client.
 
 pub mod auth;
+pub mod billing;
+#[cfg(feature = "ssr")]
+pub mod export;
 pub mod keys;
 
 use serde::{Deserialize, Serialize};

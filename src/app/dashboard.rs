@@ -6,8 +6,11 @@ use leptos_router::components::{Outlet, Redirect, A};
 use leptos_router::hooks::use_location;
 
 use super::auth::encode_component;
+use super::chart::SpendChart;
 use crate::api::auth::{me, SignOut};
+use crate::api::billing::{account_summary, daily_spend, AccountFigures};
 use crate::api::UserView;
+use crate::billing::money::format_usd;
 
 /// Guards every `/dashboard` page: renders the shell for a signed-in user,
 /// and otherwise redirects to `/login?next=<this page>` (a 302 on the server).
@@ -45,7 +48,9 @@ fn Shell(user: UserView) -> impl IntoView {
             <A href="/dashboard" attr:class="brand">"llm-gateway"</A>
             <nav class="tabs" aria-label="Dashboard">
                 <A href="/dashboard" exact=true>"Overview"</A>
+                <A href="/dashboard/usage">"Usage"</A>
                 <A href="/dashboard/keys">"API keys"</A>
+                <A href="/dashboard/balance">"Balance"</A>
             </nav>
             <div class="account">
                 <span class="muted" data-testid="user-email">{user.email}</span>
@@ -60,14 +65,35 @@ fn Shell(user: UserView) -> impl IntoView {
     }
 }
 
-/// The overview: where a new user starts.
+/// The overview: balance, this month's figures, and 30 days of spend.
 #[component]
 pub fn Overview() -> impl IntoView {
     let user = expect_context::<UserView>();
+    let figures = Resource::new(|| (), |_| account_summary());
+    let series = Resource::new(|| (), |_| daily_spend());
     view! {
         <Title text="Overview" />
         <h1>"Overview"</h1>
         <p class="muted">"Signed in as " {user.email}</p>
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match figures.await {
+                    Ok(f) => view! { <Figures figures=f /> }.into_any(),
+                    Err(err) => view! { <p class="form-error" role="alert">{err.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+        <section class="card">
+            <h2>"Daily spend by model"</h2>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match series.await {
+                        Ok(series) => view! { <SpendChart series /> }.into_any(),
+                        Err(err) => view! { <p class="form-error" role="alert">{err.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
         <section class="card">
             <h2>"Get started"</h2>
             <ol>
@@ -82,5 +108,34 @@ pub fn Overview() -> impl IntoView {
                 </li>
             </ol>
         </section>
+    }
+}
+
+#[component]
+fn Figures(figures: AccountFigures) -> impl IntoView {
+    let usd = |nanos: i64| format!("${}", format_usd(nanos));
+    view! {
+        <div class="figures">
+            <div class="figure">
+                <span class="label">"Balance"</span>
+                <strong data-testid="balance">{usd(figures.balance)}</strong>
+            </div>
+            <div class="figure">
+                <span class="label">"Spend today"</span>
+                <strong>{usd(figures.spend_today)}</strong>
+            </div>
+            <div class="figure">
+                <span class="label">"Spend this month"</span>
+                <strong>{usd(figures.spend_month)}</strong>
+            </div>
+            <div class="figure">
+                <span class="label">"Requests this month"</span>
+                <strong>{figures.requests_month}</strong>
+            </div>
+            <div class="figure">
+                <span class="label">"Tokens this month"</span>
+                <strong>{figures.tokens_month}</strong>
+            </div>
+        </div>
     }
 }

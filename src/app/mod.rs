@@ -1,10 +1,13 @@
 //! The dashboard: pages and components, rendered on the server and hydrated.
 
 mod auth;
+mod balance;
+mod chart;
 mod dashboard;
-mod format;
+pub mod format;
 mod keys;
 mod landing;
+mod usage;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
@@ -54,6 +57,8 @@ pub fn App() -> impl IntoView {
                 >
                     <Route path=path!("") view=dashboard::Overview />
                     <Route path=path!("keys") view=keys::KeysPage />
+                    <Route path=path!("usage") view=usage::UsagePage />
+                    <Route path=path!("balance") view=balance::BalancePage />
                 </ParentRoute>
             </Routes>
         </Router>

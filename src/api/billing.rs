@@ -1,0 +1,329 @@
+//! Balance, ledger, top-ups and usage, for the signed-in user. Amounts are
+//! nano-USD integers; the client formats them with `billing::money`.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AppError;
+
+/// The overview's figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountFigures {
+    pub balance: i64,
+    pub available: i64,
+    pub spend_today: i64,
+    pub spend_month: i64,
+    pub requests_month: i64,
+    pub tokens_month: i64,
+    /// Whether users may add credit themselves (`payments: {mode: test}`).
+    pub self_top_up: bool,
+}
+
+/// One ledger entry as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLine {
+    pub id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub request_id: Option<String>,
+    pub note: Option<String>,
+    pub created_at: i64,
+}
+
+/// A page of something, with whether more follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub has_more: bool,
+}
+
+/// Daily spend by model over the last 30 days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendSeries {
+    /// Start of today (UTC), epoch milliseconds.
+    pub today: i64,
+    pub points: Vec<SpendPoint>,
+}
+
+/// Spend of one model on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendPoint {
+    /// Start of the day, epoch milliseconds.
+    pub day: i64,
+    pub model: String,
+    pub cost: i64,
+}
+
+/// One request in the usage table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageLine {
+    pub id: String,
+    pub created_at: i64,
+    pub key_prefix: Option<String>,
+    pub model: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: i64,
+    pub latency_ms: i64,
+    pub status: i32,
+}
+
+/// The usage page: rows plus what the filters can offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageView {
+    pub rows: Page<UsageLine>,
+    /// (key id, display prefix, name)
+    pub keys: Vec<(String, String, String)>,
+    pub models: Vec<String>,
+}
+
+/// Rows per page in the dashboard's tables.
+pub const PAGE_SIZE: u32 = 50;
+/// The largest self-service top-up, in USD.
+pub const MAX_TOP_UP_USD: i64 = 1000;
+
+#[cfg(feature = "ssr")]
+mod server {
+    use super::*;
+    use crate::db::{keys, now_ms, usage};
+
+    /// Parses `YYYY-MM-DD` as midnight UTC in epoch milliseconds.
+    pub fn parse_day(field: &str, value: &str) -> Result<Option<i64>, AppError> {
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let date = time::Date::parse(value.trim(), &format)
+            .map_err(|_| AppError::invalid(field, "Use a date like 2026-11-23."))?;
+        Ok(Some(date.midnight().assume_utc().unix_timestamp() * 1000))
+    }
+
+    /// Builds a usage filter from the page's query values.
+    pub fn filter(from: &str, to: &str, key: &str, model: &str) -> Result<usage::Filter, AppError> {
+        let day = 86_400_000;
+        Ok(usage::Filter {
+            from_ms: parse_day("from", from)?,
+            to_ms: parse_day("to", to)?.map(|t| t + day),
+            key_id: Some(key.to_string()).filter(|k| !k.is_empty()),
+            model: Some(model.to_string()).filter(|m| !m.is_empty()),
+        })
+    }
+
+    /// Rows for a filter, with key prefixes resolved.
+    pub async fn usage_lines(
+        db: &crate::db::Db,
+        user_id: &str,
+        filter: &usage::Filter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<UsageLine>, Vec<keys::KeyRow>), AppError> {
+        let records = usage::list_for_user(db, user_id, filter, limit, offset).await?;
+        let keys = keys::list_for_user(db, user_id).await?;
+        let prefix = |id: &Option<String>| {
+            id.as_ref()
+                .and_then(|id| keys.iter().find(|k| &k.id == id))
+                .map(|k| k.key_prefix.clone())
+        };
+        let lines = records
+            .into_iter()
+            .map(|r| UsageLine {
+                key_prefix: prefix(&r.key_id),
+                id: r.id,
+                created_at: r.created_at,
+                model: r.model,
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                cost: r.cost,
+                latency_ms: r.latency_ms,
+                status: r.status,
+            })
+            .collect();
+        Ok((lines, keys))
+    }
+
+    /// Start of today and of this month (UTC), epoch milliseconds.
+    pub fn period_starts() -> (i64, i64) {
+        let now = time::OffsetDateTime::now_utc();
+        let day = now.replace_time(time::Time::MIDNIGHT);
+        let month = day.replace_day(1).unwrap_or(day);
+        (day.unix_timestamp() * 1000, month.unix_timestamp() * 1000)
+    }
+
+    pub fn now() -> i64 {
+        now_ms()
+    }
+}
+
+#[cfg(feature = "ssr")]
+pub use server::{filter as usage_filter, usage_lines};
+
+/// The signed-in user's balance and this month's figures.
+#[server(prefix = "/rpc", endpoint = "account_summary")]
+pub async fn account_summary() -> Result<AccountFigures, AppError> {
+    use crate::api::context::{finish, require_user};
+    use crate::db::{ledger, usage};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            let (day, month) = server::period_starts();
+            let today = usage::user_totals(&state.db, &user.id, day).await?;
+            let this_month = usage::user_totals(&state.db, &user.id, month).await?;
+            let (balance, reserved) = ledger::balance(&state.db, &user.id)
+                .await?
+                .unwrap_or((0, 0));
+            Ok(AccountFigures {
+                balance,
+                available: (balance - reserved).max(0),
+                spend_today: today.cost,
+                spend_month: this_month.cost,
+                requests_month: this_month.requests,
+                tokens_month: this_month.prompt_tokens + this_month.completion_tokens,
+                self_top_up: state.config.payments.mode == crate::config::PaymentMode::Test,
+            })
+        }
+        .await,
+    )
+}
+
+/// Daily spend by model over the last 30 days.
+#[server(prefix = "/rpc", endpoint = "daily_spend")]
+pub async fn daily_spend() -> Result<SpendSeries, AppError> {
+    use crate::api::context::{finish, require_user};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            let day = 86_400_000;
+            let today = server::now() / day * day;
+            let since = today - 29 * day;
+            let rows = crate::db::usage::daily_spend(&state.db, &user.id, since).await?;
+            Ok(SpendSeries {
+                today,
+                points: rows
+                    .into_iter()
+                    .map(|(day, model, cost)| SpendPoint { day, model, cost })
+                    .collect(),
+            })
+        }
+        .await,
+    )
+}
+
+/// A page of the signed-in user's ledger, newest first.
+#[server(prefix = "/rpc", endpoint = "ledger_page")]
+pub async fn ledger_page(page: u32) -> Result<Page<LedgerLine>, AppError> {
+    use crate::api::context::{finish, require_user};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            let offset = i64::from(page) * i64::from(PAGE_SIZE);
+            let mut entries =
+                crate::db::ledger::entries(&state.db, &user.id, i64::from(PAGE_SIZE) + 1, offset)
+                    .await?;
+            let has_more = entries.len() > PAGE_SIZE as usize;
+            entries.truncate(PAGE_SIZE as usize);
+            Ok(Page {
+                items: entries
+                    .into_iter()
+                    .map(|e| LedgerLine {
+                        id: e.id,
+                        kind: e.kind,
+                        amount: e.amount,
+                        balance_after: e.balance_after,
+                        request_id: e.request_id,
+                        note: e.note,
+                        created_at: e.created_at,
+                    })
+                    .collect(),
+                page,
+                has_more,
+            })
+        }
+        .await,
+    )
+}
+
+/// Adds credit directly, in `payments: {mode: test}` only. Returns the new balance.
+#[server(prefix = "/rpc", endpoint = "add_credits")]
+pub async fn add_credits(amount: String) -> Result<i64, AppError> {
+    use crate::api::context::{finish, require_user};
+    use crate::billing::money::{parse_usd, NANOS_PER_USD};
+    use crate::db::ledger::{self, EntryKind};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            if state.config.payments.mode != crate::config::PaymentMode::Test {
+                return Err(AppError::Forbidden(
+                    "Adding credit yourself is not enabled on this gateway; ask an operator."
+                        .into(),
+                ));
+            }
+            let nanos = parse_usd(&amount)
+                .filter(|n| *n >= NANOS_PER_USD / 100 && *n <= MAX_TOP_UP_USD * NANOS_PER_USD)
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        "amount",
+                        format!("Enter an amount from 0.01 to {MAX_TOP_UP_USD} USD."),
+                    )
+                })?;
+            let balance = ledger::credit(
+                &state.db,
+                &user.id,
+                EntryKind::TopUp,
+                nanos,
+                Some("Test-mode top-up"),
+            )
+            .await
+            .map_err(|err| {
+                tracing::error!(%err, "top-up failed");
+                AppError::Internal
+            })?;
+            Ok(balance)
+        }
+        .await,
+    )
+}
+
+/// A page of the signed-in user's requests, filtered.
+#[server(prefix = "/rpc", endpoint = "usage_page")]
+pub async fn usage_page(
+    from: String,
+    to: String,
+    key: String,
+    model: String,
+    page: u32,
+) -> Result<UsageView, AppError> {
+    use crate::api::context::{finish, require_user};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            let filter = server::filter(&from, &to, &key, &model)?;
+            let offset = i64::from(page) * i64::from(PAGE_SIZE);
+            let (mut rows, keys) = server::usage_lines(
+                &state.db,
+                &user.id,
+                &filter,
+                i64::from(PAGE_SIZE) + 1,
+                offset,
+            )
+            .await?;
+            let has_more = rows.len() > PAGE_SIZE as usize;
+            rows.truncate(PAGE_SIZE as usize);
+            let models = crate::db::usage::models_for_user(&state.db, &user.id).await?;
+            Ok(UsageView {
+                rows: Page {
+                    items: rows,
+                    page,
+                    has_more,
+                },
+                keys: keys
+                    .into_iter()
+                    .map(|k| (k.id, k.key_prefix, k.name))
+                    .collect(),
+                models,
+            })
+        }
+        .await,
+    )
+}

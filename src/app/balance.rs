@@ -1,0 +1,126 @@
+//! `/dashboard/balance`: the balance, adding credit, and the ledger.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+use super::{format, ErrorMessage};
+use crate::api::billing::{account_summary, ledger_page, AddCredits, LedgerLine, MAX_TOP_UP_USD};
+use crate::billing::money::format_usd;
+
+/// The balance page.
+#[component]
+pub fn BalancePage() -> impl IntoView {
+    let add = ServerAction::<AddCredits>::new();
+    let query = use_query_map();
+    let page = Signal::derive(move || {
+        query
+            .read()
+            .get("page")
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    let figures = Resource::new(move || add.version().get(), |_| account_summary());
+    let ledger = Resource::new(
+        move || (add.version().get(), page.get()),
+        |(_, page)| ledger_page(page),
+    );
+    let error = Signal::derive(move || add.value().get().and_then(Result::err));
+    view! {
+        <Title text="Balance" />
+        <h1>"Balance"</h1>
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                let figures = match figures.await {
+                    Ok(f) => f,
+                    Err(err) => return view! { <p class="form-error" role="alert">{err.to_string()}</p> }.into_any(),
+                };
+                view! {
+                    <section class="card">
+                        <p class="big-figure">
+                            <span class="label">"Balance"</span>
+                            <strong data-testid="balance">{format!("${}", format_usd(figures.balance))}</strong>
+                        </p>
+                        <p class="muted">
+                            "Available now: $" {format_usd(figures.available)}
+                            " (the rest is held for requests in flight)."
+                        </p>
+                        {figures.self_top_up.then(|| view! {
+                            <ActionForm action=add attr:class="form inline">
+                                <label for="amount">"Amount (USD)"</label>
+                                <input id="amount" name="amount" inputmode="decimal" placeholder="10.00" required />
+                                <button type="submit" class="button primary" disabled=move || add.pending().get()>
+                                    "Add credits"
+                                </button>
+                            </ActionForm>
+                            <p class="hint">{format!("Test mode: credit is added at once, up to ${MAX_TOP_UP_USD}.")}</p>
+                            <ErrorMessage error />
+                        })}
+                    </section>
+                }.into_any()
+            })}
+        </Suspense>
+        <section class="card">
+            <h2>"History"</h2>
+            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match ledger.await {
+                        Ok(page) => view! { <LedgerTable lines=page.items page=page.page has_more=page.has_more /> }.into_any(),
+                        Err(err) => view! { <p class="form-error" role="alert">{err.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn LedgerTable(lines: Vec<LedgerLine>, page: u32, has_more: bool) -> impl IntoView {
+    if lines.is_empty() && page == 0 {
+        return view! { <p class="muted">"No balance changes yet."</p> }.into_any();
+    }
+    let rows: Vec<_> = lines
+        .into_iter()
+        .map(|line| {
+            let sign = if line.amount < 0 { "-" } else { "+" };
+            let detail = line
+                .note
+                .clone()
+                .or(line.request_id.clone())
+                .unwrap_or_default();
+            view! {
+                <tr>
+                    <td>{format::datetime(line.created_at)}</td>
+                    <td>{kind_label(&line.kind)}</td>
+                    <td class="num">{format!("{sign}${}", format_usd(line.amount.abs()))}</td>
+                    <td class="num">{format!("${}", format_usd(line.balance_after))}</td>
+                    <td class="muted">{detail}</td>
+                </tr>
+            }
+        })
+        .collect();
+    view! {
+        <table class="table" data-testid="ledger-table">
+            <thead>
+                <tr><th>"Time"</th><th>"Kind"</th><th>"Amount"</th><th>"Balance after"</th><th>"Detail"</th></tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+        <nav class="pager" aria-label="Pages">
+            {(page > 0).then(|| view! { <a href=format!("?page={}", page - 1)>"← Newer"</a> })}
+            {has_more.then(|| view! { <a href=format!("?page={}", page + 1)>"Older →"</a> })}
+        </nav>
+    }
+    .into_any()
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "topup" => "Top-up",
+        "usage" => "Usage",
+        "refund" => "Refund",
+        "adjustment" => "Adjustment",
+        "signup_grant" => "Sign-up credit",
+        _ => "Other",
+    }
+}
