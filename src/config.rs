@@ -44,7 +44,7 @@ pub struct Config {
     #[serde(default = "default_host")]
     pub host: String,
     /// Port to listen on; 0 picks a free one.
-    #[serde(default = "default_port")]
+    #[serde(default = "default_port", deserialize_with = "number")]
     pub port: u16,
     /// `sqlite://path/to/file.db` (default) or `postgres://…`.
     #[serde(default = "default_database_url")]
@@ -71,16 +71,16 @@ pub struct Config {
     #[serde(default)]
     pub upstream: UpstreamConfig,
     /// The largest request body accepted, in bytes (413 beyond).
-    #[serde(default = "default_max_request_bytes")]
+    #[serde(default = "default_max_request_bytes", deserialize_with = "number")]
     pub max_request_bytes: usize,
     /// The margin on provider cost, in percent, unless a model sets its own.
-    #[serde(default = "default_margin_percent")]
+    #[serde(default = "default_margin_percent", deserialize_with = "number")]
     pub margin_percent: f64,
     /// Output tokens reserved for a request that sets no `max_tokens`.
-    #[serde(default = "default_reserve_output_tokens")]
+    #[serde(default = "default_reserve_output_tokens", deserialize_with = "number")]
     pub reserve_output_tokens: i64,
     /// Credit (USD) granted to each new dashboard account.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub signup_credit: f64,
     /// How users add credit.
     #[serde(default)]
@@ -241,6 +241,28 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A number written as a number, or as a string (what `${VAR}` expands to).
+fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString<T> {
+        Number(T),
+        String(String),
+    }
+    match NumberOrString::<T>::deserialize(deserializer)? {
+        NumberOrString::Number(n) => Ok(n),
+        NumberOrString::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|e| serde::de::Error::custom(format!("`{s}` is not a valid number: {e}"))),
+    }
 }
 
 fn empty_string_as_none<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
@@ -609,9 +631,22 @@ mod tests {
 
     #[test]
     fn default_value_in_interpolation() {
-        let config = load_str("port: ${PORT:-4321}\n", &env_of(&[]), &Overrides::default());
-        // A string where a number belongs is a type error, so keep defaults to strings.
-        assert!(config.is_err());
+        let config =
+            load_str("port: ${PORT:-4321}\n", &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.port, 4321, "a number may come from a variable");
+        let config = load_str(
+            "port: ${PORT}\n",
+            &env_of(&[("PORT", "80")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.port, 80);
+        assert!(load_str(
+            "port: ${PORT}\n",
+            &env_of(&[("PORT", "x")]),
+            &Overrides::default()
+        )
+        .is_err());
         let config = load_str("host: ${HOST:-::1}\n", &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.host, "::1");
     }
