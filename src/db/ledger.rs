@@ -1,6 +1,7 @@
 //! The ledger, balances and reservations. Every balance change happens in the
 //! same transaction as the ledger entry that explains it.
 
+use super::usage::UsageRecord;
 use super::{now_ms, Db};
 use crate::with_pool;
 
@@ -100,45 +101,6 @@ pub async fn credit(
     })
 }
 
-/// Sets money aside for a request if the available balance covers it.
-/// Returns `false` (and changes nothing) when it does not.
-pub async fn reserve(
-    db: &Db,
-    request_id: &str,
-    user_id: &str,
-    amount: i64,
-    ttl_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let now = now_ms();
-    with_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE users SET reserved = reserved + $1 WHERE id = $2 AND balance - reserved >= $1",
-        )
-        .bind(amount)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held != 1 {
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO reservations (request_id, user_id, amount, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(request_id)
-        .bind(user_id)
-        .bind(amount)
-        .bind(now)
-        .bind(now + ttl_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    })
-}
-
 /// A user's balance and the part of it held by reservations.
 pub async fn balance(db: &Db, user_id: &str) -> Result<Option<(i64, i64)>, sqlx::Error> {
     with_pool!(db, pool => {
@@ -217,4 +179,146 @@ async fn release_where(db: &Db, condition: &str, arg: i64) -> Result<u64, sqlx::
         });
     }
     Ok(released)
+}
+
+/// One write to the money tables, applied by [`apply_batch`].
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Hold `amount` of the user's available balance for a request.
+    Reserve {
+        request_id: String,
+        user_id: String,
+        amount: i64,
+        expires_at: i64,
+    },
+    /// Write a usage record and settle its billing.
+    Settle(UsageRecord),
+}
+
+/// Applies writes in order in one transaction (group commit): reservations,
+/// and usage records with their settlement — the record, the release of its
+/// reservation, the debit and its ledger entry, the key's `last_used_at`.
+/// A record already written is skipped, so a request is billed exactly once.
+/// Returns, per op, whether it took effect (a reservation may be refused).
+pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Error> {
+    const INSERT: &str =
+        "INSERT INTO usage_records (id, user_id, key_id, endpoint, provider, model, \
+        prompt_tokens, completion_tokens, cached_tokens, status, error_code, latency_ms, ttft_ms, \
+        streamed, aborted, created_at, cost) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+        ON CONFLICT (id) DO NOTHING";
+    const TOUCH: &str = "UPDATE api_keys SET last_used_at = $1 \
+        WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+    const RESERVE: &str =
+        "UPDATE users SET reserved = reserved + $1 WHERE id = $2 AND balance - reserved >= $1";
+    const HOLD: &str =
+        "INSERT INTO reservations (request_id, user_id, amount, created_at, expires_at) \
+        VALUES ($1, $2, $3, $4, $5)";
+    let now = now_ms();
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match op {
+                WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
+                    let held = sqlx::query(RESERVE)
+                        .bind(amount)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 1;
+                    if held {
+                        sqlx::query(HOLD)
+                            .bind(request_id)
+                            .bind(user_id)
+                            .bind(amount)
+                            .bind(now)
+                            .bind(expires_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    results.push(held);
+                    continue;
+                }
+                WriteOp::Settle(record) => record,
+            };
+            let written = sqlx::query(INSERT)
+                .bind(&r.id)
+                .bind(&r.user_id)
+                .bind(&r.key_id)
+                .bind(&r.endpoint)
+                .bind(&r.provider)
+                .bind(&r.model)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.status)
+                .bind(&r.error_code)
+                .bind(r.latency_ms)
+                .bind(r.ttft_ms)
+                .bind(r.streamed)
+                .bind(r.aborted)
+                .bind(r.created_at)
+                .bind(r.cost)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if written == 0 {
+                results.push(true);
+                continue;
+            }
+            let reserved: i64 = sqlx::query_scalar("DELETE FROM reservations WHERE request_id = $1 RETURNING amount")
+                .bind(&r.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or(0);
+            if reserved > 0 || r.cost > 0 {
+                let balance: i64 = sqlx::query_scalar(
+                    "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
+                )
+                .bind(reserved)
+                .bind(&r.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                // Never below zero: a request that cost more than it reserved
+                // takes at most what is left.
+                let charged = r.cost.min(balance);
+                if charged > 0 {
+                    let after: i64 = sqlx::query_scalar(
+                        "UPDATE users SET balance = balance - $1 WHERE id = $2 RETURNING balance",
+                    )
+                    .bind(charged)
+                    .bind(&r.user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
+                         VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
+                    )
+                    .bind(format!("led_{}", uuid::Uuid::new_v4().simple()))
+                    .bind(&r.user_id)
+                    .bind(-charged)
+                    .bind(after)
+                    .bind(&r.id)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if charged != r.cost {
+                    sqlx::query("UPDATE usage_records SET cost = $1 WHERE id = $2")
+                        .bind(charged)
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            if let Some(key_id) = &r.key_id {
+                sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;
+            }
+            results.push(true);
+        }
+        tx.commit().await?;
+        Ok(results)
+    })
 }

@@ -230,14 +230,15 @@ async fn reserve(
     if estimate == 0 {
         return Ok(()); // Free models need no balance.
     }
-    if ledger::reserve(
-        &state.db,
-        meter.request_id(),
-        meter.user_id(),
-        estimate,
-        RESERVATION_TTL_MS,
-    )
-    .await?
+    if state
+        .recorder
+        .reserve(
+            meter.request_id(),
+            meter.user_id(),
+            estimate,
+            RESERVATION_TTL_MS,
+        )
+        .await?
     {
         return Ok(());
     }
