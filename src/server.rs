@@ -119,12 +119,13 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn(origin::require_same_origin));
     Router::new()
-        .route("/health", get(health))
         .route("/export/usage.csv", get(crate::api::export::usage_csv))
-        .merge(crate::proxy::routes())
         .merge(site)
         .layer(crate::auth::session::layer(sessions, secure_cookies))
         .layer(TraceLayer::new_for_http())
+        // The API and health check need no session; keep their path short.
+        .merge(crate::proxy::routes())
+        .route("/health", get(health))
         .with_state(state)
 }
 
