@@ -33,13 +33,7 @@ async fn billing_app(backend: Backend, signup_credit: f64) -> TestApp {
 }
 
 async fn chat(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.chat(key, &body).await
 }
 
 /// The user's id, balance, reserved amount and ledger sum.

@@ -25,13 +25,7 @@ async fn app_with(customize: impl FnOnce(&mut llm_gateway::config::Config)) -> T
 }
 
 async fn post(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    app.chat(key, &body).await
 }
 
 fn chat(model: &str, text: &str) -> Value {

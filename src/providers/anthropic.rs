@@ -2,13 +2,12 @@
 //! OpenAI's chat shapes, streaming included.
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use std::collections::VecDeque;
 
+use super::sse::{self, SseEvent, Step};
 use super::{
     chunk, content_text, json_body, parse_data_url, send, stop_list, unix_now, usage_chunk, Body,
-    ChunkStream, Provider, SseParser, UpstreamError, Usage,
+    ChunkStream, Provider, UpstreamError, Usage,
 };
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
@@ -386,50 +385,20 @@ fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
         usage: Usage::default(),
         tool_index: Default::default(),
     };
-    let bytes = response.bytes_stream();
-    futures::stream::unfold(
-        (bytes, SseParser::default(), VecDeque::new(), state, false),
-        |(mut bytes, mut parser, mut pending, mut state, mut done)| async move {
-            loop {
-                if let Some(item) = pending.pop_front() {
-                    return Some((item, (bytes, parser, pending, state, done)));
-                }
-                if done {
-                    return None;
-                }
-                match bytes.next().await {
-                    Some(Ok(data)) => {
-                        for event in parser.push(&data) {
-                            let parsed = serde_json::from_str::<Value>(&event.data)
-                                .map_err(|e| UpstreamError::Protocol(format!("bad event: {e}")))
-                                .and_then(|value| {
-                                    if value.get("type").and_then(Value::as_str)
-                                        == Some("message_stop")
-                                    {
-                                        done = true;
-                                    }
-                                    state.on_event(&value)
-                                });
-                            match parsed {
-                                Ok(chunks) => pending.extend(chunks.into_iter().map(Ok)),
-                                Err(err) => {
-                                    pending.push_back(Err(err));
-                                    done = true;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Some(Err(err)) => {
-                        pending.push_back(Err(UpstreamError::from_reqwest(err)));
-                        done = true;
-                    }
-                    None => done = true,
-                }
-            }
-        },
-    )
-    .boxed()
+    sse::translate(response, state, Vec::new(), on_sse_event, |_| Vec::new())
+}
+
+fn on_sse_event(state: &mut StreamState, event: &SseEvent) -> Step {
+    let value = match serde_json::from_str::<Value>(&event.data) {
+        Ok(value) => value,
+        Err(e) => return Step::Fail(UpstreamError::Protocol(format!("bad event: {e}"))),
+    };
+    let last = value.get("type").and_then(Value::as_str) == Some("message_stop");
+    match state.on_event(&value) {
+        Ok(chunks) if last => Step::Finish(chunks),
+        Ok(chunks) => Step::Continue(chunks),
+        Err(err) => Step::Fail(err),
+    }
 }
 
 #[cfg(test)]

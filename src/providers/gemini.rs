@@ -2,13 +2,13 @@
 //! translated to and from OpenAI's chat shapes.
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
+use super::sse::{self, SseEvent, Step};
 use super::{
     chunk, content_text, json_body, parse_data_url, send, stop_list, unix_now, usage_chunk, Body,
-    ChunkStream, Provider, SseParser, UpstreamError, Usage,
+    ChunkStream, Provider, UpstreamError, Usage,
 };
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
@@ -358,55 +358,19 @@ fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
         json!({"role": "assistant", "content": ""}),
         None,
     );
-    let bytes = response.bytes_stream();
-    let pending = VecDeque::from([Ok(first)]);
-    futures::stream::unfold(
-        (bytes, SseParser::default(), pending, state, false),
-        |(mut bytes, mut parser, mut pending, mut state, mut done)| async move {
-            loop {
-                if let Some(item) = pending.pop_front() {
-                    return Some((item, (bytes, parser, pending, state, done)));
-                }
-                if done {
-                    return None;
-                }
-                match bytes.next().await {
-                    Some(Ok(data)) => {
-                        for event in parser.push(&data) {
-                            match serde_json::from_str::<Value>(&event.data) {
-                                Ok(value) => {
-                                    pending.extend(state.chunks(&value).into_iter().map(Ok))
-                                }
-                                Err(e) => {
-                                    pending.push_back(Err(UpstreamError::Protocol(format!(
-                                        "bad event: {e}"
-                                    ))));
-                                    done = true;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Some(Err(err)) => {
-                        pending.push_back(Err(UpstreamError::from_reqwest(err)));
-                        done = true;
-                    }
-                    None => {
-                        if let Some(usage) = state.usage {
-                            pending.push_back(Ok(usage_chunk(
-                                &state.id,
-                                &state.model,
-                                state.created,
-                                usage,
-                            )));
-                        }
-                        done = true;
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
+    sse::translate(response, state, vec![first], on_sse_event, |state| {
+        state
+            .usage
+            .map(|usage| vec![usage_chunk(&state.id, &state.model, state.created, usage)])
+            .unwrap_or_default()
+    })
+}
+
+fn on_sse_event(state: &mut ChunkState, event: &SseEvent) -> Step {
+    match serde_json::from_str::<Value>(&event.data) {
+        Ok(value) => Step::Continue(state.chunks(&value)),
+        Err(e) => Step::Fail(UpstreamError::Protocol(format!("bad event: {e}"))),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
-mod sse;
+pub mod sse;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;

@@ -3,10 +3,10 @@
 //! client sent it, unknown fields included; only `model` is rewritten.
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{json_body, send, Body, ChunkStream, Provider, SseParser, UpstreamError};
+use super::sse::{self, SseEvent, Step};
+use super::{json_body, send, Body, ChunkStream, Provider, UpstreamError};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 
@@ -75,44 +75,17 @@ impl Provider for OpenAi {
 
 /// Turns an OpenAI SSE response into chunk values, ending at `[DONE]`.
 fn openai_sse_chunks(response: reqwest::Response) -> ChunkStream {
-    let bytes = response.bytes_stream();
-    futures::stream::unfold(
-        (
-            bytes,
-            SseParser::default(),
-            std::collections::VecDeque::new(),
-            false,
-        ),
-        |(mut bytes, mut parser, mut pending, mut done)| async move {
-            loop {
-                if let Some(item) = pending.pop_front() {
-                    return Some((item, (bytes, parser, pending, done)));
-                }
-                if done {
-                    return None;
-                }
-                match bytes.next().await {
-                    Some(Ok(data)) => {
-                        for event in parser.push(&data) {
-                            if event.data == "[DONE]" {
-                                done = true;
-                                break;
-                            }
-                            pending.push_back(parse_chunk(&event.data));
-                        }
-                    }
-                    Some(Err(err)) => {
-                        done = true;
-                        pending.push_back(Err(UpstreamError::from_reqwest(err)));
-                    }
-                    None => {
-                        done = true;
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
+    sse::translate(response, (), Vec::new(), on_event, |_| Vec::new())
+}
+
+fn on_event(_: &mut (), event: &SseEvent) -> Step {
+    if event.data == "[DONE]" {
+        return Step::Finish(Vec::new());
+    }
+    match parse_chunk(&event.data) {
+        Ok(chunk) => Step::Continue(vec![chunk]),
+        Err(err) => Step::Fail(err),
+    }
 }
 
 fn parse_chunk(data: &str) -> Result<Value, UpstreamError> {

@@ -60,6 +60,86 @@ fn parse_event(raw: &[u8]) -> Option<SseEvent> {
     })
 }
 
+/// What an adapter makes of one upstream event.
+pub enum Step {
+    /// These chunks, then keep reading.
+    Continue(Vec<serde_json::Value>),
+    /// These chunks, then the stream is complete.
+    Finish(Vec<serde_json::Value>),
+    /// The stream failed.
+    Fail(super::UpstreamError),
+}
+
+/// Translates an upstream SSE response into OpenAI chunks. `initial` chunks
+/// come first; `on_event` handles each event; `on_end` may add chunks when the
+/// body ends without a [`Step::Finish`].
+pub fn translate<S: Send + 'static>(
+    response: reqwest::Response,
+    state: S,
+    initial: Vec<serde_json::Value>,
+    on_event: fn(&mut S, &SseEvent) -> Step,
+    on_end: fn(&mut S) -> Vec<serde_json::Value>,
+) -> super::ChunkStream {
+    use futures::StreamExt;
+    use std::collections::VecDeque;
+
+    struct Reader<S> {
+        bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        parser: SseParser,
+        pending: VecDeque<Result<serde_json::Value, super::UpstreamError>>,
+        state: S,
+        done: bool,
+    }
+
+    let reader = Reader {
+        bytes: response.bytes_stream().boxed(),
+        parser: SseParser::default(),
+        pending: initial.into_iter().map(Ok).collect(),
+        state,
+        done: false,
+    };
+    futures::stream::unfold(reader, move |mut r| async move {
+        loop {
+            if let Some(item) = r.pending.pop_front() {
+                return Some((item, r));
+            }
+            if r.done {
+                return None;
+            }
+            match r.bytes.next().await {
+                Some(Ok(data)) => {
+                    for event in r.parser.push(&data) {
+                        match on_event(&mut r.state, &event) {
+                            Step::Continue(chunks) => r.pending.extend(chunks.into_iter().map(Ok)),
+                            Step::Finish(chunks) => {
+                                r.pending.extend(chunks.into_iter().map(Ok));
+                                r.done = true;
+                                break;
+                            }
+                            Step::Fail(err) => {
+                                r.pending.push_back(Err(err));
+                                r.done = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    r.pending
+                        .push_back(Err(super::UpstreamError::from_reqwest(err)));
+                    r.done = true;
+                }
+                None => {
+                    let chunks = on_end(&mut r.state);
+                    r.pending.extend(chunks.into_iter().map(Ok));
+                    r.done = true;
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

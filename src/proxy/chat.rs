@@ -29,12 +29,7 @@ pub async fn chat_completions(
     request: Request,
 ) -> Response {
     let id = request_id(&headers);
-    let mut response = match chat(&state, &caller, &id, request.into_body()).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    with_request_id(response.headers_mut(), &id);
-    response
+    respond(&id, chat(&state, &caller, &id, request.into_body()).await)
 }
 
 /// Embeddings, for OpenAI-compatible providers.
@@ -45,11 +40,13 @@ pub async fn embeddings(
     request: Request,
 ) -> Response {
     let id = request_id(&headers);
-    let mut response = match embed(&state, &caller, &id, request.into_body()).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    with_request_id(response.headers_mut(), &id);
+    respond(&id, embed(&state, &caller, &id, request.into_body()).await)
+}
+
+/// The response, or the error in OpenAI's shape, with `x-request-id` either way.
+fn respond(id: &str, result: Result<Response, AppError>) -> Response {
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    with_request_id(response.headers_mut(), id);
     response
 }
 

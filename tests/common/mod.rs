@@ -301,6 +301,17 @@ pub fn use_mock(config: &mut Config, mock: &str) {
 }
 
 impl TestApp {
+    /// Posts a chat completion with an API key.
+    pub async fn chat(&self, key: &str, body: &Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Signs up a user and creates an API key for them; returns the key.
     pub async fn user_key(&self, email: &str) -> String {
         let client = self.client();
