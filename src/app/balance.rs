@@ -102,7 +102,7 @@ fn LedgerTable(lines: Vec<LedgerLine>, page: u32, has_more: bool) -> impl IntoVi
     view! {
         <table class="table" data-testid="ledger-table">
             <thead>
-                <tr><th>"Time"</th><th>"Kind"</th><th>"Amount"</th><th>"Balance after"</th><th>"Detail"</th></tr>
+                <tr><th>"Time"</th><th>"Kind"</th><th class="num">"Amount"</th><th class="num">"Balance after"</th><th>"Detail"</th></tr>
             </thead>
             <tbody>{rows}</tbody>
         </table>

@@ -147,8 +147,8 @@ fn UsageTable(rows: Vec<UsageLine>) -> impl IntoView {
         <table class="table" data-testid="usage-table">
             <thead>
                 <tr>
-                    <th>"Time"</th><th>"Key"</th><th>"Model"</th><th>"Tokens in / out"</th>
-                    <th>"Cost"</th><th>"Latency"</th><th>"Status"</th>
+                    <th>"Time"</th><th>"Key"</th><th>"Model"</th><th class="num">"Tokens in / out"</th>
+                    <th class="num">"Cost"</th><th class="num">"Latency"</th><th>"Status"</th>
                 </tr>
             </thead>
             <tbody>{rows}</tbody>

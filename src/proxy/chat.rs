@@ -139,7 +139,8 @@ async fn route_chat(
         .and_then(Value::as_i64)
         .filter(|n| *n > 0)
         .unwrap_or(state.config.reserve_output_tokens);
-    reserve(state, meter, prompt_estimate(body), max_output).await?;
+    let prompt_tokens = prompt_estimate(body);
+    reserve(state, meter, prompt_tokens, max_output).await?;
 
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let include_usage = body
@@ -156,7 +157,7 @@ async fn route_chat(
             chunks,
             meter.take(),
             include_usage,
-            prompt_estimate(body),
+            prompt_tokens,
         ))
     } else {
         let (target, response) = with_retries(state, &targets, |t| async move {
