@@ -6,8 +6,8 @@ use serde_json::{json, Map, Value};
 
 use super::sse::{self, SseEvent, Step};
 use super::{
-    chunk, content_text, json_body, parse_data_url, send, stop_list, unix_now, usage_chunk, Body,
-    ChunkStream, Provider, UpstreamError, Usage,
+    chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, unix_now,
+    usage_chunk, Body, ChunkStream, Provider, UpstreamError, Usage,
 };
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
@@ -170,20 +170,9 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
     Ok(Value::Object(request))
 }
 
-/// Appends blocks, merging consecutive messages of one role (Anthropic requires alternation).
+/// Appends blocks as a message (Anthropic requires alternating roles).
 fn push_message(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = out.last_mut() {
-        if last["role"] == role {
-            if let Some(content) = last["content"].as_array_mut() {
-                content.extend(blocks);
-                return;
-            }
-        }
-    }
-    out.push(json!({ "role": role, "content": blocks }));
+    push_merged(out, role, "content", blocks);
 }
 
 /// OpenAI content (a string or parts) as Anthropic content blocks.

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use super::sse::{self, SseEvent, Step};
 use super::{
-    chunk, content_text, json_body, parse_data_url, send, stop_list, unix_now, usage_chunk, Body,
-    ChunkStream, Provider, UpstreamError, Usage,
+    chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, unix_now,
+    usage_chunk, Body, ChunkStream, Provider, UpstreamError, Usage,
 };
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
@@ -188,19 +188,9 @@ pub fn to_gemini(body: &Body) -> Result<Value, UpstreamError> {
     Ok(Value::Object(request))
 }
 
+/// Appends parts as a content (Gemini requires alternating roles).
 fn push_content(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut() {
-        if last["role"] == role {
-            if let Some(existing) = last["parts"].as_array_mut() {
-                existing.extend(parts);
-                return;
-            }
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+    push_merged(contents, role, "parts", parts);
 }
 
 fn parts_of(content: &Value) -> Vec<Value> {

@@ -314,6 +314,22 @@ pub(crate) fn stop_list(body: &Body) -> Option<Vec<Value>> {
     }
 }
 
+/// Appends a message `{role, <field>: items}`, merging the items into the
+/// previous message when the role repeats: Anthropic and Gemini require
+/// alternating roles where OpenAI allows runs.
+pub(crate) fn push_merged(messages: &mut Vec<Value>, role: &str, field: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = messages.last_mut().filter(|last| last["role"] == role) {
+        if let Some(existing) = last[field].as_array_mut() {
+            existing.extend(items);
+            return;
+        }
+    }
+    messages.push(json!({ "role": role, field: items }));
+}
+
 /// Splits a `data:` URL into (media type, base64 data).
 pub(crate) fn parse_data_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("data:")?;
@@ -350,6 +366,18 @@ mod tests {
         assert!(err.to_string().contains("bad gateway"));
         assert!(error_from_body(429, "").is_retryable());
         assert!(!error_from_body(400, "").is_retryable());
+    }
+
+    #[test]
+    fn repeated_roles_are_merged() {
+        let mut messages = Vec::new();
+        push_merged(&mut messages, "user", "parts", vec![json!({"text": "a"})]);
+        push_merged(&mut messages, "user", "parts", vec![json!({"text": "b"})]);
+        push_merged(&mut messages, "model", "parts", vec![]);
+        push_merged(&mut messages, "model", "parts", vec![json!({"text": "c"})]);
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0]["parts"].as_array().unwrap().len(), 2);
+        assert_eq!(messages[1]["role"], "model");
     }
 
     #[test]
