@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{shell, App};
+use crate::auth::key_cache::KeyCache;
 use crate::auth::{origin, session::SessionBackend};
 use crate::billing::PriceBook;
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub models: Arc<ModelRouter>,
     pub prices: Arc<PriceBook>,
     pub recorder: UsageRecorder,
+    /// Recent API key lookups (see `auth::key_cache`).
+    pub keys: Arc<KeyCache>,
 }
 
 /// Why the server could not start.
@@ -104,6 +107,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         models: Arc::new(models),
         prices,
         recorder,
+        keys: Arc::new(KeyCache::default()),
     };
     Ok(App {
         router: router(state, sessions, secure_cookies),

@@ -99,6 +99,7 @@ pub async fn revoke_key(id: String) -> Result<(), AppError> {
         async {
             let (state, user) = require_user().await?;
             if crate::db::keys::revoke_for_user(&state.db, &user.id, &id).await? {
+                state.keys.forget_user(&user.id);
                 tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
                 Ok(())
             } else {

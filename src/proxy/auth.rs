@@ -21,6 +21,8 @@ pub enum Caller {
     },
     /// The operator's master key; requests must name a `user`.
     Master,
+    /// A signed-in dashboard user, from the playground (never from an API route).
+    Session { user_id: String },
 }
 
 /// The key from `Authorization: Bearer`, `X-AnyLLM-Key: Bearer` or `x-api-key`.
@@ -77,9 +79,17 @@ impl FromRequestParts<AppState> for Caller {
         if !api_key::looks_like_key(presented) {
             return Err(invalid_key());
         }
-        let key = keys::find_for_auth(&state.db, &api_key::hash(presented))
-            .await?
-            .ok_or_else(invalid_key)?;
+        let hash = api_key::hash(presented);
+        let key = match state.keys.get(&hash) {
+            Some(key) => key,
+            None => {
+                let key = keys::find_for_auth(&state.db, &hash)
+                    .await?
+                    .ok_or_else(invalid_key)?;
+                state.keys.insert(hash, key.clone());
+                key
+            }
+        };
         if key.revoked_at.is_some() || key.user_deleted_at.is_some() {
             return Err(invalid_key());
         }
@@ -108,6 +118,7 @@ pub async fn billed_user(
         Caller::Key {
             key_id, user_id, ..
         } => Ok((user_id.clone(), Some(key_id.clone()))),
+        Caller::Session { user_id } => Ok((user_id.clone(), None)),
         Caller::Master => {
             let user =
                 body_user
