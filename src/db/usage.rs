@@ -65,16 +65,26 @@ pub struct Totals {
     pub completion_tokens: i64,
 }
 
+/// The SQL of [`user_totals`] (public for the query-plan tests).
+pub const USER_TOTALS_SQL: &str =
+    "SELECT COUNT(*) AS requests, CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS cost, \
+     CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+     CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens \
+     FROM usage_records WHERE user_id = $1 AND created_at >= $2";
+
 /// A user's request count, spend and tokens since `since_ms`.
 pub async fn user_totals(db: &Db, user_id: &str, since_ms: i64) -> Result<Totals, sqlx::Error> {
-    let sql = "SELECT COUNT(*) AS requests, CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS cost, \
-               CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
-               CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens \
-               FROM usage_records WHERE user_id = $1 AND created_at >= $2";
     with_pool!(db, pool => {
-        sqlx::query_as::<_, Totals>(sql).bind(user_id).bind(since_ms).fetch_one(pool).await
+        sqlx::query_as::<_, Totals>(USER_TOTALS_SQL).bind(user_id).bind(since_ms).fetch_one(pool).await
     })
 }
+
+/// The SQL of [`daily_spend`] (public for the query-plan tests).
+pub const DAILY_SPEND_SQL: &str =
+    "SELECT (created_at / 86400000) * 86400000 AS day, COALESCE(model, '?') AS model, \
+     CAST(SUM(cost) AS BIGINT) AS cost FROM usage_records \
+     WHERE user_id = $1 AND created_at >= $2 AND cost > 0 \
+     GROUP BY (created_at / 86400000) * 86400000, COALESCE(model, '?') ORDER BY day, model";
 
 /// Spend per UTC day and model since `since_ms`: (day start in ms, model, nano-USD).
 pub async fn daily_spend(
@@ -82,12 +92,8 @@ pub async fn daily_spend(
     user_id: &str,
     since_ms: i64,
 ) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
-    let sql = "SELECT (created_at / 86400000) * 86400000 AS day, COALESCE(model, '?') AS model, \
-               CAST(SUM(cost) AS BIGINT) AS cost FROM usage_records \
-               WHERE user_id = $1 AND created_at >= $2 AND cost > 0 \
-               GROUP BY (created_at / 86400000) * 86400000, COALESCE(model, '?') ORDER BY day, model";
     with_pool!(db, pool => {
-        sqlx::query_as::<_, (i64, String, i64)>(sql).bind(user_id).bind(since_ms).fetch_all(pool).await
+        sqlx::query_as::<_, (i64, String, i64)>(DAILY_SPEND_SQL).bind(user_id).bind(since_ms).fetch_all(pool).await
     })
 }
 
@@ -100,7 +106,8 @@ pub struct Filter {
     pub model: Option<String>,
 }
 
-/// A page of a user's requests, newest first.
+/// A page of a user's requests, newest first. Only the filters in use go
+/// into the SQL, so the planner can pick the index that fits them.
 pub async fn list_for_user(
     db: &Db,
     user_id: &str,
@@ -108,22 +115,45 @@ pub async fn list_for_user(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<UsageRecord>, sqlx::Error> {
-    let sql = "SELECT * FROM usage_records WHERE user_id = $1 \
-               AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at < $3) \
-               AND ($4 IS NULL OR key_id = $4) AND ($5 IS NULL OR model = $5) \
-               ORDER BY created_at DESC, id DESC LIMIT $6 OFFSET $7";
+    let sql = list_sql(filter);
     with_pool!(db, pool => {
-        sqlx::query_as::<_, UsageRecord>(sql)
-            .bind(user_id)
-            .bind(filter.from_ms)
-            .bind(filter.to_ms)
-            .bind(filter.key_id.as_deref())
-            .bind(filter.model.as_deref())
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(pool)
-            .await
+        let mut query = sqlx::query_as::<_, UsageRecord>(&sql).bind(user_id);
+        if let Some(from) = filter.from_ms {
+            query = query.bind(from);
+        }
+        if let Some(to) = filter.to_ms {
+            query = query.bind(to);
+        }
+        if let Some(key_id) = &filter.key_id {
+            query = query.bind(key_id);
+        }
+        if let Some(model) = &filter.model {
+            query = query.bind(model);
+        }
+        query.bind(limit).bind(offset).fetch_all(pool).await
     })
+}
+
+/// The SQL of [`list_for_user`]: placeholders in the order values are bound.
+pub fn list_sql(filter: &Filter) -> String {
+    let mut sql = String::from("SELECT * FROM usage_records WHERE user_id = $1");
+    let mut n = 1;
+    let mut condition = |column: &str, op: &str, present: bool| {
+        if present {
+            n += 1;
+            sql.push_str(&format!(" AND {column} {op} ${n}"));
+        }
+    };
+    condition("created_at", ">=", filter.from_ms.is_some());
+    condition("created_at", "<", filter.to_ms.is_some());
+    condition("key_id", "=", filter.key_id.is_some());
+    condition("model", "=", filter.model.is_some());
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+        n + 1,
+        n + 2
+    ));
+    sql
 }
 
 /// The models a user has called, for the usage filter.
