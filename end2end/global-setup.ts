@@ -1,8 +1,27 @@
-// cargo-leptos starts the server and runs Playwright at once; wait until the
-// gateway answers its health check before any test runs.
-export default async function globalSetup(): Promise<void> {
+import { spawn } from "node:child_process";
+import path from "node:path";
+
+// cargo-leptos builds and starts the gateway, then runs Playwright at once.
+// Wait until the gateway answers its health check, then start the mock
+// provider that end2end/config.yml points every provider at. The returned
+// function stops the mock when the run ends.
+export default async function globalSetup(): Promise<() => Promise<void>> {
   const port = process.env.E2E_PORT ?? "3107";
-  const url = `http://127.0.0.1:${port}/health`;
+  await waitFor(`http://127.0.0.1:${port}/health`);
+
+  const mockPort = process.env.E2E_MOCK_PORT ?? "3108";
+  const binary = path.resolve(__dirname, "..", "target", "debug", "llm-gateway");
+  const mock = spawn(binary, ["mock-provider", "--port", mockPort, "--chunk-delay-ms", "40"], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  mock.on("error", (error) => console.error(`the mock provider failed to start: ${error}`));
+  await waitFor(`http://127.0.0.1:${mockPort}/v1/models`);
+  return async () => {
+    mock.kill();
+  };
+}
+
+async function waitFor(url: string): Promise<void> {
   const deadline = Date.now() + 120_000;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -15,5 +34,5 @@ export default async function globalSetup(): Promise<void> {
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  throw new Error(`the gateway did not become healthy at ${url}: ${lastError}`);
+  throw new Error(`${url} did not answer: ${lastError}`);
 }

@@ -29,7 +29,10 @@ step "end-to-end tests (Playwright)"
 e2e_dir=target/e2e
 rm -rf "$e2e_dir" && mkdir -p "$e2e_dir"
 export E2E_PORT=${E2E_PORT:-3107}
-export GATEWAY_CONFIG=config.example.yml
+export E2E_MOCK_PORT=${E2E_MOCK_PORT:-3108}
+# Like config.example.yml, with every provider pointed at the mock provider
+# that the Playwright setup starts.
+export GATEWAY_CONFIG=end2end/config.yml
 export GATEWAY_PORT=$E2E_PORT
 export GATEWAY_DATABASE_URL="sqlite://$e2e_dir/gateway.db"
 export GATEWAY_MASTER_KEY=e2e-master-key-0123456789

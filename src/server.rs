@@ -3,7 +3,7 @@
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::api::playground;
 use crate::app::{shell, App};
 use crate::auth::key_cache::KeyCache;
 use crate::auth::{origin, session::SessionBackend};
@@ -120,11 +121,12 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
     let options = state.leptos_options.clone();
     let site = Router::new()
         .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(middleware::from_fn(origin::require_same_origin));
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
     Router::new()
         .route("/export/usage.csv", get(crate::api::export::usage_csv))
+        .route(playground::CHAT_PATH, post(playground::chat))
         .merge(site)
+        .layer(middleware::from_fn(origin::require_same_origin))
         .layer(crate::auth::session::layer(sessions, secure_cookies))
         .layer(TraceLayer::new_for_http())
         // The API and health check need no session; keep their path short.

@@ -62,12 +62,25 @@ pub struct UsageLine {
     pub id: String,
     pub created_at: i64,
     pub key_prefix: Option<String>,
+    /// `chat.completions`, `embeddings` or `playground`.
+    pub endpoint: String,
     pub model: Option<String>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost: i64,
     pub latency_ms: i64,
     pub status: i32,
+}
+
+impl UsageLine {
+    /// Where the request came from: the key's prefix, the playground, or the master key.
+    pub fn source(&self) -> String {
+        match (&self.key_prefix, self.endpoint.as_str()) {
+            (Some(prefix), _) => format!("{prefix}…"),
+            (None, "playground") => "playground".into(),
+            (None, _) => "master key".into(),
+        }
+    }
 }
 
 /// The usage page: rows plus what the filters can offer.
@@ -131,6 +144,7 @@ mod server {
             .map(|r| UsageLine {
                 key_prefix: prefix(&r.key_id),
                 id: r.id,
+                endpoint: r.endpoint,
                 created_at: r.created_at,
                 model: r.model,
                 prompt_tokens: r.prompt_tokens,

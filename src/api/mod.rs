@@ -6,6 +6,8 @@ pub mod billing;
 #[cfg(feature = "ssr")]
 pub mod export;
 pub mod keys;
+pub mod models;
+pub mod playground;
 
 use serde::{Deserialize, Serialize};
 

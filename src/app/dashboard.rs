@@ -51,6 +51,8 @@ fn Shell(user: UserView) -> impl IntoView {
                 <A href="/dashboard/usage">"Usage"</A>
                 <A href="/dashboard/keys">"API keys"</A>
                 <A href="/dashboard/balance">"Balance"</A>
+                <A href="/dashboard/playground">"Playground"</A>
+                <A href="/models">"Models"</A>
             </nav>
             <div class="account">
                 <span class="muted" data-testid="user-email">{user.email}</span>

@@ -12,6 +12,7 @@ pub fn Landing() -> impl IntoView {
         <header class="topbar">
             <A href="/" attr:class="brand">"llm-gateway"</A>
             <nav>
+                <A href="/models">"Models"</A>
                 <A href="/login">"Sign in"</A>
                 <A href="/signup" attr:class="button">"Sign up"</A>
             </nav>

@@ -7,6 +7,8 @@ mod dashboard;
 pub mod format;
 mod keys;
 mod landing;
+mod models;
+mod playground;
 mod usage;
 
 use leptos::prelude::*;
@@ -49,6 +51,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/") view=landing::Landing />
                 <Route path=path!("/login") view=auth::Login />
                 <Route path=path!("/signup") view=auth::Signup />
+                <Route path=path!("/models") view=models::ModelsPage />
                 // In-order rendering: the dashboard works before (or without) the WASM.
                 <ParentRoute
                     path=path!("/dashboard")
@@ -59,6 +62,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("keys") view=keys::KeysPage />
                     <Route path=path!("usage") view=usage::UsagePage />
                     <Route path=path!("balance") view=balance::BalancePage />
+                    <Route path=path!("playground") view=playground::PlaygroundPage />
                 </ParentRoute>
             </Routes>
         </Router>

@@ -133,7 +133,7 @@ fn UsageTable(rows: Vec<UsageLine>) -> impl IntoView {
             view! {
                 <tr data-request-id=row.id.clone()>
                     <td>{format::datetime(row.created_at)}</td>
-                    <td><code>{row.key_prefix.map(|p| format!("{p}…")).unwrap_or_else(|| "master".into())}</code></td>
+                    <td><code>{row.source()}</code></td>
                     <td>{row.model.unwrap_or_default()}</td>
                     <td class="num">{row.prompt_tokens}" / "{row.completion_tokens}</td>
                     <td class="num" data-testid="cost">{format!("${}", format_usd(row.cost))}</td>

@@ -18,7 +18,7 @@ fn key_only(caller: Caller) -> Result<(String, String, String), AppError> {
             user_id,
             prefix,
         } => Ok((key_id, user_id, prefix)),
-        Caller::Master => Err(AppError::invalid(
+        Caller::Master | Caller::Session { .. } => Err(AppError::invalid(
             "authorization",
             "This endpoint describes an API key; call it with one, not the master key.",
         )),

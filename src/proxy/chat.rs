@@ -32,6 +32,14 @@ pub async fn chat_completions(
     respond(&id, chat(&state, &caller, &id, request.into_body()).await)
 }
 
+/// The dashboard playground's chat: the same request, billed to the
+/// signed-in user instead of a key.
+pub async fn session_chat(state: &AppState, user_id: String, body: HttpBody) -> Response {
+    let id = request_id(&HeaderMap::new());
+    let caller = Caller::Session { user_id };
+    respond(&id, chat(state, &caller, &id, body).await)
+}
+
 /// Embeddings, for OpenAI-compatible providers.
 pub async fn embeddings(
     caller: Caller,
@@ -59,18 +67,15 @@ async fn prepare(
     body: HttpBody,
     endpoint: &str,
 ) -> Result<(Body, Meter), AppError> {
-    let mut early_meter = match caller {
+    let known_payer = match caller {
         Caller::Key {
             user_id, key_id, ..
-        } => Some(Meter::new(
-            state.recorder.clone(),
-            id,
-            user_id.clone(),
-            Some(key_id.clone()),
-            endpoint,
-        )),
+        } => Some((user_id.clone(), Some(key_id.clone()))),
+        Caller::Session { user_id } => Some((user_id.clone(), None)),
         Caller::Master => None,
     };
+    let mut early_meter = known_payer
+        .map(|(user_id, key_id)| Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint));
     let parsed = read_body(state, body).await;
     let body = match (parsed, early_meter.as_mut()) {
         (Ok(body), _) => body,
@@ -106,7 +111,11 @@ async fn chat(
     id: &str,
     body: HttpBody,
 ) -> Result<Response, AppError> {
-    let (body, mut meter) = prepare(state, caller, id, body, "chat.completions").await?;
+    let endpoint = match caller {
+        Caller::Session { .. } => "playground",
+        _ => "chat.completions",
+    };
+    let (body, mut meter) = prepare(state, caller, id, body, endpoint).await?;
     let result = route_chat(state, &body, &mut meter).await;
     if let Err(err) = &result {
         meter.fail(err);

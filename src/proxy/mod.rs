@@ -18,6 +18,7 @@ use axum::Router;
 use serde_json::Value;
 
 pub use auth::Caller;
+pub use chat::session_chat;
 
 use crate::error::AppError;
 use crate::providers::Body;
