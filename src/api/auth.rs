@@ -117,6 +117,7 @@ async fn grant_signup_credit(
             tracing::error!(%err, "granting the sign-up credit failed");
             AppError::Internal
         })?;
+        state.recorder.credited(user_id, amount);
     }
     Ok(())
 }

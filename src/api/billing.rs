@@ -177,19 +177,17 @@ pub use server::{filter as usage_filter, usage_lines};
 #[server(prefix = "/rpc", endpoint = "account_summary")]
 pub async fn account_summary() -> Result<AccountFigures, AppError> {
     use crate::api::context::{finish, require_user};
-    use crate::db::{ledger, usage};
+    use crate::db::usage;
     finish(
         async {
             let (state, user) = require_user().await?;
             let (day, month) = server::period_starts();
             let today = usage::user_totals(&state.db, &user.id, day).await?;
             let this_month = usage::user_totals(&state.db, &user.id, month).await?;
-            let (balance, reserved) = ledger::balance(&state.db, &user.id)
-                .await?
-                .unwrap_or((0, 0));
+            let (balance, available) = state.recorder.balance(&user.id).await?;
             Ok(AccountFigures {
                 balance,
-                available: (balance - reserved).max(0),
+                available,
                 spend_today: today.cost,
                 spend_month: this_month.cost,
                 requests_month: this_month.requests,
@@ -293,6 +291,7 @@ pub async fn add_credits(amount: String) -> Result<i64, AppError> {
                 tracing::error!(%err, "top-up failed");
                 AppError::Internal
             })?;
+            state.recorder.credited(&user.id, nanos);
             Ok(balance)
         }
         .await,

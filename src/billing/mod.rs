@@ -2,6 +2,8 @@
 //! an exact ledger settled after each response. `money` is shared with the
 //! WASM client, which formats amounts.
 
+#[cfg(feature = "ssr")]
+pub mod accounts;
 pub mod money;
 #[cfg(feature = "ssr")]
 mod price_book;

@@ -191,8 +191,13 @@ pub enum WriteOp {
         amount: i64,
         expires_at: i64,
     },
-    /// Write a usage record and settle its billing.
-    Settle(UsageRecord),
+    /// Write a usage record and settle its billing. `charged` is what the
+    /// in-memory accounts already took (SQLite); `None` settles against the
+    /// database alone, releasing the request's reservation row.
+    Settle {
+        record: UsageRecord,
+        charged: Option<i64>,
+    },
 }
 
 /// Applies writes in order in one transaction (group commit): reservations,
@@ -219,7 +224,7 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
         let mut tx = pool.begin().await?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            let r = match op {
+            let (r, in_memory_charge) = match op {
                 WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
                     let held = sqlx::query(RESERVE)
                         .bind(amount)
@@ -241,7 +246,7 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                     results.push(held);
                     continue;
                 }
-                WriteOp::Settle(record) => record,
+                WriteOp::Settle { record, charged } => (record, *charged),
             };
             let written = sqlx::query(INSERT)
                 .bind(&r.id)
@@ -268,50 +273,72 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                 results.push(true);
                 continue;
             }
-            let reserved: i64 = sqlx::query_scalar("DELETE FROM reservations WHERE request_id = $1 RETURNING amount")
-                .bind(&r.id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .unwrap_or(0);
-            if reserved > 0 || r.cost > 0 {
-                let balance: i64 = sqlx::query_scalar(
-                    "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
-                )
-                .bind(reserved)
-                .bind(&r.user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                // Never below zero: a request that cost more than it reserved
-                // takes at most what is left.
-                let charged = r.cost.min(balance);
-                if charged > 0 {
-                    let after: i64 = sqlx::query_scalar(
-                        "UPDATE users SET balance = balance - $1 WHERE id = $2 RETURNING balance",
+            // What to take: decided in memory, or here from the balance
+            // once the request's reservation is released.
+            let mut take = match in_memory_charge {
+                Some(charged) => charged,
+                None => {
+                    let reserved: i64 = sqlx::query_scalar(
+                        "DELETE FROM reservations WHERE request_id = $1 RETURNING amount",
                     )
-                    .bind(charged)
-                    .bind(&r.user_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
-                         VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
-                    )
-                    .bind(format!("led_{}", uuid::Uuid::new_v4().simple()))
-                    .bind(&r.user_id)
-                    .bind(-charged)
-                    .bind(after)
                     .bind(&r.id)
-                    .bind(r.created_at)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                    if reserved == 0 && r.cost == 0 {
+                        0
+                    } else {
+                        let balance: i64 = sqlx::query_scalar(
+                            "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
+                        )
+                        .bind(reserved)
+                        .bind(&r.user_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        r.cost.min(balance)
+                    }
+                }
+            };
+            // Never below zero: if the balance holds less than that (changed
+            // outside this process), take what is left.
+            let mut after: Option<i64> = None;
+            while take > 0 && after.is_none() {
+                after = sqlx::query_scalar(
+                    "UPDATE users SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance",
+                )
+                .bind(take)
+                .bind(&r.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if after.is_none() {
+                    take = sqlx::query_scalar::<_, i64>("SELECT balance FROM users WHERE id = $1")
+                        .bind(&r.user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .unwrap_or(0);
+                }
+            }
+            if let Some(after) = after {
+                sqlx::query(
+                    "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
+                     VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
+                )
+                .bind(entry_id())
+                .bind(&r.user_id)
+                .bind(-take)
+                .bind(after)
+                .bind(&r.id)
+                .bind(r.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let charged = if after.is_some() { take } else { 0 };
+            if charged != r.cost {
+                sqlx::query("UPDATE usage_records SET cost = $1 WHERE id = $2")
+                    .bind(charged)
+                    .bind(&r.id)
                     .execute(&mut *tx)
                     .await?;
-                }
-                if charged != r.cost {
-                    sqlx::query("UPDATE usage_records SET cost = $1 WHERE id = $2")
-                        .bind(charged)
-                        .bind(&r.id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
             }
             if let Some(key_id) = &r.key_id {
                 sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::Caller;
 use crate::billing::money::nanos_to_usd_f64;
-use crate::db::{ledger, now_ms, usage};
+use crate::db::{now_ms, usage};
 use crate::error::AppError;
 use crate::server::AppState;
 
@@ -45,9 +45,7 @@ pub async fn key_info(
     let (requests_today, today) = usage::key_spend(&state.db, &key_id, day).await?;
     let (requests_month, this_month) = usage::key_spend(&state.db, &key_id, month).await?;
     let (requests_all, all_time) = usage::key_spend(&state.db, &key_id, 0).await?;
-    let (balance, reserved) = ledger::balance(&state.db, &user_id)
-        .await?
-        .unwrap_or((0, 0));
+    let (balance, available) = state.recorder.balance(&user_id).await?;
     Ok(Json(json!({
         "data": {
             "id": key_id,
@@ -59,7 +57,7 @@ pub async fn key_info(
             },
             "requests": { "today": requests_today, "month": requests_month, "all_time": requests_all },
             "balance": nanos_to_usd_f64(balance),
-            "available": nanos_to_usd_f64((balance - reserved).max(0)),
+            "available": nanos_to_usd_f64(available),
             "limit": Value::Null,
             "currency": "USD",
         }

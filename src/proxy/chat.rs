@@ -16,7 +16,6 @@ use super::{parse_body, request_id, with_request_id, Caller};
 use crate::billing::money::{format_usd, nanos_to_usd_f64};
 use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
-use crate::db::ledger;
 use crate::error::AppError;
 use crate::providers::{content_text, estimate_tokens, Body, UpstreamError, Usage};
 use crate::server::AppState;
@@ -225,7 +224,7 @@ fn priced_targets(
 /// Holds the most the request can cost; 402 if the available balance cannot cover it.
 async fn reserve(
     state: &AppState,
-    meter: &Meter,
+    meter: &mut Meter,
     prompt_tokens: i64,
     max_output: i64,
 ) -> Result<(), AppError> {
@@ -247,11 +246,10 @@ async fn reserve(
         )
         .await?
     {
+        meter.hold(estimate);
         return Ok(());
     }
-    let available = ledger::balance(&state.db, meter.user_id())
-        .await?
-        .map_or(0, |(balance, reserved)| (balance - reserved).max(0));
+    let (_, available) = state.recorder.balance(meter.user_id()).await?;
     Err(AppError::PaymentRequired {
         message: format!(
             "Insufficient credits: this request may cost up to ${}, and the available balance is ${}. Add credits to continue.",
@@ -294,7 +292,7 @@ async fn embed(
         let targets = priced_targets(state, state.models.with_fallbacks(target), &mut meter)?;
         let input_tokens =
             estimate_tokens(&body.get("input").map(Value::to_string).unwrap_or_default());
-        reserve(state, &meter, input_tokens, 0).await?;
+        reserve(state, &mut meter, input_tokens, 0).await?;
         let (_, response) = with_retries(state, &targets, |t| async move {
             t.provider.client.embeddings(body, &t.model).await
         })

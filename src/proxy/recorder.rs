@@ -1,12 +1,18 @@
 //! The one writer of money and usage: reservations, usage records and their
 //! settlement all go through a single task per process, which applies them
-//! in group-committed batches. Handlers never wait on a database lock; a
-//! reservation waits only for the next batch, and a usage record not at all.
+//! in group-committed batches. Handlers never wait on a database lock.
+//!
+//! On SQLite, which one process owns, reservations and charges are decided
+//! in memory ([`LocalAccounts`]) and cost no database round trip; the writer
+//! then records them. On PostgreSQL, shared by replicas, a reservation is a
+//! conditional update that waits for the next batch.
 
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::ledger::{apply_batch, WriteOp};
+use crate::billing::accounts::LocalAccounts;
+use crate::db::ledger::{self, apply_batch, WriteOp};
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
 use crate::error::AppError;
@@ -23,6 +29,9 @@ struct Message {
 #[derive(Clone)]
 pub struct UsageRecorder {
     sender: mpsc::UnboundedSender<Message>,
+    db: Db,
+    /// In-memory accounts, when this process owns its database (SQLite).
+    local: Option<Arc<LocalAccounts>>,
 }
 
 impl UsageRecorder {
@@ -30,14 +39,22 @@ impl UsageRecorder {
     /// handle is dropped.
     pub fn start(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_loop(db, receiver));
-        (Self { sender }, task)
+        let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
+        let task = tokio::spawn(write_loop(db.clone(), receiver, local.clone()));
+        (Self { sender, db, local }, task)
     }
 
-    /// Queues a usage record, to be written and settled; never blocks.
-    pub fn record(&self, record: UsageRecord) {
+    /// Queues a usage record, to be written and settled, releasing the
+    /// `held` amount its request reserved; never blocks.
+    pub fn record(&self, record: UsageRecord, held: i64) {
+        let charged = self
+            .local
+            .as_ref()
+            .filter(|_| held > 0 || record.cost > 0)
+            .and_then(|local| local.settle(&record.user_id, held, record.cost))
+            .map(|charge| charge.charged);
         let message = Message {
-            op: WriteOp::Settle(record),
+            op: WriteOp::Settle { record, charged },
             reply: None,
         };
         if let Err(err) = self.sender.send(message) {
@@ -54,6 +71,16 @@ impl UsageRecorder {
         amount: i64,
         ttl_ms: i64,
     ) -> Result<bool, AppError> {
+        let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
+        if let Some(local) = &self.local {
+            return local
+                .reserve(&self.db, user_id, amount)
+                .await
+                .map_err(|err| {
+                    tracing::error!(%err, "reading a balance failed");
+                    unavailable()
+                });
+        }
         let (reply, answer) = oneshot::channel();
         let op = WriteOp::Reserve {
             request_id: request_id.to_string(),
@@ -61,7 +88,6 @@ impl UsageRecorder {
             amount,
             expires_at: crate::db::now_ms() + ttl_ms,
         };
-        let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
         self.sender
             .send(Message {
                 op,
@@ -73,9 +99,28 @@ impl UsageRecorder {
             .map_err(|_| unavailable())?
             .map_err(|_| unavailable())
     }
+
+    /// A user's balance and what is available of it (less what requests in
+    /// flight hold), in nano-USD.
+    pub async fn balance(&self, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+        let (balance, reserved) = ledger::balance(&self.db, user_id).await?.unwrap_or((0, 0));
+        let held = self.local.as_ref().map_or(0, |local| local.held(user_id));
+        Ok((balance, (balance - reserved.max(held)).max(0)))
+    }
+
+    /// Tells the in-memory accounts about a credit committed to the database.
+    pub fn credited(&self, user_id: &str, amount: i64) {
+        if let Some(local) = &self.local {
+            local.credited(user_id, amount);
+        }
+    }
 }
 
-async fn write_loop(db: Db, mut receiver: mpsc::UnboundedReceiver<Message>) {
+async fn write_loop(
+    db: Db,
+    mut receiver: mpsc::UnboundedReceiver<Message>,
+    local: Option<Arc<LocalAccounts>>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
@@ -95,11 +140,23 @@ async fn write_loop(db: Db, mut receiver: mpsc::UnboundedReceiver<Message>) {
                     let _ = reply.send(Err(()));
                 }
                 let records: Vec<WriteOp> = ops
-                    .into_iter()
-                    .filter(|op| matches!(op, WriteOp::Settle(_)))
+                    .iter()
+                    .filter(|op| matches!(op, WriteOp::Settle { .. }))
+                    .cloned()
                     .collect();
                 retry_records(&db, &records).await;
             }
+        }
+        // Written, or given up on: either way the in-memory accounts may
+        // trust the database again.
+        if let Some(local) = &local {
+            local.written(ops.iter().filter_map(|op| match op {
+                WriteOp::Settle {
+                    record,
+                    charged: Some(_),
+                } => Some(record.user_id.as_str()),
+                _ => None,
+            }));
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Meter {
     started: Instant,
     first_byte_ms: Option<i64>,
     price: Option<UserPrice>,
+    /// What the request's reservation holds, released when it is settled.
+    held: i64,
     done: bool,
 }
 
@@ -54,6 +56,7 @@ impl Meter {
             started: Instant::now(),
             first_byte_ms: None,
             price: None,
+            held: 0,
             done: false,
         }
     }
@@ -71,6 +74,11 @@ impl Meter {
     /// Sets the price the request is billed at.
     pub fn set_price(&mut self, price: UserPrice) {
         self.price = Some(price);
+    }
+
+    /// Notes that `amount` is reserved for this request.
+    pub fn hold(&mut self, amount: i64) {
+        self.held = amount;
     }
 
     /// What `usage` costs at this request's price, in nano-USD.
@@ -92,6 +100,7 @@ impl Meter {
             started: self.started,
             first_byte_ms: self.first_byte_ms,
             price: self.price,
+            held: self.held,
             done: false,
         };
         self.done = true;
@@ -132,7 +141,7 @@ impl Meter {
             aborted: aborted as i32,
             ..std::mem::take(&mut self.record)
         };
-        self.recorder.record(record);
+        self.recorder.record(record, self.held);
     }
 }
 
