@@ -3,7 +3,7 @@
 //! (bench/usage_queries.rs times them on 1,000,000 generated rows.)
 #![cfg(feature = "ssr")]
 
-use llm_gateway::db::usage::{list_sql, Filter, DAILY_SPEND_SQL, USER_TOTALS_SQL};
+use llm_gateway::db::usage::{list_sql, Filter, DAILY_SPEND_SQL, KEY_SPEND_SQL, USER_TOTALS_SQL};
 use llm_gateway::db::Db;
 
 async fn plan(db: &Db, sql: &str) -> String {
@@ -80,6 +80,11 @@ async fn usage_queries_are_answered_from_indexes() {
             "the daily chart",
             DAILY_SPEND_SQL.to_string(),
             "COVERING INDEX usage_by_user_time",
+        ),
+        (
+            "a key's spend",
+            KEY_SPEND_SQL.to_string(),
+            "COVERING INDEX usage_by_key_time",
         ),
     ];
     for (label, sql, index) in cases {

@@ -47,12 +47,14 @@ pub async fn all(db: &Db) -> Result<Vec<UsageRecord>, sqlx::Error> {
     })
 }
 
+/// The SQL of [`key_spend`] (public for the query-plan tests).
+pub const KEY_SPEND_SQL: &str = "SELECT COUNT(*), CAST(COALESCE(SUM(cost), 0) AS BIGINT) \
+     FROM usage_records WHERE key_id = $1 AND created_at >= $2";
+
 /// Requests and spend (nano-USD) of one key since `since_ms`.
 pub async fn key_spend(db: &Db, key_id: &str, since_ms: i64) -> Result<(i64, i64), sqlx::Error> {
-    let sql = "SELECT COUNT(*), CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM usage_records \
-               WHERE key_id = $1 AND created_at >= $2";
     with_pool!(db, pool => {
-        sqlx::query_as::<_, (i64, i64)>(sql).bind(key_id).bind(since_ms).fetch_one(pool).await
+        sqlx::query_as::<_, (i64, i64)>(KEY_SPEND_SQL).bind(key_id).bind(since_ms).fetch_one(pool).await
     })
 }
 

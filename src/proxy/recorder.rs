@@ -18,6 +18,9 @@ use crate::db::Db;
 use crate::error::AppError;
 
 const BATCH: usize = 256;
+/// How long the writer waits to gather more usage records into a
+/// transaction, when nobody is waiting on the batch.
+const LINGER: Duration = Duration::from_millis(2);
 
 struct Message {
     op: WriteOp,
@@ -123,6 +126,15 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        if batch.iter().all(|m| m.reply.is_none()) {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match receiver.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+        }
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
         match apply_batch(&db, &ops).await {
