@@ -22,6 +22,10 @@ pub enum AppError {
     /// Authenticated, but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// Not allowed, for a reason a client may branch on (`code`), such as
+    /// `model_not_allowed`, `key_expired` or `user_blocked`.
+    #[error("{message}")]
+    Denied { message: String, code: String },
     /// The resource does not exist (or belongs to someone else).
     #[error("{0}")]
     NotFound(String),
@@ -68,6 +72,14 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A 403 with a machine-readable code.
+    pub fn denied(code: &str, message: impl Into<String>) -> Self {
+        Self::Denied {
+            message: message.into(),
+            code: code.to_string(),
+        }
+    }
+
     /// A validation error about one named field.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Self::Validation {
@@ -81,7 +93,7 @@ impl AppError {
         match self {
             Self::Validation { .. } => 400,
             Self::Unauthorized(_) => 401,
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::Denied { .. } => 403,
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::TooManyRequests { .. } => 429,
@@ -111,7 +123,7 @@ impl AppError {
             Self::Upstream { .. } => "invalid_request_error",
             Self::BadGateway(_) | Self::GatewayTimeout(_) => "api_error",
             Self::Unauthorized(_) => "authentication_error",
-            Self::Forbidden(_) => "permission_error",
+            Self::Forbidden(_) | Self::Denied { .. } => "permission_error",
             Self::TooManyRequests { .. } => "rate_limit_error",
             Self::Unavailable(_) | Self::Internal | Self::Transport(_) => "api_error",
         }
@@ -129,6 +141,7 @@ impl AppError {
             Self::Validation { .. } => "invalid_request",
             Self::Unauthorized(_) => "invalid_api_key",
             Self::Forbidden(_) => "forbidden",
+            Self::Denied { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::TooManyRequests { .. } => "rate_limit_exceeded",

@@ -18,6 +18,7 @@ use crate::app::{shell, App};
 use crate::auth::key_cache::KeyCache;
 use crate::auth::{origin, session::SessionBackend};
 use crate::billing::PriceBook;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::providers::Providers;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub recorder: UsageRecorder,
     /// Recent API key lookups (see `auth::key_cache`).
     pub keys: Arc<KeyCache>,
+    /// The time budgets, rate limits and key expiry are judged by.
+    pub clock: Clock,
 }
 
 /// Why the server could not start.
@@ -57,6 +60,8 @@ pub enum StartError {
 pub struct RunningServer {
     /// The address it actually listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The server's clock (tests advance it).
+    pub clock: Clock,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     usage_writer: tokio::task::JoinHandle<()>,
@@ -76,6 +81,7 @@ impl RunningServer {
 pub struct App {
     pub router: Router,
     pub usage_writer: tokio::task::JoinHandle<()>,
+    pub clock: Clock,
 }
 
 /// Opens and migrates the database, then builds the state and router.
@@ -97,22 +103,29 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
             );
         }
     }
-    spawn_maintenance(db.clone(), sessions.clone(), prices.clone());
-    let models = ModelRouter::new(Providers::from_config(&config)?, &config, prices.keys());
+    let models = Arc::new(ModelRouter::new(
+        Providers::from_config(&config)?,
+        &config,
+        prices.keys(),
+    ));
+    spawn_maintenance(db.clone(), sessions.clone(), prices.clone(), models.clone());
     let (recorder, usage_writer) = UsageRecorder::start(db.clone());
     let secure_cookies = config.serves_https();
+    let clock = Clock::default();
     let state = AppState {
         leptos_options,
         db,
         config: Arc::new(config),
-        models: Arc::new(models),
+        models,
         prices,
         recorder,
         keys: Arc::new(KeyCache::default()),
+        clock: clock.clone(),
     };
     Ok(App {
         router: router(state, sessions, secure_cookies),
         usage_writer,
+        clock,
     })
 }
 
@@ -131,6 +144,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .layer(TraceLayer::new_for_http())
         // The API and health check need no session; keep their path short.
         .merge(crate::proxy::routes())
+        .merge(crate::admin::routes())
         .route("/health", get(health))
         .with_state(state)
 }
@@ -144,6 +158,7 @@ pub async fn spawn(
     let App {
         router: app,
         usage_writer,
+        clock,
     } = build(config, leptos_options).await?;
     let listener = TcpListener::bind(&bind_addr)
         .await
@@ -168,6 +183,7 @@ pub async fn spawn(
     });
     Ok(RunningServer {
         addr,
+        clock,
         shutdown,
         task,
         usage_writer,
@@ -203,7 +219,12 @@ async fn health(State(db): State<Db>) -> impl IntoResponse {
 
 /// Periodically deletes expired sessions and old sign-in failures, releases
 /// reservations whose requests died, and reloads prices changed elsewhere.
-fn spawn_maintenance(db: Db, sessions: SessionBackend, prices: Arc<PriceBook>) {
+fn spawn_maintenance(
+    db: Db,
+    sessions: SessionBackend,
+    prices: Arc<PriceBook>,
+    models: Arc<ModelRouter>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -211,11 +232,16 @@ fn spawn_maintenance(db: Db, sessions: SessionBackend, prices: Arc<PriceBook>) {
             if let Err(err) = db::ledger::release_expired(&db, db::now_ms()).await {
                 tracing::warn!(%err, "releasing expired reservations failed");
             }
-            if let Err(err) = prices.reload(&db).await {
-                tracing::warn!(%err, "reloading prices failed");
+            match prices.reload(&db).await {
+                Ok(()) => models.refresh_catalog(prices.keys()),
+                Err(err) => tracing::warn!(%err, "reloading prices failed"),
             }
             if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!(%err, "deleting expired sessions failed");
+            }
+            let stale_windows = db::now_ms() - 10 * db::rate_limits::WINDOW_MS;
+            if let Err(err) = db::rate_limits::prune(&db, stale_windows).await {
+                tracing::warn!(%err, "pruning rate-limit windows failed");
             }
             let cutoff = db::now_ms() - crate::auth::throttle::WINDOW_MS;
             if let Err(err) = db::login_failures::prune(&db, cutoff).await {

@@ -24,6 +24,7 @@ pub async fn model_catalog() -> Result<Vec<ModelPrice>, AppError> {
     let mut models: Vec<ModelPrice> = state
         .models
         .catalog_keys()
+        .into_iter()
         .filter_map(|id| {
             let price = state.prices.user_price(&id)?;
             Some(ModelPrice {

@@ -41,6 +41,14 @@ impl KeyCache {
         entries.insert(key_hash, (key, Instant::now()));
     }
 
+    /// Forgets every cached key (after a change that may touch many users).
+    pub fn forget_all(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Forgets every cached key of `user_id` (after a revocation, a block or a deletion).
     pub fn forget_user(&self, user_id: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -61,6 +69,7 @@ mod tests {
             expires_at: None,
             user_blocked_at: None,
             user_deleted_at: None,
+            policy: Default::default(),
         }
     }
 

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "ssr")]
 pub mod accounts;
+#[cfg(feature = "ssr")]
+pub mod budget;
 pub mod money;
 #[cfg(feature = "ssr")]
 mod price_book;

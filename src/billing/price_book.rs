@@ -63,6 +63,11 @@ impl PriceBook {
             .map(|p| p.for_user(self.default_margin_bp))
     }
 
+    /// The global margin, in basis points.
+    pub fn default_margin_bp(&self) -> i64 {
+        self.default_margin_bp
+    }
+
     /// Every priced `provider:model`.
     pub fn keys(&self) -> Vec<String> {
         let prices = self.prices.read().unwrap_or_else(|e| e.into_inner());

@@ -2,6 +2,7 @@
 //! `user_id`, so no id sent by a client reaches another user's keys.
 
 use super::{now_ms, Db};
+use crate::billing::budget::{BudgetLimit, Period};
 use crate::with_pool;
 
 /// A row of `api_keys`; the key itself is never stored, only its hash.
@@ -69,8 +70,9 @@ pub async fn revoke_for_user(db: &Db, user_id: &str, key_id: &str) -> Result<boo
     Ok(result == 1)
 }
 
-/// What authenticating a request needs about a key and its owner, in one query.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// What authenticating a request needs about a key and its owner, with the
+/// key's limits parsed once (the result is cached; see `auth::key_cache`).
+#[derive(Debug, Clone)]
 pub struct KeyAuth {
     pub id: String,
     pub user_id: String,
@@ -79,14 +81,269 @@ pub struct KeyAuth {
     pub expires_at: Option<i64>,
     pub user_blocked_at: Option<i64>,
     pub user_deleted_at: Option<i64>,
+    pub policy: std::sync::Arc<KeyPolicy>,
 }
 
-/// Looks a key up by hash, with its owner's status.
+/// What a key may do: which models, how fast, and how much it may spend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// `None`: every model. Entries are `provider:model`, a bare model name,
+    /// or `provider:*`.
+    pub allowed_models: Option<Vec<String>>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    /// The key's own budget, then its owner's.
+    pub budgets: Vec<BudgetLimit>,
+}
+
+impl KeyPolicy {
+    /// Whether the key may call `provider:model`.
+    pub fn allows(&self, provider: &str, model: &str) -> bool {
+        let Some(allowed) = &self.allowed_models else {
+            return true;
+        };
+        allowed.iter().any(|entry| match entry.split_once(':') {
+            Some((p, "*")) => p == provider,
+            Some((p, m)) => p == provider && m == model,
+            None => entry == model,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyAuthRow {
+    id: String,
+    user_id: String,
+    key_prefix: String,
+    revoked_at: Option<i64>,
+    expires_at: Option<i64>,
+    user_blocked_at: Option<i64>,
+    user_deleted_at: Option<i64>,
+    allowed_models: Option<String>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    max_budget: Option<i64>,
+    budget_duration_sec: Option<i64>,
+    user_max_budget: Option<i64>,
+    user_budget_duration_sec: Option<i64>,
+    user_budget_period: Option<String>,
+}
+
+impl From<KeyAuthRow> for KeyAuth {
+    fn from(row: KeyAuthRow) -> Self {
+        let mut budgets = Vec::new();
+        if let Some(max) = row.max_budget {
+            budgets.push(BudgetLimit {
+                scope: format!("key:{}", row.id),
+                max,
+                period: Period::from_parts(row.budget_duration_sec, None),
+            });
+        }
+        if let Some(max) = row.user_max_budget {
+            budgets.push(BudgetLimit {
+                scope: format!("user:{}", row.user_id),
+                max,
+                period: Period::from_parts(
+                    row.user_budget_duration_sec,
+                    row.user_budget_period.as_deref(),
+                ),
+            });
+        }
+        let policy = KeyPolicy {
+            allowed_models: parse_models(row.allowed_models.as_deref()),
+            rpm_limit: row.rpm_limit,
+            tpm_limit: row.tpm_limit,
+            budgets,
+        };
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            key_prefix: row.key_prefix,
+            revoked_at: row.revoked_at,
+            expires_at: row.expires_at,
+            user_blocked_at: row.user_blocked_at,
+            user_deleted_at: row.user_deleted_at,
+            policy: std::sync::Arc::new(policy),
+        }
+    }
+}
+
+/// A stored `allowed_models` JSON array; anything else allows every model.
+pub fn parse_models(json: Option<&str>) -> Option<Vec<String>> {
+    json.and_then(|text| serde_json::from_str(text).ok())
+}
+
+/// Looks a key up by hash, with its owner's status and budget.
 pub async fn find_for_auth(db: &Db, key_hash: &str) -> Result<Option<KeyAuth>, sqlx::Error> {
     let sql = "SELECT k.id, k.user_id, k.key_prefix, k.revoked_at, k.expires_at, \
-               u.blocked_at AS user_blocked_at, u.deleted_at AS user_deleted_at \
-               FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1";
+               u.blocked_at AS user_blocked_at, u.deleted_at AS user_deleted_at, \
+               k.allowed_models, k.rpm_limit, k.tpm_limit, k.max_budget, k.budget_duration_sec, \
+               b.max_budget AS user_max_budget, b.budget_duration_sec AS user_budget_duration_sec, \
+               b.period AS user_budget_period \
+               FROM api_keys k JOIN users u ON u.id = k.user_id \
+               LEFT JOIN budgets b ON b.id = u.budget_id WHERE k.key_hash = $1";
+    let row = with_pool!(db, pool => {
+        sqlx::query_as::<_, KeyAuthRow>(sql).bind(key_hash).fetch_optional(pool).await?
+    });
+    Ok(row.map(KeyAuth::from))
+}
+
+/// Everything an operator sees about a key (never its hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdminKeyRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub key_prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub allowed_models: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_budget: Option<i64>,
+    pub budget_duration_sec: Option<i64>,
+    pub metadata: Option<String>,
+}
+
+const ADMIN_COLUMNS: &str = "id, user_id, name, key_prefix, created_at, last_used_at, expires_at, \
+     revoked_at, allowed_models, rpm_limit, tpm_limit, max_budget, budget_duration_sec, metadata";
+
+/// A key's settings, as an operator sets them.
+#[derive(Debug, Clone, Default)]
+pub struct KeySettings {
+    pub name: String,
+    pub expires_at: Option<i64>,
+    /// JSON array, as stored.
+    pub allowed_models: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_budget: Option<i64>,
+    pub budget_duration_sec: Option<i64>,
+    /// JSON object, as stored.
+    pub metadata: Option<String>,
+    /// Whether the key is revoked (the time it was).
+    pub revoked_at: Option<i64>,
+}
+
+/// Stores an operator's key with its settings.
+pub async fn insert_with_settings(
+    db: &Db,
+    user_id: &str,
+    key_hash: &str,
+    key_prefix: &str,
+    settings: &KeySettings,
+) -> Result<AdminKeyRow, sqlx::Error> {
+    let id = format!("key_{}", uuid::Uuid::new_v4().simple());
+    let sql = format!(
+        "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at, expires_at, \
+         allowed_models, rpm_limit, tpm_limit, max_budget, budget_duration_sec, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {ADMIN_COLUMNS}"
+    );
     with_pool!(db, pool => {
-        sqlx::query_as::<_, KeyAuth>(sql).bind(key_hash).fetch_optional(pool).await
+        sqlx::query_as::<_, AdminKeyRow>(&sql)
+            .bind(&id)
+            .bind(user_id)
+            .bind(&settings.name)
+            .bind(key_hash)
+            .bind(key_prefix)
+            .bind(now_ms())
+            .bind(settings.expires_at)
+            .bind(&settings.allowed_models)
+            .bind(settings.rpm_limit)
+            .bind(settings.tpm_limit)
+            .bind(settings.max_budget)
+            .bind(settings.budget_duration_sec)
+            .bind(&settings.metadata)
+            .fetch_one(pool)
+            .await
     })
+}
+
+/// One key by id, for an operator.
+pub async fn find_admin(db: &Db, id: &str) -> Result<Option<AdminKeyRow>, sqlx::Error> {
+    let sql = format!("SELECT {ADMIN_COLUMNS} FROM api_keys WHERE id = $1");
+    with_pool!(db, pool => sqlx::query_as::<_, AdminKeyRow>(&sql).bind(id).fetch_optional(pool).await)
+}
+
+/// A page of keys, oldest first, optionally of one user.
+pub async fn list_admin(
+    db: &Db,
+    user_id: Option<&str>,
+    skip: i64,
+    limit: i64,
+) -> Result<Vec<AdminKeyRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {ADMIN_COLUMNS} FROM api_keys WHERE ($3 IS NULL OR user_id = $3) \
+         ORDER BY created_at, id LIMIT $1 OFFSET $2"
+    );
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, AdminKeyRow>(&sql)
+            .bind(limit)
+            .bind(skip)
+            .bind(user_id)
+            .fetch_all(pool)
+            .await
+    })
+}
+
+/// Replaces a key's settings; `None` if there is no such key.
+pub async fn update_settings(
+    db: &Db,
+    id: &str,
+    settings: &KeySettings,
+) -> Result<Option<AdminKeyRow>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE api_keys SET name = $2, expires_at = $3, allowed_models = $4, rpm_limit = $5, \
+         tpm_limit = $6, max_budget = $7, budget_duration_sec = $8, metadata = $9, revoked_at = $10 \
+         WHERE id = $1 RETURNING {ADMIN_COLUMNS}"
+    );
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, AdminKeyRow>(&sql)
+            .bind(id)
+            .bind(&settings.name)
+            .bind(settings.expires_at)
+            .bind(&settings.allowed_models)
+            .bind(settings.rpm_limit)
+            .bind(settings.tpm_limit)
+            .bind(settings.max_budget)
+            .bind(settings.budget_duration_sec)
+            .bind(&settings.metadata)
+            .bind(settings.revoked_at)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Revokes every active key of a user; returns how many.
+pub async fn revoke_all_for_user(db: &Db, user_id: &str) -> Result<u64, sqlx::Error> {
+    let sql = "UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
+    Ok(with_pool!(db, pool => {
+        sqlx::query(sql).bind(now_ms()).bind(user_id).execute(pool).await?.rows_affected()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_models_match_keys_bare_names_and_wildcards() {
+        let policy = KeyPolicy {
+            allowed_models: Some(vec![
+                "openai:gpt-4o-mini".into(),
+                "claude-3-5-haiku".into(),
+                "gemini:*".into(),
+            ]),
+            ..KeyPolicy::default()
+        };
+        assert!(policy.allows("openai", "gpt-4o-mini"));
+        assert!(!policy.allows("openai", "gpt-4o"));
+        assert!(!policy.allows("groq", "gpt-4o-mini"));
+        assert!(policy.allows("anthropic", "claude-3-5-haiku"));
+        assert!(policy.allows("gemini", "gemini-2.0-flash"));
+        assert!(KeyPolicy::default().allows("any", "model"));
+        assert_eq!(parse_models(Some("not json")), None);
+    }
 }

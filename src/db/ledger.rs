@@ -3,6 +3,7 @@
 
 use super::usage::UsageRecord;
 use super::{now_ms, Db};
+use crate::billing::budget::BudgetLimit;
 use crate::with_pool;
 
 /// Kinds of ledger entries.
@@ -145,13 +146,33 @@ pub async fn entries(
 
 /// Releases reservations that expired before `now` (their requests died).
 pub async fn release_expired(db: &Db, now: i64) -> Result<u64, sqlx::Error> {
+    release_budget_holds(db, "expires_at < $1", now).await?;
     release_where(db, "expires_at < $1", now).await
 }
 
 /// Releases every open reservation (SQLite at startup: no other process can hold one).
 pub async fn release_all(db: &Db) -> Result<u64, sqlx::Error> {
+    release_budget_holds(db, "$1 = $1", 0).await?;
     release_where(db, "$1 = $1", 0).await
 }
+
+/// Releases budget holds matching `condition`, charging nothing.
+async fn release_budget_holds(db: &Db, condition: &str, arg: i64) -> Result<(), sqlx::Error> {
+    let delete = format!("DELETE FROM budget_holds WHERE {condition} RETURNING scope, amount");
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let holds: Vec<(String, i64)> = sqlx::query_as(&delete).bind(arg).fetch_all(&mut *tx).await?;
+        for (scope, amount) in holds {
+            sqlx::query(UNHOLD_BUDGET).bind(amount).bind(0i64).bind(&scope).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    })
+}
+
+/// Releases `$1` held of budget scope `$3` and adds `$2` to what it spent.
+const UNHOLD_BUDGET: &str =
+    "UPDATE budget_windows SET reserved = reserved - $1, spent = spent + $2 \
+    WHERE scope = $3";
 
 async fn release_where(db: &Db, condition: &str, arg: i64) -> Result<u64, sqlx::Error> {
     let select = format!("SELECT request_id, user_id, amount FROM reservations WHERE {condition}");
@@ -182,6 +203,9 @@ async fn release_where(db: &Db, condition: &str, arg: i64) -> Result<u64, sqlx::
 }
 
 /// One write to the money tables, applied by [`apply_batch`].
+// `Settle`, the largest, is also the op of every request: boxing its record
+// would cost an allocation per request to save memory in a short queue.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Hold `amount` of the user's available balance for a request.
@@ -191,12 +215,24 @@ pub enum WriteOp {
         amount: i64,
         expires_at: i64,
     },
+    /// Hold `amount` of each budget the request must fit in; all or none.
+    ReserveBudget {
+        request_id: String,
+        limits: Vec<BudgetLimit>,
+        amount: i64,
+        now: i64,
+        expires_at: i64,
+    },
     /// Write a usage record and settle its billing. `charged` is what the
     /// in-memory accounts already took (SQLite); `None` settles against the
     /// database alone, releasing the request's reservation row.
     Settle {
         record: UsageRecord,
         charged: Option<i64>,
+        /// Whether the request holds budgets, to release and charge.
+        budgeted: bool,
+        /// The key's rate-limit window to count the completion tokens in.
+        rate_window: Option<i64>,
     },
 }
 
@@ -219,12 +255,18 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
     const HOLD: &str =
         "INSERT INTO reservations (request_id, user_id, amount, created_at, expires_at) \
         VALUES ($1, $2, $3, $4, $5)";
+    const OPEN_WINDOW: &str = "INSERT INTO budget_windows (scope, period_start) VALUES ($1, $2) \
+        ON CONFLICT (scope) DO NOTHING";
+    const RESET_WINDOW: &str = "UPDATE budget_windows SET spent = 0, period_start = $2 \
+        WHERE scope = $1 AND period_start = $3";
+    const HOLD_BUDGET: &str = "UPDATE budget_windows SET reserved = reserved + $1 \
+        WHERE scope = $2 AND spent + reserved + $1 <= $3";
     let now = now_ms();
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            let (r, in_memory_charge) = match op {
+            let (r, in_memory_charge, settle_budgets) = match op {
                 WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
                     let held = sqlx::query(RESERVE)
                         .bind(amount)
@@ -246,7 +288,69 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                     results.push(held);
                     continue;
                 }
-                WriteOp::Settle { record, charged } => (record, *charged),
+                WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at } => {
+                    let mut taken: Vec<&str> = Vec::with_capacity(limits.len());
+                    for limit in limits {
+                        let fresh = limit.period.current_start(*now, *now);
+                        sqlx::query(OPEN_WINDOW).bind(&limit.scope).bind(fresh).execute(&mut *tx).await?;
+                        let stored: i64 = sqlx::query_scalar("SELECT period_start FROM budget_windows WHERE scope = $1")
+                            .bind(&limit.scope)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let current = limit.period.current_start(stored, *now);
+                        if current != stored {
+                            sqlx::query(RESET_WINDOW)
+                                .bind(&limit.scope)
+                                .bind(current)
+                                .bind(stored)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        let held = sqlx::query(HOLD_BUDGET)
+                            .bind(amount)
+                            .bind(&limit.scope)
+                            .bind(limit.max)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                            == 1;
+                        if !held {
+                            break;
+                        }
+                        taken.push(&limit.scope);
+                    }
+                    let all_held = taken.len() == limits.len();
+                    for scope in taken {
+                        if all_held {
+                            sqlx::query(
+                                "INSERT INTO budget_holds (request_id, scope, amount, expires_at) VALUES ($1, $2, $3, $4)",
+                            )
+                            .bind(request_id)
+                            .bind(scope)
+                            .bind(amount)
+                            .bind(expires_at)
+                            .execute(&mut *tx)
+                            .await?;
+                        } else {
+                            sqlx::query(UNHOLD_BUDGET).bind(amount).bind(0i64).bind(scope).execute(&mut *tx).await?;
+                        }
+                    }
+                    results.push(all_held);
+                    continue;
+                }
+                WriteOp::Settle { record, charged, budgeted, rate_window } => {
+                    if let (Some(window), Some(key_id)) = (rate_window, &record.key_id) {
+                        sqlx::query(
+                            "UPDATE rate_windows SET tokens = tokens + $1 WHERE key_id = $2 AND window_start = $3",
+                        )
+                        .bind(record.completion_tokens)
+                        .bind(key_id)
+                        .bind(window)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    (record, *charged, *budgeted)
+                }
             };
             let written = sqlx::query(INSERT)
                 .bind(&r.id)
@@ -333,6 +437,17 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                 .await?;
             }
             let charged = if after.is_some() { take } else { 0 };
+            if settle_budgets {
+                let holds: Vec<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM budget_holds WHERE request_id = $1 RETURNING scope, amount",
+                )
+                .bind(&r.id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (scope, held) in holds {
+                    sqlx::query(UNHOLD_BUDGET).bind(held).bind(charged).bind(&scope).execute(&mut *tx).await?;
+                }
+            }
             if charged != r.cost {
                 sqlx::query("UPDATE usage_records SET cost = $1 WHERE id = $2")
                     .bind(charged)

@@ -3,10 +3,12 @@
 //! Queries are written once in portable SQL with `$n` placeholders and run on
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
+pub mod budgets;
 pub mod keys;
 pub mod ledger;
 pub mod login_failures;
 pub mod prices;
+pub mod rate_limits;
 pub mod usage;
 pub mod users;
 

@@ -76,3 +76,143 @@ pub async fn find_or_create(db: &Db, id: &str) -> Result<UserRow, sqlx::Error> {
     });
     find_by_id(db, id).await?.ok_or(sqlx::Error::RowNotFound)
 }
+
+/// Everything an operator sees about a user (never the password hash).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdminUserRow {
+    pub id: String,
+    pub email: Option<String>,
+    pub alias: Option<String>,
+    pub role: String,
+    pub balance: i64,
+    pub budget_id: Option<String>,
+    pub metadata: Option<String>,
+    pub blocked_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const ADMIN_COLUMNS: &str =
+    "id, email, alias, role, balance, budget_id, metadata, blocked_at, created_at, updated_at";
+
+/// A user's profile, as an operator sets it.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub alias: Option<String>,
+    pub budget_id: Option<String>,
+    /// JSON object, as stored.
+    pub metadata: Option<String>,
+    pub blocked_at: Option<i64>,
+}
+
+/// Whether a database error is a unique-constraint violation (a duplicate).
+pub fn is_duplicate(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+/// Creates a user from the admin API. `None` if the id or email is taken
+/// (by a live or a deleted user).
+pub async fn create_admin(
+    db: &Db,
+    id: &str,
+    profile: &Profile,
+) -> Result<Option<AdminUserRow>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO users (id, email, alias, budget_id, metadata, blocked_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING RETURNING {ADMIN_COLUMNS}"
+    );
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, AdminUserRow>(&sql)
+            .bind(id)
+            .bind(&profile.email)
+            .bind(&profile.alias)
+            .bind(&profile.budget_id)
+            .bind(&profile.metadata)
+            .bind(profile.blocked_at)
+            .bind(now_ms())
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// A live user, for an operator.
+pub async fn find_admin(db: &Db, id: &str) -> Result<Option<AdminUserRow>, sqlx::Error> {
+    let sql = format!("SELECT {ADMIN_COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL");
+    with_pool!(db, pool => sqlx::query_as::<_, AdminUserRow>(&sql).bind(id).fetch_optional(pool).await)
+}
+
+/// A page of live users, oldest first; `search` matches id, email or alias.
+pub async fn list_admin(
+    db: &Db,
+    search: Option<&str>,
+    skip: i64,
+    limit: i64,
+) -> Result<Vec<AdminUserRow>, sqlx::Error> {
+    let pattern = search.map(|s| format!("%{}%", s.to_lowercase()));
+    let sql = format!(
+        "SELECT {ADMIN_COLUMNS} FROM users WHERE deleted_at IS NULL AND ($3 IS NULL \
+         OR LOWER(id) LIKE $3 OR LOWER(COALESCE(email, '')) LIKE $3 OR LOWER(COALESCE(alias, '')) LIKE $3) \
+         ORDER BY created_at, id LIMIT $1 OFFSET $2"
+    );
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, AdminUserRow>(&sql)
+            .bind(limit)
+            .bind(skip)
+            .bind(pattern)
+            .fetch_all(pool)
+            .await
+    })
+}
+
+/// Replaces a live user's profile; `None` if there is no such user.
+pub async fn update_admin(
+    db: &Db,
+    id: &str,
+    profile: &Profile,
+) -> Result<Option<AdminUserRow>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE users SET email = $2, alias = $3, budget_id = $4, metadata = $5, blocked_at = $6, \
+         updated_at = $7 WHERE id = $1 AND deleted_at IS NULL RETURNING {ADMIN_COLUMNS}"
+    );
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, AdminUserRow>(&sql)
+            .bind(id)
+            .bind(&profile.email)
+            .bind(&profile.alias)
+            .bind(&profile.budget_id)
+            .bind(&profile.metadata)
+            .bind(profile.blocked_at)
+            .bind(now_ms())
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Soft-deletes a live user and revokes their keys, in one transaction.
+/// Returns whether there was such a user.
+pub async fn soft_delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE users SET deleted_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if deleted {
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    })
+}

@@ -17,6 +17,7 @@ fn key_only(caller: Caller) -> Result<(String, String, String), AppError> {
             key_id,
             user_id,
             prefix,
+            ..
         } => Ok((key_id, user_id, prefix)),
         Caller::Master | Caller::Session { .. } => Err(AppError::invalid(
             "authorization",

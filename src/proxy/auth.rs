@@ -5,6 +5,9 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use crate::auth::api_key;
+use std::sync::Arc;
+
+use crate::db::keys::KeyPolicy;
 use crate::db::{keys, users};
 use crate::error::AppError;
 use crate::server::AppState;
@@ -18,6 +21,8 @@ pub enum Caller {
         user_id: String,
         /// The key's display prefix: the only part of it ever logged.
         prefix: String,
+        /// What the key may do.
+        policy: Arc<KeyPolicy>,
     },
     /// The operator's master key; requests must name a `user`.
     Master,
@@ -54,6 +59,11 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The 403 for a blocked user.
+pub fn blocked() -> AppError {
+    AppError::denied("user_blocked", "This account is blocked.")
 }
 
 fn invalid_key() -> AppError {
@@ -93,16 +103,17 @@ impl FromRequestParts<AppState> for Caller {
         if key.revoked_at.is_some() || key.user_deleted_at.is_some() {
             return Err(invalid_key());
         }
-        if key.expires_at.is_some_and(|at| at <= crate::db::now_ms()) {
-            return Err(AppError::Unauthorized("This API key has expired.".into()));
+        if key.expires_at.is_some_and(|at| at <= state.clock.now_ms()) {
+            return Err(AppError::denied("key_expired", "This API key has expired."));
         }
         if key.user_blocked_at.is_some() {
-            return Err(AppError::Forbidden("This account is blocked.".into()));
+            return Err(blocked());
         }
         Ok(Caller::Key {
             key_id: key.id,
             user_id: key.user_id,
             prefix: key.key_prefix,
+            policy: key.policy,
         })
     }
 }
@@ -127,9 +138,17 @@ pub async fn billed_user(
                         field: Some("user".into()),
                         message: "When using master key, 'user' field is required".into(),
                     })?;
-            let row = users::find_or_create(&state.db, user).await?;
+            let row = match users::find_or_create(&state.db, user).await {
+                Err(sqlx::Error::RowNotFound) => {
+                    return Err(AppError::denied(
+                        "user_deleted",
+                        "This user has been deleted.",
+                    ))
+                }
+                other => other?,
+            };
             if !row.is_active() {
-                return Err(AppError::Forbidden("This user is blocked.".into()));
+                return Err(blocked());
             }
             Ok((row.id, None))
         }

@@ -10,10 +10,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::auth::billed_user;
+use super::limits::{admit_rate, reserve, Limits, RateStatus};
 use super::routing::Target;
 use super::stream::{sse_response, Meter};
 use super::{parse_body, request_id, with_request_id, Caller};
-use crate::billing::money::{format_usd, nanos_to_usd_f64};
+use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
 use crate::error::AppError;
@@ -28,7 +29,9 @@ pub async fn chat_completions(
     request: Request,
 ) -> Response {
     let id = request_id(&headers);
-    respond(&id, chat(&state, &caller, &id, request.into_body()).await)
+    let mut rate = None;
+    let result = chat(&state, &caller, &id, request.into_body(), &mut rate).await;
+    respond(&id, result, rate)
 }
 
 /// The dashboard playground's chat: the same request, billed to the
@@ -36,7 +39,9 @@ pub async fn chat_completions(
 pub async fn session_chat(state: &AppState, user_id: String, body: HttpBody) -> Response {
     let id = request_id(&HeaderMap::new());
     let caller = Caller::Session { user_id };
-    respond(&id, chat(state, &caller, &id, body).await)
+    let mut rate = None;
+    let result = chat(state, &caller, &id, body, &mut rate).await;
+    respond(&id, result, rate)
 }
 
 /// Embeddings, for OpenAI-compatible providers.
@@ -47,25 +52,32 @@ pub async fn embeddings(
     request: Request,
 ) -> Response {
     let id = request_id(&headers);
-    respond(&id, embed(&state, &caller, &id, request.into_body()).await)
+    let mut rate = None;
+    let result = embed(&state, &caller, &id, request.into_body(), &mut rate).await;
+    respond(&id, result, rate)
 }
 
-/// The response, or the error in OpenAI's shape, with `x-request-id` either way.
-fn respond(id: &str, result: Result<Response, AppError>) -> Response {
+/// The response, or the error in OpenAI's shape, with `x-request-id` and
+/// the key's rate-limit headers either way.
+fn respond(id: &str, result: Result<Response, AppError>, rate: Option<RateStatus>) -> Response {
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     with_request_id(response.headers_mut(), id);
+    if let Some(rate) = rate {
+        rate.apply(response.headers_mut());
+    }
     response
 }
 
-/// Reads and parses the body, then finds who pays for the request. A key's
-/// requests are metered from the start, so even a bad body leaves a record.
+/// Reads and parses the body, then finds who pays for the request and what
+/// limits it is under. A key's requests are metered from the start, so even
+/// a bad body leaves a record.
 async fn prepare(
     state: &AppState,
     caller: &Caller,
     id: &str,
     body: HttpBody,
     endpoint: &str,
-) -> Result<(Body, Meter), AppError> {
+) -> Result<(Body, Meter, Limits), AppError> {
     let known_payer = match caller {
         Caller::Key {
             user_id, key_id, ..
@@ -84,13 +96,24 @@ async fn prepare(
         }
         (Err(err), None) => return Err(err),
     };
-    if let Some(meter) = early_meter {
-        return Ok((body, meter));
+    if let Some(mut meter) = early_meter {
+        let limits = match caller {
+            Caller::Key { policy, .. } => Ok(Limits::of_key(policy.clone())),
+            _ => Limits::of_user(state, meter.user_id()).await,
+        };
+        return match limits {
+            Ok(limits) => Ok((body, meter, limits)),
+            Err(err) => {
+                meter.fail(&err);
+                Err(err)
+            }
+        };
     }
     let (user_id, key_id) =
         billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
+    let limits = Limits::of_user(state, &user_id).await?;
     let meter = Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint);
-    Ok((body, meter))
+    Ok((body, meter, limits))
 }
 
 /// Reads the body within the size limit and parses it as a JSON object.
@@ -109,13 +132,14 @@ async fn chat(
     caller: &Caller,
     id: &str,
     body: HttpBody,
+    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
     let endpoint = match caller {
         Caller::Session { .. } => "playground",
         _ => "chat.completions",
     };
-    let (body, mut meter) = prepare(state, caller, id, body, endpoint).await?;
-    let result = route_chat(state, &body, &mut meter).await;
+    let (body, mut meter, limits) = prepare(state, caller, id, body, endpoint).await?;
+    let result = route_chat(state, &body, &mut meter, &limits, rate).await;
     if let Err(err) = &result {
         meter.fail(err);
     }
@@ -126,6 +150,8 @@ async fn route_chat(
     state: &AppState,
     body: &Body,
     meter: &mut Meter,
+    limits: &Limits,
+    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
     let model = body
         .get("model")
@@ -140,7 +166,7 @@ async fn route_chat(
     }
     let primary = state.models.resolve(model)?;
     meter.target(&primary);
-    let targets = priced_targets(state, state.models.with_fallbacks(primary), meter)?;
+    let targets = allowed_targets(state, limits, primary, meter)?;
     let max_output = body
         .get("max_completion_tokens")
         .or_else(|| body.get("max_tokens"))
@@ -148,7 +174,8 @@ async fn route_chat(
         .filter(|n| *n > 0)
         .unwrap_or(state.config.reserve_output_tokens);
     let prompt_tokens = prompt_estimate(body);
-    reserve(state, meter, prompt_tokens, max_output).await?;
+    admit_rate(state, limits, meter, prompt_tokens, rate).await?;
+    reserve(state, limits, meter, prompt_tokens, max_output).await?;
 
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let include_usage = body
@@ -221,55 +248,28 @@ fn priced_targets(
     Ok(priced.into_iter().map(|(t, _)| t).collect())
 }
 
-/// Holds the most the request can cost; 402 if the available balance cannot cover it.
-async fn reserve(
+/// The model and its fallbacks that the key may call and that have a price;
+/// 403 when the model itself is not allowed or has no price.
+fn allowed_targets(
     state: &AppState,
+    limits: &Limits,
+    primary: Target,
     meter: &mut Meter,
-    prompt_tokens: i64,
-    max_output: i64,
-) -> Result<(), AppError> {
-    let estimate = meter.cost_of(Usage {
-        prompt_tokens,
-        completion_tokens: max_output,
-        cached_tokens: 0,
-    });
-    if estimate == 0 {
-        return Ok(()); // Free models need no balance.
-    }
-    if state
-        .recorder
-        .reserve(
-            meter.request_id(),
-            meter.user_id(),
-            estimate,
-            RESERVATION_TTL_MS,
-        )
-        .await?
-    {
-        meter.hold(estimate);
-        return Ok(());
-    }
-    let (_, available) = state.recorder.balance(meter.user_id()).await?;
-    Err(AppError::PaymentRequired {
-        message: format!(
-            "Insufficient credits: this request may cost up to ${}, and the available balance is ${}. Add credits to continue.",
-            format_usd(estimate),
-            format_usd(available)
-        ),
-        code: "insufficient_credits".into(),
-    })
+) -> Result<Vec<Target>, AppError> {
+    limits.check_model(&primary.provider.name, &primary.model)?;
+    let mut targets = state.models.with_fallbacks(primary);
+    targets.retain(|t| limits.allows(&t.provider.name, &t.model));
+    priced_targets(state, targets, meter)
 }
-
-/// A reservation outlives any request; past this it is released by the sweeper.
-const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
 
 async fn embed(
     state: &AppState,
     caller: &Caller,
     id: &str,
     body: HttpBody,
+    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
-    let (body, mut meter) = prepare(state, caller, id, body, "embeddings").await?;
+    let (body, mut meter, limits) = prepare(state, caller, id, body, "embeddings").await?;
     let body = &body;
     let result = async {
         let model = body.get("model").and_then(Value::as_str).ok_or_else(|| {
@@ -289,10 +289,11 @@ async fn embed(
                 ),
             ));
         }
-        let targets = priced_targets(state, state.models.with_fallbacks(target), &mut meter)?;
+        let targets = allowed_targets(state, &limits, target, &mut meter)?;
         let input_tokens =
             estimate_tokens(&body.get("input").map(Value::to_string).unwrap_or_default());
-        reserve(state, &mut meter, input_tokens, 0).await?;
+        admit_rate(state, &limits, &mut meter, input_tokens, rate).await?;
+        reserve(state, &limits, &mut meter, input_tokens, 0).await?;
         let (_, response) = with_retries(state, &targets, |t| async move {
             t.provider.client.embeddings(body, &t.model).await
         })

@@ -3,8 +3,9 @@
 //! mounted under `/api/v1`.
 
 mod account;
-mod auth;
+pub mod auth;
 mod chat;
+pub mod limits;
 mod models;
 pub mod recorder;
 pub mod routing;

@@ -9,14 +9,21 @@ use crate::billing::money::nanos_to_usd_f64;
 use crate::error::AppError;
 use crate::server::AppState;
 
-/// Lists `provider:model` ids with the user's price per 1M tokens (margin included).
+/// Lists the `provider:model` ids this caller may call, with the user's price per
+/// 1M tokens (margin included).
 pub async fn list_models(
-    _caller: Caller,
+    caller: Caller,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, AppError> {
+    let allowed = |id: &String| match (&caller, id.split_once(':')) {
+        (Caller::Key { policy, .. }, Some((provider, model))) => policy.allows(provider, model),
+        _ => true,
+    };
     let data: Vec<Value> = state
         .models
         .catalog_keys()
+        .into_iter()
+        .filter(allowed)
         .map(|id| {
             let price = state.prices.user_price(&id);
             let provider = id

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::billing::accounts::LocalAccounts;
+use crate::billing::budget::BudgetLimit;
 use crate::db::ledger::{self, apply_batch, WriteOp};
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
@@ -26,6 +27,18 @@ struct Message {
     op: WriteOp,
     /// Where to say whether the op took effect (reservations only).
     reply: Option<oneshot::Sender<Result<bool, ()>>>,
+}
+
+/// What a request holds, released when its record is settled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Holds {
+    /// Reserved of the user's balance, in nano-USD.
+    pub balance: i64,
+    /// Whether it holds budgets (the same amount of each).
+    pub budgeted: bool,
+    /// The key's rate-limit window its tokens count in, if the key has a
+    /// token limit.
+    pub rate_window: Option<i64>,
 }
 
 /// A cheap handle to the writer task.
@@ -47,17 +60,22 @@ impl UsageRecorder {
         (Self { sender, db, local }, task)
     }
 
-    /// Queues a usage record, to be written and settled, releasing the
-    /// `held` amount its request reserved; never blocks.
-    pub fn record(&self, record: UsageRecord, held: i64) {
+    /// Queues a usage record, to be written and settled, releasing what its
+    /// request holds; never blocks.
+    pub fn record(&self, record: UsageRecord, holds: Holds) {
         let charged = self
             .local
             .as_ref()
-            .filter(|_| held > 0 || record.cost > 0)
-            .and_then(|local| local.settle(&record.user_id, held, record.cost))
+            .filter(|_| holds.balance > 0 || record.cost > 0)
+            .and_then(|local| local.settle(&record.user_id, holds.balance, record.cost))
             .map(|charge| charge.charged);
         let message = Message {
-            op: WriteOp::Settle { record, charged },
+            op: WriteOp::Settle {
+                record,
+                charged,
+                budgeted: holds.budgeted,
+                rate_window: holds.rate_window,
+            },
             reply: None,
         };
         if let Err(err) = self.sender.send(message) {
@@ -84,13 +102,38 @@ impl UsageRecorder {
                     unavailable()
                 });
         }
-        let (reply, answer) = oneshot::channel();
-        let op = WriteOp::Reserve {
+        self.ask(WriteOp::Reserve {
             request_id: request_id.to_string(),
             user_id: user_id.to_string(),
             amount,
             expires_at: crate::db::now_ms() + ttl_ms,
+        })
+        .await
+    }
+
+    /// Holds `amount` of every budget in `limits` for a request, or none of
+    /// them; `false` when one of them cannot cover it.
+    pub async fn reserve_budgets(
+        &self,
+        request_id: &str,
+        limits: &[BudgetLimit],
+        amount: i64,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, AppError> {
+        let op = WriteOp::ReserveBudget {
+            request_id: request_id.to_string(),
+            limits: limits.to_vec(),
+            amount,
+            now,
+            expires_at: crate::db::now_ms() + ttl_ms,
         };
+        self.ask(op).await
+    }
+
+    async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
+        let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
+        let (reply, answer) = oneshot::channel();
         self.sender
             .send(Message {
                 op,
@@ -166,6 +209,7 @@ async fn write_loop(
                 WriteOp::Settle {
                     record,
                     charged: Some(_),
+                    ..
                 } => Some(record.user_id.as_str()),
                 _ => None,
             }));

@@ -2,6 +2,7 @@
 //! catalog name that exactly one configured provider offers.
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 
 use crate::config::Config;
 use crate::error::AppError;
@@ -29,11 +30,12 @@ impl Target {
 }
 
 /// Resolves model names, and knows each model's fallbacks.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct ModelRouter {
     providers: Providers,
-    /// Bare model name → providers offering it (from the pricing catalog).
-    catalog: BTreeMap<String, Vec<String>>,
+    /// Bare model name → providers offering it (from the pricing catalog),
+    /// refreshed when prices change.
+    catalog: RwLock<BTreeMap<String, Vec<String>>>,
     fallbacks: BTreeMap<String, Vec<String>>,
 }
 
@@ -44,10 +46,21 @@ impl ModelRouter {
         config: &Config,
         priced: impl IntoIterator<Item = String>,
     ) -> Self {
+        let router = Self {
+            providers,
+            catalog: RwLock::default(),
+            fallbacks: config.fallbacks.clone(),
+        };
+        router.refresh_catalog(priced);
+        router
+    }
+
+    /// Replaces the catalog with the priced models of configured providers.
+    pub fn refresh_catalog(&self, priced: impl IntoIterator<Item = String>) {
         let mut catalog: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for key in priced {
             if let Some((provider, model)) = key.split_once(':') {
-                if providers.contains(provider) {
+                if self.providers.contains(provider) {
                     catalog
                         .entry(model.to_string())
                         .or_default()
@@ -55,11 +68,7 @@ impl ModelRouter {
                 }
             }
         }
-        Self {
-            providers,
-            catalog,
-            fallbacks: config.fallbacks.clone(),
-        }
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
 
     /// The target for a requested model name.
@@ -81,7 +90,8 @@ impl ModelRouter {
                 }
             }
         }
-        match self.catalog.get(requested).map(Vec::as_slice) {
+        let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+        match catalog.get(requested).map(Vec::as_slice) {
             Some([provider]) => {
                 let entry = self.providers.get(provider).expect("catalog lists configured providers");
                 Ok(self.target(entry, requested))
@@ -122,10 +132,12 @@ impl ModelRouter {
     }
 
     /// Every catalog model whose provider is configured, as `provider:model`.
-    pub fn catalog_keys(&self) -> impl Iterator<Item = String> + '_ {
-        self.catalog
+    pub fn catalog_keys(&self) -> Vec<String> {
+        let catalog = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+        catalog
             .iter()
             .flat_map(|(model, providers)| providers.iter().map(move |p| format!("{p}:{model}")))
+            .collect()
     }
 }
 

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use super::chat::upstream_to_app;
-use super::recorder::UsageRecorder;
+use super::recorder::{Holds, UsageRecorder};
 use super::routing::Target;
 use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
@@ -30,8 +30,8 @@ pub struct Meter {
     started: Instant,
     first_byte_ms: Option<i64>,
     price: Option<UserPrice>,
-    /// What the request's reservation holds, released when it is settled.
-    held: i64,
+    /// What the request holds, released when it is settled.
+    holds: Holds,
     done: bool,
 }
 
@@ -56,7 +56,7 @@ impl Meter {
             started: Instant::now(),
             first_byte_ms: None,
             price: None,
-            held: 0,
+            holds: Holds::default(),
             done: false,
         }
     }
@@ -76,9 +76,24 @@ impl Meter {
         self.price = Some(price);
     }
 
-    /// Notes that `amount` is reserved for this request.
+    /// Notes that `amount` of the balance is reserved for this request.
     pub fn hold(&mut self, amount: i64) {
-        self.held = amount;
+        self.holds.balance = amount;
+    }
+
+    /// Notes that the request holds budgets.
+    pub fn hold_budgets(&mut self) {
+        self.holds.budgeted = true;
+    }
+
+    /// Notes the rate-limit window the request's tokens count in.
+    pub fn count_tokens_in(&mut self, window: i64) {
+        self.holds.rate_window = Some(window);
+    }
+
+    /// The key the request was made with, if any.
+    pub fn key_id(&self) -> Option<&str> {
+        self.record.key_id.as_deref()
     }
 
     /// What `usage` costs at this request's price, in nano-USD.
@@ -100,7 +115,7 @@ impl Meter {
             started: self.started,
             first_byte_ms: self.first_byte_ms,
             price: self.price,
-            held: self.held,
+            holds: self.holds,
             done: false,
         };
         self.done = true;
@@ -141,7 +156,7 @@ impl Meter {
             aborted: aborted as i32,
             ..std::mem::take(&mut self.record)
         };
-        self.recorder.record(record, self.held);
+        self.recorder.record(record, self.holds);
     }
 }
 

@@ -122,6 +122,7 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub base: String,
     pub db: TestDatabase,
+    pub config: Config,
     server: Option<RunningServer>,
 }
 
@@ -149,14 +150,34 @@ impl TestApp {
             ..Config::default()
         };
         customize(&mut config);
-        let server = spawn(config, leptos_options())
+        let server = spawn(config.clone(), leptos_options())
             .await
             .expect("server starts");
         Self {
             base: format!("http://{}", server.addr),
             db,
+            config,
             server: Some(server),
         }
+    }
+
+    /// A second gateway on the same database and config (another replica).
+    pub async fn replica(&self) -> RunningServer {
+        spawn(self.config.clone(), leptos_options())
+            .await
+            .expect("replica starts")
+    }
+
+    /// The server's clock, to move time forward.
+    pub fn clock(&self) -> &llm_gateway::clock::Clock {
+        &self.server.as_ref().expect("running").clock
+    }
+
+    /// A request to an admin route with the master key.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(self.config.master_key.as_deref().expect("a master key"))
     }
 
     pub fn url(&self, path: &str) -> String {

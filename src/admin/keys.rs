@@ -1,0 +1,358 @@
+//! `/v1/keys`: issue keys with limits, list, show, update, revoke.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    check_id, metadata_json, metadata_text, nullable, opt_rfc3339, rfc3339, time_field, usd,
+    usd_limit, JsonBody, Operator, Paging,
+};
+use crate::api::keys::validate_key_name;
+use crate::auth::api_key;
+use crate::billing::budget::{window_at, Period};
+use crate::db::keys::{self, parse_models, AdminKeyRow, KeySettings};
+use crate::db::{budgets, users};
+use crate::error::AppError;
+use crate::server::AppState;
+
+#[derive(Deserialize)]
+pub struct CreateKey {
+    key_name: Option<String>,
+    user_id: Option<String>,
+    expires_at: Option<Value>,
+    allowed_models: Option<Vec<String>>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    max_budget: Option<Value>,
+    budget_duration: Option<Value>,
+    budget_duration_sec: Option<Value>,
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize)]
+pub struct UpdateKey {
+    key_name: Option<String>,
+    is_active: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    expires_at: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "nullable")]
+    allowed_models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    max_budget: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_duration: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "nullable")]
+    metadata: Option<Option<Value>>,
+}
+
+#[derive(Deserialize)]
+pub struct KeyFilter {
+    user_id: Option<String>,
+}
+
+/// `POST /v1/keys`: returns the key's plaintext once, as `key`. Without a
+/// `user_id`, a user is created for the key (as any-llm-gateway does).
+pub async fn create(
+    _: Operator,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> Result<Response, AppError> {
+    let name = validate_key_name(body.key_name.as_deref().unwrap_or("key"))
+        .map_err(|_| AppError::invalid("key_name", "`key_name` must be 1 to 64 characters."))?;
+    let duration = body.budget_duration.or(body.budget_duration_sec);
+    let settings = KeySettings {
+        name,
+        expires_at: future_time(&state, body.expires_at.as_ref())?,
+        allowed_models: models_text(body.allowed_models)?,
+        rpm_limit: positive("rpm_limit", body.rpm_limit)?,
+        tpm_limit: positive("tpm_limit", body.tpm_limit)?,
+        max_budget: body
+            .max_budget
+            .as_ref()
+            .map(|v| usd_limit("max_budget", v))
+            .transpose()?,
+        budget_duration_sec: duration.as_ref().map(duration_secs).transpose()?,
+        metadata: metadata_text(body.metadata.as_ref())?,
+        revoked_at: None,
+    };
+    let user_id = match body.user_id {
+        Some(user_id) => {
+            check_id("user_id", &user_id)?;
+            if users::find_admin(&state.db, &user_id).await?.is_none() {
+                return Err(AppError::NotFound(format!("No user with id `{user_id}`.")));
+            }
+            user_id
+        }
+        None => {
+            let id = format!("apikey-{}", uuid::Uuid::new_v4().simple());
+            users::find_or_create(&state.db, &id).await?.id
+        }
+    };
+    let generated = api_key::generate();
+    let row = keys::insert_with_settings(
+        &state.db,
+        &user_id,
+        &generated.hash,
+        &generated.display_prefix,
+        &settings,
+    )
+    .await?;
+    tracing::info!(%user_id, key = %row.key_prefix, "API key issued by the operator");
+    let mut view = view(&state, &row).await?;
+    view["key"] = Value::String(generated.secret);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// `GET /v1/keys?skip=&limit=&user_id=`: never shows a key's plaintext.
+pub async fn list(
+    _: Operator,
+    State(state): State<AppState>,
+    paging: Paging,
+    Query(filter): Query<KeyFilter>,
+) -> Result<Json<Vec<Value>>, AppError> {
+    let rows = keys::list_admin(
+        &state.db,
+        filter.user_id.as_deref(),
+        paging.skip,
+        paging.limit,
+    )
+    .await?;
+    let mut views = Vec::with_capacity(rows.len());
+    for row in &rows {
+        views.push(view(&state, row).await?);
+    }
+    Ok(Json(views))
+}
+
+/// `GET /v1/keys/{key_id}`
+pub async fn show(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let row = find(&state, &key_id).await?;
+    Ok(Json(view(&state, &row).await?))
+}
+
+/// `PATCH /v1/keys/{key_id}`: only the fields present change; `null` clears.
+pub async fn update(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+    JsonBody(body): JsonBody<UpdateKey>,
+) -> Result<Json<Value>, AppError> {
+    let row = find(&state, &key_id).await?;
+    let mut settings = KeySettings {
+        name: row.name.clone(),
+        expires_at: row.expires_at,
+        allowed_models: row.allowed_models.clone(),
+        rpm_limit: row.rpm_limit,
+        tpm_limit: row.tpm_limit,
+        max_budget: row.max_budget,
+        budget_duration_sec: row.budget_duration_sec,
+        metadata: row.metadata.clone(),
+        revoked_at: row.revoked_at,
+    };
+    if let Some(name) = body.key_name {
+        settings.name = validate_key_name(&name)
+            .map_err(|_| AppError::invalid("key_name", "`key_name` must be 1 to 64 characters."))?;
+    }
+    if let Some(active) = body.is_active {
+        settings.revoked_at = match (active, row.revoked_at) {
+            (true, _) => None,
+            (false, Some(at)) => Some(at),
+            (false, None) => Some(state.clock.now_ms()),
+        };
+    }
+    if let Some(expires_at) = body.expires_at {
+        settings.expires_at = future_time(&state, expires_at.as_ref())?;
+    }
+    if let Some(models) = body.allowed_models {
+        settings.allowed_models = models_text(models)?;
+    }
+    if let Some(rpm) = body.rpm_limit {
+        settings.rpm_limit = positive("rpm_limit", rpm)?;
+    }
+    if let Some(tpm) = body.tpm_limit {
+        settings.tpm_limit = positive("tpm_limit", tpm)?;
+    }
+    if let Some(max) = body.max_budget {
+        settings.max_budget = max
+            .as_ref()
+            .map(|v| usd_limit("max_budget", v))
+            .transpose()?;
+    }
+    if let Some(duration) = body.budget_duration {
+        settings.budget_duration_sec = duration.as_ref().map(duration_secs).transpose()?;
+    }
+    if let Some(metadata) = body.metadata {
+        settings.metadata = metadata_text(metadata.as_ref())?;
+    }
+    let row = keys::update_settings(&state.db, &key_id, &settings)
+        .await?
+        .ok_or_else(|| no_key(&key_id))?;
+    state.keys.forget_user(&row.user_id);
+    tracing::info!(key = %row.key_prefix, "API key updated by the operator");
+    Ok(Json(view(&state, &row).await?))
+}
+
+/// `DELETE /v1/keys/{key_id}`: revokes the key, at once.
+pub async fn delete(
+    _: Operator,
+    State(state): State<AppState>,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let row = find(&state, &key_id).await?;
+    if row.revoked_at.is_none() {
+        let settings = KeySettings {
+            name: row.name,
+            expires_at: row.expires_at,
+            allowed_models: row.allowed_models,
+            rpm_limit: row.rpm_limit,
+            tpm_limit: row.tpm_limit,
+            max_budget: row.max_budget,
+            budget_duration_sec: row.budget_duration_sec,
+            metadata: row.metadata,
+            revoked_at: Some(state.clock.now_ms()),
+        };
+        keys::update_settings(&state.db, &key_id, &settings).await?;
+    }
+    state.keys.forget_user(&row.user_id);
+    tracing::info!(key = %row.key_prefix, "API key revoked by the operator");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn find(state: &AppState, key_id: &str) -> Result<AdminKeyRow, AppError> {
+    keys::find_admin(&state.db, key_id)
+        .await?
+        .ok_or_else(|| no_key(key_id))
+}
+
+fn no_key(key_id: &str) -> AppError {
+    AppError::NotFound(format!("No key with id `{key_id}`."))
+}
+
+fn positive(field: &str, value: Option<i64>) -> Result<Option<i64>, AppError> {
+    match value {
+        Some(n) if n <= 0 => Err(AppError::invalid(
+            field,
+            format!("`{field}` must be positive."),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn future_time(state: &AppState, value: Option<&Value>) -> Result<Option<i64>, AppError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let at = time_field("expires_at", value)?;
+    if at <= state.clock.now_ms() {
+        return Err(AppError::invalid(
+            "expires_at",
+            "`expires_at` must be in the future.",
+        ));
+    }
+    Ok(Some(at))
+}
+
+fn models_text(models: Option<Vec<String>>) -> Result<Option<String>, AppError> {
+    let Some(models) = models else {
+        return Ok(None);
+    };
+    if models.iter().any(|m| m.trim().is_empty() || m.len() > 200) {
+        return Err(AppError::invalid(
+            "allowed_models",
+            "`allowed_models` entries must be model names such as `openai:gpt-4o-mini`.",
+        ));
+    }
+    Ok(Some(serde_json::to_string(&models).unwrap_or_default()))
+}
+
+/// A budget duration: seconds, or text such as `30d`, `12h`, `15m`, `90s`.
+fn duration_secs(value: &Value) -> Result<i64, AppError> {
+    let invalid = || {
+        AppError::invalid(
+            "budget_duration",
+            "`budget_duration` must be positive seconds or text such as `30d`, `12h` or `15m`.",
+        )
+    };
+    let seconds = match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(text) => {
+            let text = text.trim();
+            let split = text.len().saturating_sub(1);
+            let (number, unit) = text.split_at(split);
+            let scale = match unit {
+                "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3600),
+                "d" => Some(86_400),
+                "w" => Some(604_800),
+                _ => None,
+            };
+            scale.and_then(|s| number.parse::<i64>().ok()?.checked_mul(s))
+        }
+        _ => None,
+    };
+    seconds.filter(|s| *s > 0).ok_or_else(invalid)
+}
+
+/// A key as the API shows it: never its plaintext or hash.
+async fn view(state: &AppState, row: &AdminKeyRow) -> Result<Value, AppError> {
+    let now = state.clock.now_ms();
+    let (mut spend, mut reset_at) = (0, None);
+    if row.max_budget.is_some() {
+        let period = Period::from_parts(row.budget_duration_sec, None);
+        if let Some((start, spent)) = budgets::window(&state.db, &format!("key:{}", row.id)).await?
+        {
+            let (spent, _, reset) = window_at(period, start, spent, now);
+            spend = spent;
+            reset_at = reset;
+        }
+    }
+    let is_active = row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now);
+    Ok(json!({
+        "id": row.id,
+        "key_name": row.name,
+        "key_prefix": row.key_prefix,
+        "user_id": row.user_id,
+        "is_active": is_active,
+        "created_at": rfc3339(row.created_at),
+        "last_used_at": opt_rfc3339(row.last_used_at),
+        "expires_at": opt_rfc3339(row.expires_at),
+        "revoked_at": opt_rfc3339(row.revoked_at),
+        "allowed_models": parse_models(row.allowed_models.as_deref()),
+        "rpm_limit": row.rpm_limit,
+        "tpm_limit": row.tpm_limit,
+        "max_budget": row.max_budget.map(usd),
+        "budget_duration_sec": row.budget_duration_sec,
+        "spend": usd(spend),
+        "budget_reset_at": opt_rfc3339(reset_at),
+        "metadata": metadata_json(row.metadata.as_deref()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations_take_seconds_or_units() {
+        assert_eq!(duration_secs(&json!(3600)).unwrap(), 3600);
+        assert_eq!(duration_secs(&json!("30d")).unwrap(), 30 * 86_400);
+        assert_eq!(duration_secs(&json!("15m")).unwrap(), 900);
+        assert!(duration_secs(&json!(0)).is_err());
+        assert!(duration_secs(&json!("soon")).is_err());
+        assert!(duration_secs(&json!("")).is_err());
+    }
+}

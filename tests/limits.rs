@@ -1,0 +1,273 @@
+//! Enforcement on every route that spends: budgets through the reservation
+//! (under concurrency), rate limits with OpenAI's headers, and both holding
+//! across two gateway replicas sharing one PostgreSQL database.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::{start_mock, use_mock, Backend, TestApp};
+use futures::future::join_all;
+use llm_gateway::db::{budgets, ledger, Db};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+on_both_backends!(
+    concurrent_requests_never_overshoot_a_budget,
+    rate_limits_answer_429_with_headers,
+);
+
+/// Three prompt tokens and six completion tokens at 180 / 720 nano-USD.
+const COST: i64 = 3 * 180 + 6 * 720;
+
+async fn app(backend: Backend) -> TestApp {
+    let mock = start_mock().await;
+    TestApp::start_with(backend, |c| use_mock(c, &mock)).await
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn small_chat() -> Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": 6,
+           "messages": [{"role": "user", "content": "one two three"}]})
+}
+
+/// Creates a funded user and a key with `settings`; returns the key.
+async fn funded_key(app: &TestApp, user_id: &str, settings: Value) -> (String, String) {
+    send(
+        app.admin(Method::POST, "/v1/users")
+            .json(&json!({"user_id": user_id})),
+    )
+    .await;
+    send(
+        app.admin(Method::POST, &format!("/v1/users/{user_id}/credits"))
+            .json(&json!({"amount": "5"})),
+    )
+    .await;
+    let mut body = settings;
+    body["user_id"] = json!(user_id);
+    let (status, created) = send(app.admin(Method::POST, "/v1/keys").json(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    (
+        created["key"].as_str().unwrap().to_string(),
+        created["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Waits until every budget hold and reservation is settled; returns what
+/// the key's budget window spent, checking the ledger against the balance.
+async fn settled_spend(db_url: &str, user_id: &str, scope: &str) -> (i64, i64) {
+    let db = Db::connect(db_url).await.unwrap();
+    for _ in 0..400 {
+        let (balance, reserved) = ledger::balance(&db, user_id).await.unwrap().unwrap();
+        let holds: i64 = match &db {
+            Db::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds")
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds")
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+        };
+        if reserved == 0 && holds == 0 {
+            assert_eq!(balance, ledger::ledger_sum(&db, user_id).await.unwrap());
+            let (_, spent) = budgets::window(&db, scope).await.unwrap().unwrap();
+            db.close().await;
+            return (spent, balance);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("holds were never settled");
+}
+
+async fn concurrent_requests_never_overshoot_a_budget(backend: Backend) {
+    let app = app(backend).await;
+    let max = 50 * COST;
+    let (key, key_id) = funded_key(
+        &app,
+        "spender",
+        json!({"max_budget": llm_gateway::billing::money::format_usd(max)}),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let requests = (0..200).map(|_| {
+        client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&small_chat())
+            .send()
+    });
+    let mut ok = 0;
+    let mut over_budget = 0;
+    for response in join_all(requests).await {
+        let response = response.unwrap();
+        match response.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::PAYMENT_REQUIRED => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+                over_budget += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok + over_budget, 200);
+    // Each request holds its estimate (8 prompt tokens counted locally), so
+    // at least max / estimate fit at once; never more than the budget pays for.
+    assert!((42..=50).contains(&ok), "{ok} requests succeeded");
+    app.usage_records(200).await;
+    let (spent, balance) = settled_spend(&app.db.url, "spender", &format!("key:{key_id}")).await;
+    assert_eq!(spent, ok * COST, "the budget counts what was charged");
+    assert!(spent <= max);
+    assert_eq!(
+        balance,
+        5_000_000_000 - ok * COST,
+        "only successes are billed"
+    );
+    let records = app.usage_records(200).await;
+    assert!(records
+        .iter()
+        .filter(|r| r.status == 402)
+        .all(|r| r.cost == 0));
+    app.stop().await;
+}
+
+async fn rate_limits_answer_429_with_headers(backend: Backend) {
+    let app = app(backend).await;
+    let (key, _) = funded_key(&app, "limited", json!({"rpm_limit": 3})).await;
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    for remaining in ["2", "1", "0"] {
+        let response = app.chat(&key, &small_chat()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "x-ratelimit-limit-requests").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining-requests").as_deref(),
+            Some(remaining)
+        );
+        let reset = header(&response, "x-ratelimit-reset-requests").unwrap();
+        let seconds: i64 = reset.trim_end_matches('s').parse().unwrap();
+        assert!((1..=60).contains(&seconds), "{reset}");
+    }
+    let response = app.chat(&key, &small_chat()).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: i64 = header(&response, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    // Embeddings count too.
+    let response = reqwest::Client::new()
+        .post(app.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "openai:text-embedding-3-small", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The next minute admits again.
+    app.clock().advance(60_000);
+    assert_eq!(app.chat(&key, &small_chat()).await.status(), StatusCode::OK);
+
+    // Tokens per minute: the prompt counts at once, the completion when settled.
+    let (key, _) = funded_key(&app, "wordy", json!({"tpm_limit": 20})).await;
+    let response = app.chat(&key, &small_chat()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "x-ratelimit-limit-tokens").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("12")
+    );
+    assert!(header(&response, "x-ratelimit-limit-requests").is_none());
+    app.usage_records(7).await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let response = app.chat(&key, &small_chat()).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "8 + 6 + 8 > 20"
+    );
+    assert_eq!(
+        header(&response, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("6")
+    );
+    app.stop().await;
+}
+
+/// Two gateways on one PostgreSQL database share rate limits and budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_two_replicas() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let app = app(backend).await;
+    let replica = app.replica().await;
+    let bases = [app.base.clone(), format!("http://{}", replica.addr)];
+    let client = reqwest::Client::new();
+    let burst = |key: String, count: usize| {
+        let client = client.clone();
+        let bases = bases.clone();
+        async move {
+            let requests = (0..count).map(|i| {
+                client
+                    .post(format!("{}/v1/chat/completions", bases[i % 2]))
+                    .bearer_auth(&key)
+                    .json(&small_chat())
+                    .send()
+            });
+            let mut statuses = Vec::new();
+            for response in join_all(requests).await {
+                statuses.push(response.unwrap().status());
+            }
+            statuses
+        }
+    };
+
+    let (key, _) = funded_key(&app, "shared-rpm", json!({"rpm_limit": 10})).await;
+    let statuses = burst(key, 30).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    // Unless the burst straddles a minute boundary, exactly the limit passes.
+    assert!(
+        ok == 10 || (ok <= 20 && ok + limited == 30),
+        "{ok} passed, {limited} limited"
+    );
+    assert_eq!(ok + limited, 30);
+
+    let max = 10 * COST;
+    let (key, key_id) = funded_key(
+        &app,
+        "shared-budget",
+        json!({"max_budget": llm_gateway::billing::money::format_usd(max)}),
+    )
+    .await;
+    let statuses = burst(key, 60).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
+    assert!((8..=10).contains(&ok), "{ok} passed");
+    app.usage_records(90).await;
+    let (spent, _) = settled_spend(&app.db.url, "shared-budget", &format!("key:{key_id}")).await;
+    assert_eq!(spent, ok * COST);
+    assert!(spent <= max);
+    replica.stop().await;
+    app.stop().await;
+}
