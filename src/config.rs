@@ -85,6 +85,13 @@ pub struct Config {
     /// How users add credit.
     #[serde(default)]
     pub payments: PaymentsConfig,
+    /// On SIGTERM, how long open requests and streams may run before they
+    /// are cut (and billed for what they used), in seconds.
+    #[serde(default = "default_shutdown_grace_secs", deserialize_with = "number")]
+    pub shutdown_grace_secs: u64,
+    /// Whether `GET /metrics` is open to anyone (otherwise it needs the master key).
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 /// How users add credit: `test` credits the amount directly (demos);
@@ -215,8 +222,14 @@ impl Default for Config {
             reserve_output_tokens: default_reserve_output_tokens(),
             signup_credit: 0.0,
             payments: PaymentsConfig::default(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+            metrics_public: false,
         }
     }
+}
+
+fn default_shutdown_grace_secs() -> u64 {
+    30
 }
 
 fn default_max_request_bytes() -> usize {

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
 use crate::api::playground;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// The time budgets, rate limits and key expiry are judged by.
     pub clock: Clock,
+    /// Turns true when a shutdown's grace period is over: open streams end.
+    pub cut_off: watch::Receiver<bool>,
 }
 
 /// Why the server could not start.
@@ -65,14 +68,27 @@ pub struct RunningServer {
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     usage_writer: tokio::task::JoinHandle<()>,
+    cut_off: watch::Sender<bool>,
+    grace: Duration,
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish, writes the last usage
-    /// records, and returns.
-    pub async fn stop(self) {
+    /// Stops accepting, lets requests in flight finish within the grace
+    /// period (`shutdown_grace_secs`), then cuts the streams still open, bills
+    /// everything, writes the last usage records, and returns.
+    pub async fn stop(mut self) {
         let _ = self.shutdown.send(());
-        let _ = self.task.await;
+        if tokio::time::timeout(self.grace, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = self.grace.as_secs(),
+                "grace period over; cutting the open streams"
+            );
+            let _ = self.cut_off.send(true);
+            let _ = (&mut self.task).await;
+        }
         let _ = self.usage_writer.await;
     }
 }
@@ -82,6 +98,8 @@ pub struct App {
     pub router: Router,
     pub usage_writer: tokio::task::JoinHandle<()>,
     pub clock: Clock,
+    /// Set to true to end the open streams (see [`AppState::cut_off`]).
+    pub cut_off: watch::Sender<bool>,
 }
 
 /// Opens and migrates the database, then builds the state and router.
@@ -109,9 +127,10 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         prices.keys(),
     ));
     spawn_maintenance(db.clone(), sessions.clone(), prices.clone(), models.clone());
-    let (recorder, usage_writer) = UsageRecorder::start(db.clone());
+    let (recorder, usage_writer) = UsageRecorder::start(db.clone(), Arc::default());
     let secure_cookies = config.serves_https();
     let clock = Clock::default();
+    let (cut_off, cut_off_signal) = watch::channel(false);
     let state = AppState {
         leptos_options,
         db,
@@ -121,11 +140,13 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         recorder,
         keys: Arc::new(KeyCache::default()),
         clock: clock.clone(),
+        cut_off: cut_off_signal,
     };
     Ok(App {
         router: router(state, sessions, secure_cookies),
         usage_writer,
         clock,
+        cut_off,
     })
 }
 
@@ -146,6 +167,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .merge(crate::proxy::routes())
         .merge(crate::admin::routes())
         .route("/health", get(health))
+        .route("/metrics", get(crate::metrics::metrics))
         .with_state(state)
 }
 
@@ -155,10 +177,12 @@ pub async fn spawn(
     leptos_options: LeptosOptions,
 ) -> Result<RunningServer, StartError> {
     let bind_addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
     let App {
         router: app,
         usage_writer,
         clock,
+        cut_off,
     } = build(config, leptos_options).await?;
     let listener = TcpListener::bind(&bind_addr)
         .await
@@ -187,6 +211,8 @@ pub async fn spawn(
         shutdown,
         task,
         usage_writer,
+        cut_off,
+        grace,
     })
 }
 

@@ -193,6 +193,7 @@ async fn route_chat(
             meter.take(),
             include_usage,
             prompt_tokens,
+            state.cut_off.clone(),
         ))
     } else {
         let (target, response) = with_retries(state, &targets, |t| async move {
@@ -343,6 +344,8 @@ where
             match call(target.clone()).await {
                 Ok(value) => return Ok((target.clone(), value)),
                 Err(err) => {
+                    let metrics = state.recorder.metrics();
+                    metrics.upstream_error(&target.provider.name, &err, state.clock.now_ms());
                     tracing::warn!(
                         provider = %target.provider.name, model = %target.model, attempt,
                         elapsed_ms = started.elapsed().as_millis() as u64, error = %err,

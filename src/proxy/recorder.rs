@@ -17,6 +17,7 @@ use crate::db::ledger::{self, apply_batch, WriteOp};
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 
 const BATCH: usize = 256;
 /// How long the writer waits to gather more usage records into a
@@ -46,6 +47,7 @@ pub struct Holds {
 pub struct UsageRecorder {
     sender: mpsc::UnboundedSender<Message>,
     db: Db,
+    metrics: Arc<Metrics>,
     /// In-memory accounts, when this process owns its database (SQLite).
     local: Option<Arc<LocalAccounts>>,
 }
@@ -53,16 +55,32 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Starts the writer task; it ends, having written everything, once every
     /// handle is dropped.
-    pub fn start(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(db: Db, metrics: Arc<Metrics>) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
         let task = tokio::spawn(write_loop(db.clone(), receiver, local.clone()));
-        (Self { sender, db, local }, task)
+        let recorder = Self {
+            sender,
+            db,
+            metrics,
+            local,
+        };
+        (recorder, task)
+    }
+
+    /// The counters every finished request updates.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Queues a usage record, to be written and settled, releasing what its
     /// request holds; never blocks.
     pub fn record(&self, record: UsageRecord, holds: Holds) {
+        log_request(&record);
+        self.metrics.observe(&record);
+        if holds.balance > 0 {
+            self.metrics.reservations(-1);
+        }
         let charged = self
             .local
             .as_ref()
@@ -160,6 +178,29 @@ impl UsageRecorder {
             local.credited(user_id, amount);
         }
     }
+}
+
+/// The one log line of every request. The key appears by id only.
+fn log_request(record: &UsageRecord) {
+    tracing::info!(
+        target: "llm_gateway::request",
+        request_id = %record.id,
+        user_id = %record.user_id,
+        key_id = record.key_id.as_deref().unwrap_or("-"),
+        endpoint = %record.endpoint,
+        provider = record.provider.as_deref().unwrap_or("-"),
+        model = record.model.as_deref().unwrap_or("-"),
+        status = record.status,
+        error_code = record.error_code.as_deref().unwrap_or("-"),
+        prompt_tokens = record.prompt_tokens,
+        completion_tokens = record.completion_tokens,
+        cost_nanos = record.cost,
+        latency_ms = record.latency_ms,
+        ttft_ms = record.ttft_ms.unwrap_or(-1),
+        streamed = record.streamed == 1,
+        aborted = record.aborted == 1,
+        "request"
+    );
 }
 
 async fn write_loop(

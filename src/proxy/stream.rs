@@ -7,9 +7,11 @@ use axum::response::Response;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::watch;
 
 use super::chat::upstream_to_app;
 use super::recorder::{Holds, UsageRecorder};
@@ -79,6 +81,7 @@ impl Meter {
     /// Notes that `amount` of the balance is reserved for this request.
     pub fn hold(&mut self, amount: i64) {
         self.holds.balance = amount;
+        self.recorder.metrics().reservations(1);
     }
 
     /// Notes that the request holds budgets.
@@ -166,10 +169,16 @@ pub fn sse_response(
     mut meter: Meter,
     include_usage: bool,
     prompt_estimate: i64,
+    mut cut_off: watch::Receiver<bool>,
 ) -> Response {
     meter.record.streamed = 1;
+    meter.recorder.metrics().streams(1);
+    let cut_off = async move {
+        let _ = cut_off.wait_for(|cut| *cut).await;
+    };
     let body = MeteredStream {
         inner: chunks,
+        cut_off: Box::pin(cut_off),
         meter: Some(meter),
         include_usage,
         usage: None,
@@ -191,6 +200,8 @@ pub fn sse_response(
 
 struct MeteredStream {
     inner: ChunkStream,
+    /// Resolves when a shutdown's grace period is over.
+    cut_off: Pin<Box<dyn Future<Output = ()> + Send>>,
     meter: Option<Meter>,
     include_usage: bool,
     usage: Option<Usage>,
@@ -212,6 +223,7 @@ impl MeteredStream {
     fn end(&mut self, status: i32, error_code: Option<String>, aborted: bool) {
         let usage = self.usage();
         if let Some(meter) = self.meter.take() {
+            meter.recorder.metrics().streams(-1);
             meter.finish(status, error_code, usage, aborted);
         }
     }
@@ -274,6 +286,14 @@ impl Stream for MeteredStream {
             if self.finished {
                 return Poll::Ready(None);
             }
+            if self.cut_off.as_mut().poll(cx).is_ready() {
+                self.finished = true;
+                let err = AppError::Unavailable(
+                    "The gateway is shutting down; the stream was cut short.".into(),
+                );
+                self.end(err.status() as i32, Some("shutdown".into()), true);
+                return Poll::Ready(Some(Ok(sse_data(&err.to_openai_json().to_string()))));
+            }
             match self.inner.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -283,6 +303,11 @@ impl Stream for MeteredStream {
                 }
                 Poll::Ready(Some(Err(err))) => {
                     self.finished = true;
+                    if let Some(meter) = &self.meter {
+                        let provider = meter.record.provider.as_deref().unwrap_or_default();
+                        let now = crate::db::now_ms();
+                        meter.recorder.metrics().upstream_error(provider, &err, now);
+                    }
                     let err = upstream_to_app(err);
                     tracing::warn!(error = %err, "stream failed mid-way");
                     self.end(err.status() as i32, Some(err.code().to_string()), true);

@@ -1,0 +1,394 @@
+//! `GET /metrics` in Prometheus's text format: requests, tokens and cost by
+//! provider and model, latency and time-to-first-token histograms, upstream
+//! errors by provider, open streams and reservations.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use crate::billing::money::NANOS_PER_USD;
+use crate::db::usage::UsageRecord;
+use crate::error::AppError;
+use crate::providers::UpstreamError;
+use crate::proxy::auth::{constant_time_eq, presented_key};
+use crate::server::AppState;
+
+/// Histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The gateway's counters; cheap to update from any task.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    series: Mutex<Series>,
+    open_streams: AtomicI64,
+    open_reservations: AtomicI64,
+}
+
+/// `(provider, model)`.
+type ModelLabels = (String, String);
+
+#[derive(Debug, Default)]
+struct Series {
+    requests: BTreeMap<(String, String, i32), u64>,
+    /// Prompt, completion and cached tokens.
+    tokens: BTreeMap<ModelLabels, [i64; 3]>,
+    cost_nanos: BTreeMap<ModelLabels, i64>,
+    latency: BTreeMap<ModelLabels, Histogram>,
+    ttft: BTreeMap<ModelLabels, Histogram>,
+    upstream_errors: BTreeMap<(String, String), u64>,
+    last_upstream_error: BTreeMap<String, UpstreamFailure>,
+}
+
+/// The latest failure of one provider, for the admin pages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UpstreamFailure {
+    /// Epoch milliseconds.
+    pub at: i64,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request from its usage record.
+    pub fn observe(&self, record: &UsageRecord) {
+        let labels = (
+            record.provider.clone().unwrap_or_default(),
+            record.model.clone().unwrap_or_default(),
+        );
+        let mut series = self.lock();
+        *series
+            .requests
+            .entry((labels.0.clone(), labels.1.clone(), record.status))
+            .or_default() += 1;
+        let tokens = series.tokens.entry(labels.clone()).or_default();
+        tokens[0] += record.prompt_tokens;
+        tokens[1] += record.completion_tokens;
+        tokens[2] += record.cached_tokens;
+        *series.cost_nanos.entry(labels.clone()).or_default() += record.cost;
+        if let Some(ttft) = record.ttft_ms.filter(|_| record.streamed == 1) {
+            series
+                .ttft
+                .entry(labels.clone())
+                .or_default()
+                .observe(ttft as f64 / 1000.0);
+        }
+        series
+            .latency
+            .entry(labels)
+            .or_default()
+            .observe(record.latency_ms as f64 / 1000.0);
+    }
+
+    /// Counts a failed upstream call (each retry counts).
+    pub fn upstream_error(&self, provider: &str, err: &UpstreamError, now_ms: i64) {
+        let kind = match err {
+            UpstreamError::Status { status, .. } => status.to_string(),
+            UpstreamError::Timeout => "timeout".into(),
+            UpstreamError::Connect(_) => "connect".into(),
+            UpstreamError::Protocol(_) => "protocol".into(),
+        };
+        let mut series = self.lock();
+        *series
+            .upstream_errors
+            .entry((provider.to_string(), kind.clone()))
+            .or_default() += 1;
+        let message: String = err.to_string().chars().take(500).collect();
+        series.last_upstream_error.insert(
+            provider.to_string(),
+            UpstreamFailure {
+                at: now_ms,
+                kind,
+                message,
+            },
+        );
+    }
+
+    /// The latest upstream failure of each provider that had one.
+    pub fn last_upstream_errors(&self) -> BTreeMap<String, UpstreamFailure> {
+        self.lock().last_upstream_error.clone()
+    }
+
+    /// A stream was opened (`+1`) or ended (`-1`).
+    pub fn streams(&self, delta: i64) {
+        self.open_streams.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A reservation was taken (`+1`) or settled (`-1`).
+    pub fn reservations(&self, delta: i64) {
+        self.open_reservations.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Everything in Prometheus's text exposition format.
+    pub fn render(&self) -> String {
+        let series = self.lock();
+        let mut out = String::with_capacity(4096);
+        family(
+            &mut out,
+            "llm_gateway_requests_total",
+            "counter",
+            "Requests finished, by provider, model and HTTP status.",
+        );
+        for ((provider, model, status), n) in &series.requests {
+            sample(
+                &mut out,
+                "llm_gateway_requests_total",
+                &[
+                    ("provider", provider),
+                    ("model", model),
+                    ("status", &status.to_string()),
+                ],
+                *n as f64,
+            );
+        }
+        family(
+            &mut out,
+            "llm_gateway_tokens_total",
+            "counter",
+            "Tokens billed, by provider, model and kind (prompt, completion, cached).",
+        );
+        for ((provider, model), counts) in &series.tokens {
+            for (kind, n) in ["prompt", "completion", "cached"].iter().zip(counts) {
+                sample(
+                    &mut out,
+                    "llm_gateway_tokens_total",
+                    &[("provider", provider), ("model", model), ("kind", kind)],
+                    *n as f64,
+                );
+            }
+        }
+        family(
+            &mut out,
+            "llm_gateway_cost_usd_total",
+            "counter",
+            "What users were charged, in USD, by provider and model.",
+        );
+        for ((provider, model), nanos) in &series.cost_nanos {
+            sample(
+                &mut out,
+                "llm_gateway_cost_usd_total",
+                &[("provider", provider), ("model", model)],
+                *nanos as f64 / NANOS_PER_USD as f64,
+            );
+        }
+        histograms(
+            &mut out,
+            "llm_gateway_request_duration_seconds",
+            "Time from request to the last byte, by provider and model.",
+            &series.latency,
+        );
+        histograms(
+            &mut out,
+            "llm_gateway_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk, by provider and model.",
+            &series.ttft,
+        );
+        family(
+            &mut out,
+            "llm_gateway_upstream_errors_total",
+            "counter",
+            "Failed upstream calls (retries included), by provider and kind.",
+        );
+        for ((provider, kind), n) in &series.upstream_errors {
+            sample(
+                &mut out,
+                "llm_gateway_upstream_errors_total",
+                &[("provider", provider), ("kind", kind)],
+                *n as f64,
+            );
+        }
+        family(
+            &mut out,
+            "llm_gateway_open_streams",
+            "gauge",
+            "Streams being relayed now.",
+        );
+        sample(
+            &mut out,
+            "llm_gateway_open_streams",
+            &[],
+            self.open_streams.load(Ordering::Relaxed) as f64,
+        );
+        family(
+            &mut out,
+            "llm_gateway_open_reservations",
+            "gauge",
+            "Requests holding part of a balance now.",
+        );
+        sample(
+            &mut out,
+            "llm_gateway_open_reservations",
+            &[],
+            self.open_reservations.load(Ordering::Relaxed) as f64,
+        );
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
+        self.series.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (key, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = write!(out, "{key}=\"{escaped}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+fn histograms(out: &mut String, name: &str, help: &str, series: &BTreeMap<ModelLabels, Histogram>) {
+    family(out, name, "histogram", help);
+    let bucket = format!("{name}_bucket");
+    for ((provider, model), histogram) in series {
+        let labels = [("provider", provider.as_str()), ("model", model.as_str())];
+        for (bound, count) in BUCKETS.iter().zip(histogram.counts) {
+            let le = bound.to_string();
+            sample(
+                out,
+                &bucket,
+                &[labels[0], labels[1], ("le", &le)],
+                count as f64,
+            );
+        }
+        sample(
+            out,
+            &bucket,
+            &[labels[0], labels[1], ("le", "+Inf")],
+            histogram.count as f64,
+        );
+        sample(out, &format!("{name}_sum"), &labels, histogram.sum);
+        sample(
+            out,
+            &format!("{name}_count"),
+            &labels,
+            histogram.count as f64,
+        );
+    }
+}
+
+/// `GET /metrics`: needs the master key unless `metrics_public: true`.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.config.metrics_public {
+        let master = state.config.master_key.as_deref();
+        let presented = presented_key(&headers);
+        let allowed = matches!((master, presented), (Some(m), Some(p)) if constant_time_eq(m.as_bytes(), p.as_bytes()));
+        if !allowed {
+            return AppError::Unauthorized(
+                "Metrics need the master key (or `metrics_public: true` in the config).".into(),
+            )
+            .into_response();
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.recorder.metrics().render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let metrics = Metrics::default();
+        let record = UsageRecord {
+            provider: Some("openai".into()),
+            model: Some("gpt-\"4o\"".into()),
+            status: 200,
+            prompt_tokens: 3,
+            completion_tokens: 6,
+            cost: 1_500_000_000,
+            latency_ms: 30,
+            ttft_ms: Some(4),
+            streamed: 1,
+            ..UsageRecord::default()
+        };
+        metrics.observe(&record);
+        metrics.observe(&UsageRecord {
+            latency_ms: 2000,
+            streamed: 0,
+            ..record
+        });
+        let text = metrics.render();
+        let labels = r#"provider="openai",model="gpt-\"4o\"""#;
+        assert!(
+            text.contains(&format!(
+                "llm_gateway_requests_total{{{labels},status=\"200\"}} 2\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "llm_gateway_tokens_total{{{labels},kind=\"completion\"}} 12\n"
+        )));
+        assert!(text.contains(&format!("llm_gateway_cost_usd_total{{{labels}}} 3\n")));
+        assert!(text.contains(&format!(
+            "llm_gateway_request_duration_seconds_bucket{{{labels},le=\"0.05\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "llm_gateway_request_duration_seconds_bucket{{{labels},le=\"2.5\"}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "llm_gateway_request_duration_seconds_count{{{labels}}} 2\n"
+        )));
+        assert!(text.contains(&format!(
+            "llm_gateway_time_to_first_token_seconds_count{{{labels}}} 1\n"
+        )));
+    }
+
+    #[test]
+    fn keeps_the_latest_upstream_error() {
+        let metrics = Metrics::default();
+        metrics.upstream_error("openai", &UpstreamError::Timeout, 1);
+        metrics.upstream_error("openai", &UpstreamError::Connect("refused".into()), 2);
+        let last = metrics.last_upstream_errors();
+        assert_eq!(last["openai"].kind, "connect");
+        assert!(metrics.render().contains(
+            "llm_gateway_upstream_errors_total{provider=\"openai\",kind=\"timeout\"} 1\n"
+        ));
+    }
+}
