@@ -13,6 +13,8 @@ pub mod admin;
 pub mod auth;
 pub mod billing;
 #[cfg(feature = "ssr")]
+pub mod cli;
+#[cfg(feature = "ssr")]
 pub mod clock;
 #[cfg(feature = "ssr")]
 pub mod config;

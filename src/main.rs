@@ -1,6 +1,7 @@
 //! The `llm-gateway` command: `serve` and `migrate`.
 
 use clap::{Args, Parser, Subcommand};
+use llm_gateway::cli;
 use llm_gateway::config::{config_path, Config, Overrides};
 use llm_gateway::db::Db;
 use std::path::PathBuf;
@@ -26,6 +27,33 @@ enum Command {
     Migrate(ConfigArgs),
     /// Run the mock upstream provider (OpenAI, Anthropic and Gemini formats).
     MockProvider(MockArgs),
+    /// Manage users: create, list, credit, set-role.
+    Users {
+        #[command(subcommand)]
+        command: cli::UsersCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        output: cli::Output,
+    },
+    /// Manage API keys: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: cli::KeysCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        output: cli::Output,
+    },
+    /// Manage prices: set, list.
+    Pricing {
+        #[command(subcommand)]
+        command: cli::PricingCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(flatten)]
+        output: cli::Output,
+    },
 }
 
 /// Options of the mock provider; see `llm_gateway::mock` for per-request faults.
@@ -50,16 +78,16 @@ struct MockArgs {
 #[derive(Args, Default)]
 struct ConfigArgs {
     /// Path to config.yml (default: $GATEWAY_CONFIG, then ./config.yml).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long)]
+    #[arg(long, global = true)]
     host: Option<String>,
     /// Port to listen on (0 picks a free one).
-    #[arg(long)]
+    #[arg(long, global = true)]
     port: Option<u16>,
     /// sqlite://path/to/file.db or postgres://…
-    #[arg(long)]
+    #[arg(long, global = true)]
     database_url: Option<String>,
 }
 
@@ -84,6 +112,21 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::MockProvider(args) => mock_provider(args).await,
+        Command::Users {
+            command,
+            config,
+            output,
+        } => operate(config, output, |db| Box::pin(cli::users(db, command))).await,
+        Command::Keys {
+            command,
+            config,
+            output,
+        } => operate(config, output, |db| Box::pin(cli::keys(db, command))).await,
+        Command::Pricing {
+            command,
+            config,
+            output,
+        } => operate(config, output, |db| Box::pin(cli::pricing(db, command))).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +169,26 @@ async fn migrate(args: ConfigArgs) -> Result<(), String> {
     db.migrate().await.map_err(|e| e.to_string())?;
     db.close().await;
     println!("migrations applied to {}", db.backend());
+    Ok(())
+}
+
+/// Runs an operator command against the configured (migrated) database.
+async fn operate<F>(args: ConfigArgs, output: cli::Output, command: F) -> Result<(), String>
+where
+    F: for<'a> FnOnce(
+        &'a Db,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<cli::Printed, String>> + 'a>,
+    >,
+{
+    let config = args.load()?;
+    let db = Db::connect(&config.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.migrate().await.map_err(|e| e.to_string())?;
+    let result = command(&db).await;
+    db.close().await;
+    println!("{}", result?.render(output));
     Ok(())
 }
 

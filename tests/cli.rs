@@ -177,3 +177,127 @@ fn migrate_creates_the_database_and_its_folder() {
     );
     assert!(dir.path().join("deep/folder/gw.db").exists());
 }
+
+/// Runs an operator command on `db_url`; returns its parsed `--json` output.
+fn operate(dir: &Path, db_url: &str, args: &[&str]) -> serde_json::Value {
+    let output = gateway(dir)
+        .args(args)
+        .args(["--database-url", db_url, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+#[test]
+fn operators_manage_users_keys_and_prices_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = "sqlite://ops.db";
+    let user = operate(
+        dir.path(),
+        db,
+        &[
+            "users",
+            "create",
+            "--id",
+            "ops",
+            "--email",
+            "Ops@Example.com",
+            "--admin",
+        ],
+    );
+    assert_eq!(user["user_id"], "ops");
+    assert_eq!(user["email"], "ops@example.com");
+    assert_eq!(user["role"], "admin");
+    let credited = operate(
+        dir.path(),
+        db,
+        &["users", "credit", "ops@example.com", "12.50"],
+    );
+    assert_eq!(credited["balance_nanos"], 12_500_000_000i64);
+    let credited = operate(
+        dir.path(),
+        db,
+        &["users", "credit", "ops", "-2.5", "--note", "refund"],
+    );
+    assert_eq!(credited["balance"], "10.00");
+    let listed = operate(dir.path(), db, &["users", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let demoted = operate(dir.path(), db, &["users", "set-role", "ops", "user"]);
+    assert_eq!(demoted["role"], "user");
+
+    let key = operate(
+        dir.path(),
+        db,
+        &[
+            "keys",
+            "create",
+            "--user",
+            "ops",
+            "--allowed-models",
+            "openai:*,gpt-4o",
+            "--rpm-limit",
+            "5",
+        ],
+    );
+    assert!(key["key"].as_str().unwrap().starts_with("llm_sk_"));
+    assert_eq!(
+        key["allowed_models"],
+        serde_json::json!(["openai:*", "gpt-4o"])
+    );
+    let id = key["id"].as_str().unwrap().to_string();
+    let keys = operate(dir.path(), db, &["keys", "list", "--user", "ops"]);
+    assert!(
+        keys[0].get("key").is_none(),
+        "listing never shows plaintext"
+    );
+    let revoked = operate(dir.path(), db, &["keys", "revoke", &id]);
+    assert_eq!(revoked["is_active"], false);
+
+    let price = operate(
+        dir.path(),
+        db,
+        &[
+            "pricing",
+            "set",
+            "groq:llama-3.1-8b",
+            "0.05",
+            "0.08",
+            "--margin-percent",
+            "12.5",
+        ],
+    );
+    assert_eq!(price["margin_percent"], 12.5);
+    let prices = operate(dir.path(), db, &["pricing", "list"]);
+    assert!(prices
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["model_key"] == "groq:llama-3.1-8b" && p["input_price_per_million"] == "0.05"));
+
+    // Errors are plain messages and a failing exit status.
+    for args in [
+        &["users", "credit", "ops", "-100"][..],
+        &["users", "credit", "nobody", "1"],
+        &["users", "create", "--id", "ops"],
+        &["pricing", "set", "no-provider", "1", "1"],
+        &["keys", "revoke", "key_missing"],
+    ] {
+        let output = gateway(dir.path())
+            .args(args)
+            .args(["--database-url", db])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(String::from_utf8_lossy(&output.stderr).starts_with("error: "));
+    }
+}

@@ -5,7 +5,7 @@
 mod budgets;
 mod keys;
 mod pricing;
-mod users;
+pub mod users;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;

@@ -294,7 +294,7 @@ fn duplicate_email(err: sqlx::Error) -> AppError {
     }
 }
 
-fn normal_email(email: &str) -> Result<String, AppError> {
+pub fn normal_email(email: &str) -> Result<String, AppError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email

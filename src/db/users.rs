@@ -216,3 +216,12 @@ pub async fn soft_delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
         Ok(deleted)
     })
 }
+
+/// Sets a live user's role (`user` or `admin`); returns whether they exist.
+pub async fn set_role(db: &Db, id: &str, role: &str) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE users SET role = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL";
+    let updated = with_pool!(db, pool => {
+        sqlx::query(sql).bind(role).bind(now_ms()).bind(id).execute(pool).await?.rows_affected()
+    });
+    Ok(updated == 1)
+}
