@@ -65,3 +65,6 @@ CREATE TABLE price_history (
 );
 
 CREATE INDEX price_history_by_model ON price_history (model_key, changed_at);
+
+-- The admins' global usage overview reads every user's records by time.
+CREATE INDEX usage_by_time ON usage_records (created_at, model, cost, prompt_tokens, completion_tokens);

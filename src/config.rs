@@ -92,6 +92,10 @@ pub struct Config {
     /// Whether `GET /metrics` is open to anyone (otherwise it needs the master key).
     #[serde(default)]
     pub metrics_public: bool,
+    /// Dashboard users with these emails are admins (as are users given the
+    /// admin role with `llm-gateway users set-role`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub admin_emails: Vec<String>,
 }
 
 /// How users add credit: `test` credits the amount directly (demos);
@@ -224,6 +228,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
             metrics_public: false,
+            admin_emails: Vec::new(),
         }
     }
 }
@@ -286,6 +291,16 @@ where
 }
 
 impl Config {
+    /// Whether a user with this role and email may use the admin pages.
+    pub fn is_admin(&self, role: &str, email: Option<&str>) -> bool {
+        role == "admin"
+            || email.is_some_and(|email| {
+                self.admin_emails
+                    .iter()
+                    .any(|admin| admin.trim().eq_ignore_ascii_case(email))
+            })
+    }
+
     /// Loads the configuration: `file` (if any), then `env`, then `overrides`.
     ///
     /// `env` looks up an environment variable; it is a parameter so tests need
@@ -479,6 +494,15 @@ impl Config {
 }
 
 impl ProviderKind {
+    /// The kind's name, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+        }
+    }
+
     /// The kind implied by a provider's name, for the three well-known names.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {

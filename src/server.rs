@@ -160,6 +160,10 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .route("/export/usage.csv", get(crate::api::export::usage_csv))
         .route(playground::CHAT_PATH, post(playground::chat))
         .merge(site)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::admin_pages::forbid_non_admins,
+        ))
         .layer(middleware::from_fn(origin::require_same_origin))
         .layer(crate::auth::session::layer(sessions, secure_cookies))
         .layer(TraceLayer::new_for_http())

@@ -4,7 +4,7 @@
 
 mod budgets;
 mod keys;
-mod pricing;
+pub mod pricing;
 pub mod users;
 
 use axum::body::Bytes;

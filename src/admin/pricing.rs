@@ -72,9 +72,7 @@ pub async fn set(
             .map(margin_bp)
             .transpose()?,
     };
-    prices::set(&state.db, &model_key, &price).await?;
-    reload(&state).await?;
-    tracing::info!(%model_key, "price set by the operator");
+    set_price(&state, &model_key, &price).await?;
     let rows = prices::all(&state.db).await?;
     let row = rows
         .iter()
@@ -89,12 +87,26 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(model_key): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    if !prices::remove(&state.db, &model_key).await? {
-        return Err(no_price(&model_key));
-    }
-    reload(&state).await?;
-    tracing::info!(%model_key, "price removed by the operator");
+    remove_price(&state, &model_key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets a model's price, from the next request on.
+pub async fn set_price(state: &AppState, model_key: &str, price: &Price) -> Result<(), AppError> {
+    prices::set(&state.db, model_key, price).await?;
+    reload(state).await?;
+    tracing::info!(%model_key, "price set by an operator");
+    Ok(())
+}
+
+/// Removes a model's price: it can no longer be called.
+pub async fn remove_price(state: &AppState, model_key: &str) -> Result<(), AppError> {
+    if !prices::remove(&state.db, model_key).await? {
+        return Err(no_price(model_key));
+    }
+    reload(state).await?;
+    tracing::info!(%model_key, "price removed by an operator");
+    Ok(())
 }
 
 /// `GET /v1/pricing/history?model_key=&skip=&limit=`: changes, newest first.
@@ -139,7 +151,7 @@ fn no_price(model_key: &str) -> AppError {
     AppError::NotFound(format!("No price for `{model_key}`."))
 }
 
-fn checked_model_key(key: &str) -> Result<String, AppError> {
+pub fn checked_model_key(key: &str) -> Result<String, AppError> {
     let key = key.trim();
     let valid = key
         .split_once(':')
@@ -156,7 +168,7 @@ fn checked_model_key(key: &str) -> Result<String, AppError> {
     }
 }
 
-fn price_field(field: &str, value: &Value) -> Result<i64, AppError> {
+pub fn price_field(field: &str, value: &Value) -> Result<i64, AppError> {
     let nanos = usd_limit(field, value)?;
     if nanos > MAX_PRICE_USD * crate::billing::money::NANOS_PER_USD {
         return Err(AppError::invalid(
@@ -168,7 +180,7 @@ fn price_field(field: &str, value: &Value) -> Result<i64, AppError> {
 }
 
 /// A margin in percent (up to two decimals) as basis points.
-fn margin_bp(value: &Value) -> Result<i64, AppError> {
+pub fn margin_bp(value: &Value) -> Result<i64, AppError> {
     // Percent with two decimals is basis points: parse it as an amount with
     // the decimal point moved, exactly.
     let nanos = usd_limit("margin_percent", value)?;

@@ -147,11 +147,7 @@ pub async fn update(
         profile.metadata = metadata_text(metadata.as_ref())?;
     }
     if let Some(blocked) = body.blocked {
-        profile.blocked_at = match (blocked, profile.blocked_at) {
-            (true, None) => Some(state.clock.now_ms()),
-            (true, at) => at,
-            (false, _) => None,
-        };
+        profile.blocked_at = blocked_since(&state, blocked, profile.blocked_at);
     }
     let row = users::update_admin(&state.db, &user_id, &profile)
         .await
@@ -236,28 +232,7 @@ pub async fn credit(
             "`note` must be at most 500 characters.",
         ));
     }
-    find(&state, &user_id).await?;
-    let balance = ledger::credit(
-        &state.db,
-        &user_id,
-        EntryKind::Adjustment,
-        amount,
-        note.as_deref(),
-    )
-    .await
-    .map_err(|err| match err {
-        CreditError::NoUser => no_user(&user_id),
-        CreditError::WouldGoNegative => AppError::invalid(
-            "amount",
-            format!(
-                "Removing ${} would take the balance below zero.",
-                format_usd(-amount)
-            ),
-        ),
-        CreditError::Db(err) => err.into(),
-    })?;
-    state.recorder.credited(&user_id, amount);
-    tracing::info!(%user_id, amount, "credit adjusted by the operator");
+    let balance = adjust_credit(&state, &user_id, amount, note.as_deref()).await?;
     Ok(Json(json!({
         "user_id": user_id,
         "amount": usd(amount),
@@ -265,6 +240,63 @@ pub async fn credit(
         "balance_nanos": balance,
         "note": note,
     })))
+}
+
+/// Adds `amount` nano-USD (negative to remove) to a live user's balance as
+/// an adjustment, never below zero; returns the new balance.
+pub async fn adjust_credit(
+    state: &AppState,
+    user_id: &str,
+    amount: i64,
+    note: Option<&str>,
+) -> Result<i64, AppError> {
+    find(state, user_id).await?;
+    let balance = ledger::credit(&state.db, user_id, EntryKind::Adjustment, amount, note)
+        .await
+        .map_err(|err| match err {
+            CreditError::NoUser => no_user(user_id),
+            CreditError::WouldGoNegative => AppError::invalid(
+                "amount",
+                format!(
+                    "Removing ${} would take the balance below zero.",
+                    format_usd(-amount)
+                ),
+            ),
+            CreditError::Db(err) => err.into(),
+        })?;
+    state.recorder.credited(user_id, amount);
+    tracing::info!(%user_id, amount, "credit adjusted by an operator");
+    Ok(balance)
+}
+
+/// Blocks or unblocks a live user, from their next request.
+pub async fn set_blocked(
+    state: &AppState,
+    user_id: &str,
+    blocked: bool,
+) -> Result<AdminUserRow, AppError> {
+    let row = find(state, user_id).await?;
+    let profile = Profile {
+        blocked_at: blocked_since(state, blocked, row.blocked_at),
+        email: row.email,
+        alias: row.alias,
+        budget_id: row.budget_id,
+        metadata: row.metadata,
+    };
+    let row = users::update_admin(&state.db, user_id, &profile)
+        .await?
+        .ok_or_else(|| no_user(user_id))?;
+    state.keys.forget_user(user_id);
+    tracing::info!(%user_id, blocked, "user blocked or unblocked by an operator");
+    Ok(row)
+}
+
+fn blocked_since(state: &AppState, blocked: bool, since: Option<i64>) -> Option<i64> {
+    match (blocked, since) {
+        (true, None) => Some(state.clock.now_ms()),
+        (true, at) => at,
+        (false, _) => None,
+    }
 }
 
 async fn find(state: &AppState, user_id: &str) -> Result<AdminUserRow, AppError> {

@@ -180,7 +180,13 @@ pub async fn sign_out() -> Result<(), AppError> {
 pub async fn me() -> Result<Option<UserView>, AppError> {
     use super::context::{finish, require_user};
     finish(match require_user().await {
-        Ok((_, user)) => Ok(Some(user.into())),
+        Ok((state, user)) => {
+            let is_admin = state.config.is_admin(&user.role, user.email.as_deref());
+            Ok(Some(UserView {
+                is_admin,
+                ..user.into()
+            }))
+        }
         Err(AppError::Unauthorized(_)) => Ok(None),
         Err(err) => Err(err),
     })

@@ -171,7 +171,7 @@ mod server {
 }
 
 #[cfg(feature = "ssr")]
-pub use server::{filter as usage_filter, usage_lines};
+pub use server::{filter as usage_filter, period_starts as usage_period_starts, usage_lines};
 
 /// The signed-in user's balance and this month's figures.
 #[server(prefix = "/rpc", endpoint = "account_summary")]

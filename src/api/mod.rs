@@ -1,6 +1,7 @@
 //! Server functions the dashboard calls, mounted under `/rpc/`, and the data
 //! types they exchange with the client.
 
+pub mod admin;
 pub mod auth;
 pub mod billing;
 #[cfg(feature = "ssr")]

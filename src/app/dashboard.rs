@@ -53,6 +53,7 @@ fn Shell(user: UserView) -> impl IntoView {
                 <A href="/dashboard/balance">"Balance"</A>
                 <A href="/dashboard/playground">"Playground"</A>
                 <A href="/models">"Models"</A>
+                {user.is_admin.then(|| view! { <A href="/dashboard/admin">"Admin"</A> })}
             </nav>
             <div class="account">
                 <span class="muted" data-testid="user-email">{user.email}</span>

@@ -1,5 +1,6 @@
 //! The dashboard: pages and components, rendered on the server and hydrated.
 
+mod admin;
 mod auth;
 mod balance;
 mod chart;
@@ -63,6 +64,12 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("usage") view=usage::UsagePage />
                     <Route path=path!("balance") view=balance::BalancePage />
                     <Route path=path!("playground") view=playground::PlaygroundPage />
+                    <ParentRoute path=path!("admin") view=admin::AdminLayout>
+                        <Route path=path!("") view=admin::AdminOverviewPage />
+                        <Route path=path!("users") view=admin::AdminUsersPage />
+                        <Route path=path!("pricing") view=admin::AdminPricingPage />
+                        <Route path=path!("providers") view=admin::AdminProvidersPage />
+                    </ParentRoute>
                 </ParentRoute>
             </Routes>
         </Router>

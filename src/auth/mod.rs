@@ -1,5 +1,6 @@
 //! Authentication: passwords, dashboard sessions, API keys and sign-in throttling.
 
+pub mod admin_pages;
 pub mod api_key;
 pub mod key_cache;
 pub mod origin;

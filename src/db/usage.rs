@@ -169,3 +169,34 @@ pub async fn models_for_user(db: &Db, user_id: &str) -> Result<Vec<String>, sqlx
         .await
     })
 }
+
+/// The SQL of [`all_totals`]: every user's requests since `$1`.
+pub const ALL_TOTALS_SQL: &str =
+    "SELECT COUNT(*) AS requests, CAST(COALESCE(SUM(cost), 0) AS BIGINT) AS cost, \
+     CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+     CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens \
+     FROM usage_records WHERE created_at >= $1";
+
+/// Every user's request count, spend and tokens since `since_ms` (admins).
+pub async fn all_totals(db: &Db, since_ms: i64) -> Result<Totals, sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, Totals>(ALL_TOTALS_SQL).bind(since_ms).fetch_one(pool).await
+    })
+}
+
+/// The SQL of [`all_daily_spend`].
+pub const ALL_DAILY_SPEND_SQL: &str =
+    "SELECT (created_at / 86400000) * 86400000 AS day, COALESCE(model, '?') AS model, \
+     CAST(SUM(cost) AS BIGINT) AS cost FROM usage_records \
+     WHERE created_at >= $1 AND cost > 0 \
+     GROUP BY (created_at / 86400000) * 86400000, COALESCE(model, '?') ORDER BY day, model";
+
+/// Every user's spend per UTC day and model since `since_ms` (admins).
+pub async fn all_daily_spend(
+    db: &Db,
+    since_ms: i64,
+) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, (i64, String, i64)>(ALL_DAILY_SPEND_SQL).bind(since_ms).fetch_all(pool).await
+    })
+}

@@ -225,3 +225,10 @@ pub async fn set_role(db: &Db, id: &str, role: &str) -> Result<bool, sqlx::Error
     });
     Ok(updated == 1)
 }
+
+/// How many live users there are, and what their balances add up to.
+pub async fn census(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    let sql = "SELECT COUNT(*), CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM users \
+               WHERE deleted_at IS NULL";
+    with_pool!(db, pool => sqlx::query_as::<_, (i64, i64)>(sql).fetch_one(pool).await)
+}
