@@ -97,12 +97,6 @@ mod server {
 #[cfg(feature = "ssr")]
 pub use server::require_admin;
 
-/// Whether the signed-in user is an admin: `Ok`, or 403.
-#[server(prefix = "/rpc", endpoint = "admin_access")]
-pub async fn admin_access() -> Result<(), AppError> {
-    crate::api::context::finish(require_admin().await.map(|_| ()))
-}
-
 /// Totals and the 30-day chart over every user.
 #[server(prefix = "/rpc", endpoint = "admin_overview")]
 pub async fn admin_overview() -> Result<GatewayOverview, AppError> {

@@ -9,10 +9,10 @@ use leptos_router::hooks::use_query_map;
 use super::chart::SpendChart;
 use super::{format, ErrorMessage};
 use crate::api::admin::{
-    admin_access, admin_overview, admin_prices, admin_providers, admin_users, AdminBlock,
-    AdminCredit, AdminDeletePrice, AdminSetPrice, AdminUserLine, GatewayOverview, PriceCatalog,
-    ProviderStatus,
+    admin_overview, admin_prices, admin_providers, admin_users, AdminBlock, AdminCredit,
+    AdminDeletePrice, AdminSetPrice, AdminUserLine, GatewayOverview, PriceCatalog, ProviderStatus,
 };
+use crate::api::UserView;
 use crate::billing::money::format_usd;
 
 fn usd(nanos: i64) -> String {
@@ -27,35 +27,31 @@ fn failed(err: crate::error::AppError) -> AnyView {
     view! { <p class="form-error" role="alert">{err.to_string()}</p> }.into_any()
 }
 
-/// Guards the admin pages and shows their navigation. The check blocks the
-/// response, so a non-admin gets a 403 status, not only a 403 page.
+/// Guards the admin pages and shows their navigation. A signed-in
+/// non-admin sees a notice (with a 403 status, from
+/// `auth::admin_pages`), and every server function behind the pages
+/// refuses them too.
 #[component]
 pub fn AdminLayout() -> impl IntoView {
-    let access = Resource::new_blocking(|| (), |_| admin_access());
-    view! {
-        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match access.await {
-                    Ok(()) => view! {
-                        <nav class="tabs subnav" aria-label="Admin">
-                            <A href="/dashboard/admin" exact=true>"Gateway"</A>
-                            <A href="/dashboard/admin/users">"Users"</A>
-                            <A href="/dashboard/admin/pricing">"Pricing"</A>
-                            <A href="/dashboard/admin/providers">"Providers"</A>
-                        </nav>
-                        <Outlet />
-                    }
-                    .into_any(),
-                    Err(err) => view! {
-                        <Title text="Forbidden" />
-                        <h1>"Admins only"</h1>
-                        <p class="form-error" role="alert">{err.to_string()}</p>
-                    }
-                    .into_any(),
-                }
-            })}
-        </Suspense>
+    let user = expect_context::<UserView>();
+    if !user.is_admin {
+        return view! {
+            <Title text="Forbidden" />
+            <h1>"Admins only"</h1>
+            <p class="form-error" role="alert">"This page is for admins only."</p>
+        }
+        .into_any();
     }
+    view! {
+        <nav class="tabs subnav" aria-label="Admin">
+            <A href="/dashboard/admin" exact=true>"Gateway"</A>
+            <A href="/dashboard/admin/users">"Users"</A>
+            <A href="/dashboard/admin/pricing">"Pricing"</A>
+            <A href="/dashboard/admin/providers">"Providers"</A>
+        </nav>
+        <Outlet />
+    }
+    .into_any()
 }
 
 /// Every user's usage: totals and the 30-day chart.
