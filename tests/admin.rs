@@ -488,6 +488,22 @@ async fn keys_carry_models_expiry_and_activity(backend: Backend) {
         "{ids:?}"
     );
 
+    // The key describes its own limits.
+    let info: Value = reqwest::Client::new()
+        .get(app.url("/v1/key"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["data"]["limit"], 2.5, "{info}");
+    assert!(info["data"]["limit_remaining"].as_f64().unwrap() <= 2.5);
+    assert!(info["data"]["limit_resets_at"].is_i64());
+    assert_eq!(info["data"]["rate_limit"]["requests_per_minute"], 100);
+    assert_eq!(info["data"]["allowed_models"][1], "gemini:*");
+
     // Validation.
     for (body, param) in [
         (json!({"user_id": "dev", "expires_at": 1}), "expires_at"),

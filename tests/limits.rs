@@ -1,6 +1,6 @@
 //! Enforcement on every route that spends: budgets through the reservation
-//! (under concurrency), rate limits with OpenAI's headers, and both holding
-//! across two gateway replicas sharing one PostgreSQL database.
+//! (under concurrency), and rate limits with OpenAI's headers. Across
+//! replicas: `tests/replicas.rs`.
 #![cfg(feature = "ssr")]
 
 mod common;
@@ -208,66 +208,5 @@ async fn rate_limits_answer_429_with_headers(backend: Backend) {
         header(&response, "x-ratelimit-remaining-tokens").as_deref(),
         Some("6")
     );
-    app.stop().await;
-}
-
-/// Two gateways on one PostgreSQL database share rate limits and budgets.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_hold_across_two_replicas() {
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
-    let app = app(backend).await;
-    let replica = app.replica().await;
-    let bases = [app.base.clone(), format!("http://{}", replica.addr)];
-    let client = reqwest::Client::new();
-    let burst = |key: String, count: usize| {
-        let client = client.clone();
-        let bases = bases.clone();
-        async move {
-            let requests = (0..count).map(|i| {
-                client
-                    .post(format!("{}/v1/chat/completions", bases[i % 2]))
-                    .bearer_auth(&key)
-                    .json(&small_chat())
-                    .send()
-            });
-            let mut statuses = Vec::new();
-            for response in join_all(requests).await {
-                statuses.push(response.unwrap().status());
-            }
-            statuses
-        }
-    };
-
-    let (key, _) = funded_key(&app, "shared-rpm", json!({"rpm_limit": 10})).await;
-    let statuses = burst(key, 30).await;
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-    let limited = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-        .count();
-    // Unless the burst straddles a minute boundary, exactly the limit passes.
-    assert!(
-        ok == 10 || (ok <= 20 && ok + limited == 30),
-        "{ok} passed, {limited} limited"
-    );
-    assert_eq!(ok + limited, 30);
-
-    let max = 10 * COST;
-    let (key, key_id) = funded_key(
-        &app,
-        "shared-budget",
-        json!({"max_budget": llm_gateway::billing::money::format_usd(max)}),
-    )
-    .await;
-    let statuses = burst(key, 60).await;
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
-    assert!((8..=10).contains(&ok), "{ok} passed");
-    app.usage_records(90).await;
-    let (spent, _) = settled_spend(&app.db.url, "shared-budget", &format!("key:{key_id}")).await;
-    assert_eq!(spent, ok * COST);
-    assert!(spent <= max);
-    replica.stop().await;
     app.stop().await;
 }

@@ -6,19 +6,24 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Caller;
+use crate::billing::budget::window_at;
 use crate::billing::money::nanos_to_usd_f64;
-use crate::db::{now_ms, usage};
+use crate::db::keys::KeyPolicy;
+use crate::db::{budgets, now_ms, usage};
 use crate::error::AppError;
 use crate::server::AppState;
 
-fn key_only(caller: Caller) -> Result<(String, String, String), AppError> {
+/// The calling key's id, owner, display prefix and policy.
+type KeyCaller = (String, String, String, std::sync::Arc<KeyPolicy>);
+
+fn key_only(caller: Caller) -> Result<KeyCaller, AppError> {
     match caller {
         Caller::Key {
             key_id,
             user_id,
             prefix,
-            ..
-        } => Ok((key_id, user_id, prefix)),
+            policy,
+        } => Ok((key_id, user_id, prefix, policy)),
         Caller::Master | Caller::Session { .. } => Err(AppError::invalid(
             "authorization",
             "This endpoint describes an API key; call it with one, not the master key.",
@@ -41,12 +46,31 @@ pub async fn key_info(
     caller: Caller,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, AppError> {
-    let (key_id, user_id, prefix) = key_only(caller)?;
+    let (key_id, user_id, prefix, policy) = key_only(caller)?;
     let (day, month) = period_starts(now_ms());
     let (requests_today, today) = usage::key_spend(&state.db, &key_id, day).await?;
     let (requests_month, this_month) = usage::key_spend(&state.db, &key_id, month).await?;
     let (requests_all, all_time) = usage::key_spend(&state.db, &key_id, 0).await?;
     let (balance, available) = state.recorder.balance(&user_id).await?;
+    let key_budget = policy
+        .budgets
+        .iter()
+        .find(|b| b.scope == format!("key:{key_id}"));
+    let (limit, limit_remaining, limit_resets_at) = match key_budget {
+        Some(budget) => {
+            let now = state.clock.now_ms();
+            let (start, spent) = budgets::window(&state.db, &budget.scope)
+                .await?
+                .unwrap_or((now, 0));
+            let (spent, _, reset) = window_at(budget.period, start, spent, now);
+            (
+                Value::from(nanos_to_usd_f64(budget.max)),
+                Value::from(nanos_to_usd_f64((budget.max - spent).max(0))),
+                reset.map_or(Value::Null, Value::from),
+            )
+        }
+        None => (Value::Null, Value::Null, Value::Null),
+    };
     Ok(Json(json!({
         "data": {
             "id": key_id,
@@ -59,7 +83,11 @@ pub async fn key_info(
             "requests": { "today": requests_today, "month": requests_month, "all_time": requests_all },
             "balance": nanos_to_usd_f64(balance),
             "available": nanos_to_usd_f64(available),
-            "limit": Value::Null,
+            "limit": limit,
+            "limit_remaining": limit_remaining,
+            "limit_resets_at": limit_resets_at,
+            "rate_limit": { "requests_per_minute": policy.rpm_limit, "tokens_per_minute": policy.tpm_limit },
+            "allowed_models": policy.allowed_models,
             "currency": "USD",
         }
     })))
@@ -78,7 +106,7 @@ pub async fn generation(
     State(state): State<AppState>,
     Query(query): Query<GenerationQuery>,
 ) -> Result<Json<Value>, AppError> {
-    let (_, user_id, _) = key_only(caller)?;
+    let (_, user_id, _, _) = key_only(caller)?;
     let id = query
         .id
         .filter(|id| !id.is_empty())

@@ -161,13 +161,6 @@ impl TestApp {
         }
     }
 
-    /// A second gateway on the same database and config (another replica).
-    pub async fn replica(&self) -> RunningServer {
-        spawn(self.config.clone(), leptos_options())
-            .await
-            .expect("replica starts")
-    }
-
     /// The server's clock, to move time forward.
     pub fn clock(&self) -> &llm_gateway::clock::Clock {
         &self.server.as_ref().expect("running").clock

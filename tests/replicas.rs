@@ -1,0 +1,201 @@
+//! Two gateway processes on one PostgreSQL database share rate limits and
+//! budgets: neither lets a key past its limit by counting alone.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use common::{start_mock, Backend, TestDatabase};
+use futures::future::join_all;
+use llm_gateway::db::{budgets, ledger, Db};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const MASTER: &str = "replica-master-key-0123456789";
+/// Three prompt tokens and six completion tokens at 180 / 720 nano-USD.
+const COST: i64 = 3 * 180 + 6 * 720;
+
+/// A gateway process; killed when dropped.
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_replica(config: &std::path::Path) -> Replica {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-gateway"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("GATEWAY_PORT")
+        .env_remove("GATEWAY_DATABASE_URL")
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("GATEWAY_MASTER_KEY")
+        .env(
+            "LEPTOS_CONFIG",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("llm-gateway listening on "))
+        .expect("the replica starts");
+    let base = line
+        .trim_start_matches("llm-gateway listening on ")
+        .to_string();
+    Replica { child, base }
+}
+
+fn small_chat() -> Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": 6,
+           "messages": [{"role": "user", "content": "one two three"}]})
+}
+
+/// Creates a funded user and a key with `settings` through replica `base`.
+async fn funded_key(base: &str, user_id: &str, settings: Value) -> (String, String) {
+    let client = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(MASTER)
+            .json(&body)
+            .send()
+    };
+    post("/v1/users".into(), json!({"user_id": user_id}))
+        .await
+        .unwrap();
+    post(
+        format!("/v1/users/{user_id}/credits"),
+        json!({"amount": "5"}),
+    )
+    .await
+    .unwrap();
+    let mut body = settings;
+    body["user_id"] = json!(user_id);
+    let created: Value = post("/v1/keys".into(), body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        created["key"].as_str().unwrap().into(),
+        created["id"].as_str().unwrap().into(),
+    )
+}
+
+/// Sends `count` chats at once, alternating between the replicas.
+async fn burst(bases: &[String; 2], key: &str, count: usize) -> Vec<StatusCode> {
+    let client = reqwest::Client::new();
+    let requests = (0..count).map(|i| {
+        client
+            .post(format!("{}/v1/chat/completions", bases[i % 2]))
+            .bearer_auth(key)
+            .json(&small_chat())
+            .send()
+    });
+    join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect()
+}
+
+/// Waits until no hold is left; returns what the budget window spent.
+async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
+    for _ in 0..400 {
+        let (balance, reserved) = ledger::balance(db, user_id).await.unwrap().unwrap();
+        let Db::Postgres(pool) = db else {
+            unreachable!()
+        };
+        let holds: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if reserved == 0 && holds == 0 {
+            assert_eq!(balance, ledger::ledger_sum(db, user_id).await.unwrap());
+            return budgets::window(db, scope).await.unwrap().unwrap().1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("holds were never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_rate_limits_and_budgets() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let mock = start_mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "host: 127.0.0.1\nport: 0\ndatabase_url: {}\nmaster_key: {MASTER}\n\
+             providers:\n  openai: {{api_key: x, api_base: '{mock}/v1'}}\n\
+             pricing:\n  'openai:gpt-4o-mini': {{input_price_per_million: 0.15, output_price_per_million: 0.6}}\n",
+            database.url
+        ),
+    )
+    .unwrap();
+    // The first replica migrates the database before the second starts.
+    let first = spawn_replica(&config);
+    let second = spawn_replica(&config);
+    let bases = [first.base.clone(), second.base.clone()];
+
+    let (key, _) = funded_key(&bases[0], "shared-rpm", json!({"rpm_limit": 10})).await;
+    let minute = || llm_gateway::db::now_ms() / 60_000;
+    let started = minute();
+    let statuses = burst(&bases, &key, 30).await;
+    let one_window = started == minute();
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(ok + limited, 30, "{statuses:?}");
+    if one_window {
+        assert_eq!(ok, 10, "exactly the limit passes");
+    } else {
+        assert!(ok <= 20, "{ok} passed across two windows");
+    }
+
+    let max = 10 * COST;
+    let (key, key_id) = funded_key(
+        &bases[1],
+        "shared-budget",
+        json!({"max_budget": llm_gateway::billing::money::format_usd(max)}),
+    )
+    .await;
+    let statuses = burst(&bases, &key, 60).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
+        .count() as i64;
+    assert_eq!(ok + refused, 60, "{statuses:?}");
+    assert!((8..=10).contains(&ok), "{ok} passed");
+    let db = Db::connect(&database.url).await.unwrap();
+    let spent = settled_spend(&db, "shared-budget", &format!("key:{key_id}")).await;
+    assert_eq!(
+        spent,
+        ok * COST,
+        "the budget counts what both replicas charged"
+    );
+    assert!(spent <= max);
+    db.close().await;
+    drop((first, second));
+}
