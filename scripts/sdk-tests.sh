@@ -49,6 +49,6 @@ key=$(rpc create_key 'name=sdk' | python3 -c 'import json, sys; print(json.load(
 
 export GATEWAY_URL=$gateway_url GATEWAY_KEY=$key
 echo "==> Python SDK (openai on PyPI)" >&2
-.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py
+.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py tests/sdk/test_openapi.py
 echo "==> JS SDK (openai on npm)" >&2
 (cd tests/sdk/js && node --test)

@@ -50,8 +50,13 @@ if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $wasm_bin
   cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
 fi
 
-# 4. wasm-opt, from npm's binaryen (Debian's is too old for current rustc output).
+# 4. wasm-opt, from npm's binaryen (Debian's is too old for current rustc output),
+#    and Swagger UI for /docs, copied into public/ so every site build serves it.
 npm_ci scripts/tools
+mkdir -p public/api-docs
+for asset in swagger-ui-bundle.js swagger-ui.css; do
+  cp -u "scripts/tools/node_modules/swagger-ui-dist/$asset" public/api-docs/
+done
 
 if $with_test; then
   # 5. A browser for Playwright: Debian's chromium, never a downloaded one.

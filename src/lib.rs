@@ -25,6 +25,8 @@ pub mod metrics;
 #[cfg(feature = "ssr")]
 pub mod mock;
 #[cfg(feature = "ssr")]
+pub mod openapi;
+#[cfg(feature = "ssr")]
 pub mod providers;
 #[cfg(feature = "ssr")]
 pub mod proxy;

@@ -172,6 +172,8 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .merge(crate::admin::routes())
         .route("/health", get(health))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/docs", get(crate::openapi::docs))
         .with_state(state)
 }
 

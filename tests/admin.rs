@@ -90,14 +90,23 @@ async fn admin_routes_need_the_master_key(backend: Backend) {
             assert_eq!(error_code(&body), "invalid_api_key");
         }
     }
-    // Reading prices is public.
+    // Anyone may read what users pay; the cost and margin need the master key.
     let (status, prices) = send(client.get(app.url("/v1/pricing"))).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(prices
+    let mini = prices
         .as_array()
         .unwrap()
         .iter()
-        .any(|p| p["model_key"] == "openai:gpt-4o-mini"));
+        .find(|p| p["model_key"] == "openai:gpt-4o-mini")
+        .unwrap();
+    assert_eq!(mini["user_input_price_per_million"], 0.18);
+    assert!(
+        mini.get("input_price_per_million").is_none() && mini.get("margin_percent").is_none(),
+        "{mini}"
+    );
+    let (_, mini) = send(app.admin(Method::GET, "/v1/pricing/openai:gpt-4o-mini")).await;
+    assert_eq!(mini["input_price_per_million"], 0.15);
+    assert_eq!(mini["effective_margin_percent"], 20.0);
     app.stop().await;
 }
 

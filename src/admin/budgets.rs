@@ -4,32 +4,60 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{check_id, nullable, rfc3339, usd, usd_limit, JsonBody, Operator, Paging};
+use super::{check_id, nullable, rfc3339, usd, usd_limit, JsonBody, Operator, Paging, PagingQuery};
 use crate::db::budgets::{self, BudgetRow, BudgetSettings};
 use crate::error::AppError;
+use crate::openapi::ErrorBody;
 use crate::server::AppState;
 
-#[derive(Deserialize)]
+/// `POST /v1/budgets`: a duration or a calendar period, not both.
+#[derive(Deserialize, ToSchema)]
 pub struct CreateBudget {
+    /// Generated (`bud_…`) when absent.
     budget_id: Option<String>,
+    /// USD per period.
+    #[schema(value_type = String, example = "100")]
     max_budget: Value,
     budget_duration_sec: Option<i64>,
+    /// `daily`, `weekly` or `monthly` (UTC).
     period: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/budgets/{budget_id}`: setting a duration clears the period, and the reverse.
+#[derive(Deserialize, ToSchema)]
 pub struct UpdateBudget {
+    #[schema(value_type = Option<String>)]
     max_budget: Option<Value>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
     budget_duration_sec: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     period: Option<Option<String>>,
 }
 
-/// `POST /v1/budgets` with `{max_budget, budget_duration_sec}` or `{max_budget, period}`.
+/// A budget.
+#[derive(Serialize, ToSchema)]
+pub struct BudgetOut {
+    budget_id: String,
+    /// USD per period.
+    max_budget: f64,
+    max_budget_nanos: i64,
+    budget_duration_sec: Option<i64>,
+    period: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// Creates a budget, with `budget_duration_sec` or a calendar `period`.
+#[utoipa::path(post, path = "/v1/budgets", operation_id = "create_budget", tag = "budgets", request_body = CreateBudget,
+    responses((status = 201, body = BudgetOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn create(
     _: Operator,
     State(state): State<AppState>,
@@ -53,32 +81,43 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&row))).into_response())
 }
 
-/// `GET /v1/budgets?skip=&limit=`
+/// Lists budgets, oldest first.
+#[utoipa::path(get, path = "/v1/budgets", operation_id = "list_budgets", tag = "budgets", params(PagingQuery),
+    responses((status = 200, body = Vec<BudgetOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn list(
     _: Operator,
     State(state): State<AppState>,
     paging: Paging,
-) -> Result<Json<Vec<Value>>, AppError> {
+) -> Result<Json<Vec<BudgetOut>>, AppError> {
     let rows = budgets::list(&state.db, paging.skip, paging.limit).await?;
     Ok(Json(rows.iter().map(view).collect()))
 }
 
-/// `GET /v1/budgets/{budget_id}`
+/// One budget.
+#[utoipa::path(get, path = "/v1/budgets/{budget_id}", operation_id = "get_budget", tag = "budgets", params(("budget_id" = String, Path)),
+    responses((status = 200, body = BudgetOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn show(
     _: Operator,
     State(state): State<AppState>,
     Path(budget_id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BudgetOut>, AppError> {
     Ok(Json(view(&find(&state, &budget_id).await?)))
 }
 
-/// `PATCH /v1/budgets/{budget_id}`: applies from the next request.
+/// Updates a budget, from the next request.
+#[utoipa::path(patch, path = "/v1/budgets/{budget_id}", operation_id = "update_budget", tag = "budgets", params(("budget_id" = String, Path)),
+    request_body = UpdateBudget,
+    responses((status = 200, body = BudgetOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn update(
     _: Operator,
     State(state): State<AppState>,
     Path(budget_id): Path<String>,
     JsonBody(body): JsonBody<UpdateBudget>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BudgetOut>, AppError> {
     let row = find(&state, &budget_id).await?;
     let mut settings = BudgetSettings {
         max_budget: row.max_budget,
@@ -109,7 +148,10 @@ pub async fn update(
     Ok(Json(view(&row)))
 }
 
-/// `DELETE /v1/budgets/{budget_id}`: its users are left without a budget.
+/// Deletes a budget; its users are left without one.
+#[utoipa::path(delete, path = "/v1/budgets/{budget_id}", operation_id = "delete_budget", tag = "budgets", params(("budget_id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn delete(
     _: Operator,
     State(state): State<AppState>,
@@ -156,14 +198,14 @@ fn checked(settings: BudgetSettings) -> Result<BudgetSettings, AppError> {
     Ok(settings)
 }
 
-fn view(row: &BudgetRow) -> Value {
-    json!({
-        "budget_id": row.id,
-        "max_budget": usd(row.max_budget),
-        "max_budget_nanos": row.max_budget,
-        "budget_duration_sec": row.budget_duration_sec,
-        "period": row.period,
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    })
+fn view(row: &BudgetRow) -> BudgetOut {
+    BudgetOut {
+        budget_id: row.id.clone(),
+        max_budget: usd(row.max_budget),
+        max_budget_nanos: row.max_budget,
+        budget_duration_sec: row.budget_duration_sec,
+        period: row.period.clone(),
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    }
 }

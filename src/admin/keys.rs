@@ -4,12 +4,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     check_id, metadata_json, metadata_text, nullable, opt_rfc3339, rfc3339, time_field, usd,
-    usd_limit, JsonBody, Operator, Paging,
+    usd_limit, JsonBody, Operator, Paging, PagingQuery,
 };
 use crate::api::keys::validate_key_name;
 use crate::auth::api_key;
@@ -17,49 +18,107 @@ use crate::billing::budget::{window_at, Period};
 use crate::db::keys::{self, parse_models, AdminKeyRow, KeySettings};
 use crate::db::{budgets, users};
 use crate::error::AppError;
+use crate::openapi::ErrorBody;
 use crate::server::AppState;
 
-#[derive(Deserialize)]
+/// `POST /v1/keys`
+#[derive(Deserialize, ToSchema)]
 pub struct CreateKey {
+    /// 1 to 64 characters (default `key`).
     key_name: Option<String>,
+    /// A user is created for the key when absent.
     user_id: Option<String>,
+    /// RFC 3339 text or Unix seconds.
+    #[schema(value_type = Option<String>, example = "2027-01-01T00:00:00Z")]
     expires_at: Option<Value>,
+    /// `provider:model`, bare model names, or `provider:*`.
     allowed_models: Option<Vec<String>>,
     rpm_limit: Option<i64>,
     tpm_limit: Option<i64>,
+    /// USD per budget period (or over the key's life).
+    #[schema(value_type = Option<String>, example = "5.00")]
     max_budget: Option<Value>,
+    /// Seconds, or text such as `30d`, `12h`, `15m`.
+    #[schema(value_type = Option<String>, example = "30d")]
     budget_duration: Option<Value>,
+    /// The same as `budget_duration`.
+    #[schema(value_type = Option<String>)]
     budget_duration_sec: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/keys/{key_id}`: absent fields stay as they are; `null` clears.
+#[derive(Deserialize, ToSchema)]
 pub struct UpdateKey {
     key_name: Option<String>,
+    /// `false` revokes the key; `true` restores it.
     is_active: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     expires_at: Option<Option<Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
     allowed_models: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
     rpm_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
     tpm_limit: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     max_budget: Option<Option<Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     budget_duration: Option<Option<Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Option<Value>>,
 }
 
-#[derive(Deserialize)]
+/// `?user_id=`: only this user's keys.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeyFilter {
     user_id: Option<String>,
 }
 
-/// `POST /v1/keys`: returns the key's plaintext once, as `key`. Without a
-/// `user_id`, a user is created for the key (as any-llm-gateway does).
+/// A key, as the admin API shows it: never its hash, and its plaintext
+/// (`key`) only in the answer that created it.
+#[derive(Serialize, ToSchema)]
+pub struct KeyOut {
+    id: String,
+    /// The plaintext key: only when just created.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    key_name: String,
+    key_prefix: String,
+    user_id: String,
+    is_active: bool,
+    created_at: String,
+    last_used_at: Option<String>,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    allowed_models: Option<Vec<String>>,
+    rpm_limit: Option<i64>,
+    tpm_limit: Option<i64>,
+    /// USD.
+    max_budget: Option<f64>,
+    budget_duration_sec: Option<i64>,
+    /// Spent in the current budget period, in USD.
+    spend: f64,
+    budget_reset_at: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Value,
+}
+
+/// Issues a key; its plaintext is in `key`, once. Without a `user_id`, a
+/// user is created for the key (as any-llm-gateway does).
+#[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = KeyOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn create(
     _: Operator,
     State(state): State<AppState>,
@@ -107,17 +166,20 @@ pub async fn create(
     .await?;
     tracing::info!(%user_id, key = %row.key_prefix, "API key issued by the operator");
     let mut view = view(&state, &row).await?;
-    view["key"] = Value::String(generated.secret);
+    view.key = Some(generated.secret);
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// `GET /v1/keys?skip=&limit=&user_id=`: never shows a key's plaintext.
+/// Lists keys, oldest first; never their plaintext.
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys", params(PagingQuery, KeyFilter),
+    responses((status = 200, body = Vec<KeyOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn list(
     _: Operator,
     State(state): State<AppState>,
     paging: Paging,
     Query(filter): Query<KeyFilter>,
-) -> Result<Json<Vec<Value>>, AppError> {
+) -> Result<Json<Vec<KeyOut>>, AppError> {
     let rows = keys::list_admin(
         &state.db,
         filter.user_id.as_deref(),
@@ -132,23 +194,31 @@ pub async fn list(
     Ok(Json(views))
 }
 
-/// `GET /v1/keys/{key_id}`
+/// One key.
+#[utoipa::path(get, path = "/v1/keys/{key_id}", operation_id = "get_key", tag = "keys", params(("key_id" = String, Path)),
+    responses((status = 200, body = KeyOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn show(
     _: Operator,
     State(state): State<AppState>,
     Path(key_id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<KeyOut>, AppError> {
     let row = find(&state, &key_id).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
-/// `PATCH /v1/keys/{key_id}`: only the fields present change; `null` clears.
+/// Updates a key: only the fields present change; `null` clears.
+#[utoipa::path(patch, path = "/v1/keys/{key_id}", operation_id = "update_key", tag = "keys", params(("key_id" = String, Path)),
+    request_body = UpdateKey,
+    responses((status = 200, body = KeyOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn update(
     _: Operator,
     State(state): State<AppState>,
     Path(key_id): Path<String>,
     JsonBody(body): JsonBody<UpdateKey>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<KeyOut>, AppError> {
     let row = find(&state, &key_id).await?;
     let mut settings = KeySettings {
         name: row.name.clone(),
@@ -204,7 +274,10 @@ pub async fn update(
     Ok(Json(view(&state, &row).await?))
 }
 
-/// `DELETE /v1/keys/{key_id}`: revokes the key, at once.
+/// Revokes a key, at once.
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", operation_id = "delete_key", tag = "keys", params(("key_id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn delete(
     _: Operator,
     State(state): State<AppState>,
@@ -307,7 +380,7 @@ fn duration_secs(value: &Value) -> Result<i64, AppError> {
 }
 
 /// A key as the API shows it: never its plaintext or hash.
-async fn view(state: &AppState, row: &AdminKeyRow) -> Result<Value, AppError> {
+async fn view(state: &AppState, row: &AdminKeyRow) -> Result<KeyOut, AppError> {
     let now = state.clock.now_ms();
     let (mut spend, mut reset_at) = (0, None);
     if row.max_budget.is_some() {
@@ -320,25 +393,26 @@ async fn view(state: &AppState, row: &AdminKeyRow) -> Result<Value, AppError> {
         }
     }
     let is_active = row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now);
-    Ok(json!({
-        "id": row.id,
-        "key_name": row.name,
-        "key_prefix": row.key_prefix,
-        "user_id": row.user_id,
-        "is_active": is_active,
-        "created_at": rfc3339(row.created_at),
-        "last_used_at": opt_rfc3339(row.last_used_at),
-        "expires_at": opt_rfc3339(row.expires_at),
-        "revoked_at": opt_rfc3339(row.revoked_at),
-        "allowed_models": parse_models(row.allowed_models.as_deref()),
-        "rpm_limit": row.rpm_limit,
-        "tpm_limit": row.tpm_limit,
-        "max_budget": row.max_budget.map(usd),
-        "budget_duration_sec": row.budget_duration_sec,
-        "spend": usd(spend),
-        "budget_reset_at": opt_rfc3339(reset_at),
-        "metadata": metadata_json(row.metadata.as_deref()),
-    }))
+    Ok(KeyOut {
+        id: row.id.clone(),
+        key: None,
+        key_name: row.name.clone(),
+        key_prefix: row.key_prefix.clone(),
+        user_id: row.user_id.clone(),
+        is_active,
+        created_at: rfc3339(row.created_at),
+        last_used_at: opt_rfc3339(row.last_used_at),
+        expires_at: opt_rfc3339(row.expires_at),
+        revoked_at: opt_rfc3339(row.revoked_at),
+        allowed_models: parse_models(row.allowed_models.as_deref()),
+        rpm_limit: row.rpm_limit,
+        tpm_limit: row.tpm_limit,
+        max_budget: row.max_budget.map(usd),
+        budget_duration_sec: row.budget_duration_sec,
+        spend: usd(spend),
+        budget_reset_at: opt_rfc3339(reset_at),
+        metadata: metadata_json(row.metadata.as_deref()),
+    })
 }
 
 #[cfg(test)]

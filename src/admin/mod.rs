@@ -2,8 +2,8 @@
 //! credits, keys, budgets and pricing under `/v1` (and `/api/v1`). Every
 //! route but `GET /v1/pricing` needs the master key.
 
-mod budgets;
-mod keys;
+pub mod budgets;
+pub mod keys;
 pub mod pricing;
 pub mod users;
 
@@ -56,6 +56,22 @@ pub fn routes() -> Router<AppState> {
 /// The operator, proven by the master key in `Authorization: Bearer` or
 /// `X-AnyLLM-Key: Bearer`, compared in constant time.
 pub struct Operator;
+
+impl axum::extract::OptionalFromRequestParts<AppState> for Operator {
+    type Rejection = AppError;
+
+    /// `None` for a caller without the master key, rather than a 401.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, AppError> {
+        Ok(
+            <Self as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
+    }
+}
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = AppError;
@@ -119,9 +135,13 @@ pub struct Paging {
 /// The most items one page returns.
 pub const MAX_PAGE: i64 = 1000;
 
-#[derive(Deserialize)]
-struct PagingQuery {
+/// `?skip=&limit=`, as documented.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PagingQuery {
+    /// Items to skip (default 0).
     skip: Option<i64>,
+    /// Items to return, 1 to 1000 (default 100).
     limit: Option<i64>,
 }
 
@@ -217,14 +237,14 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Optional epoch milliseconds as RFC 3339 text or `null`.
-pub fn opt_rfc3339(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |ms| Value::String(rfc3339(ms)))
+/// Optional epoch milliseconds as RFC 3339 text.
+pub fn opt_rfc3339(ms: Option<i64>) -> Option<String> {
+    ms.map(rfc3339)
 }
 
-/// Nano-USD as a JSON number of USD (for display; `*_nanos` fields are exact).
-pub fn usd(nanos: i64) -> Value {
-    nanos_to_usd_f64(nanos).into()
+/// Nano-USD as USD, for display (`*_nanos` fields are exact).
+pub fn usd(nanos: i64) -> f64 {
+    nanos_to_usd_f64(nanos)
 }
 
 /// A `metadata` value: a JSON object, stored as text.

@@ -1,55 +1,123 @@
-//! `/v1/pricing`: the price catalog. Reading is public; changes need the
-//! master key, apply from the next request, and are kept in a history.
+//! `/v1/pricing`: the price catalog. Anyone may read what users pay; the
+//! provider cost and the margin, and every change, need the master key.
+//! Changes apply from the next request and are kept in a history.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{rfc3339, usd, usd_limit, JsonBody, Operator, Paging};
+use super::{rfc3339, usd, usd_limit, JsonBody, Operator, Paging, PagingQuery};
 use crate::billing::pricing::Price;
 use crate::db::prices::{self, PriceRow};
 use crate::error::AppError;
+use crate::openapi::ErrorBody;
 use crate::server::AppState;
 
 /// The highest price accepted per million tokens, in USD (a typo guard).
 const MAX_PRICE_USD: i64 = 100_000;
 
-#[derive(Deserialize)]
+/// `POST /v1/pricing`: the provider's cost in USD per million tokens.
+#[derive(Deserialize, ToSchema)]
 pub struct SetPrice {
+    /// `provider:model`.
+    #[schema(example = "openai:gpt-4o-mini")]
     model_key: String,
+    #[schema(value_type = String, example = "0.15")]
     input_price_per_million: Value,
+    #[schema(value_type = String, example = "0.60")]
     output_price_per_million: Value,
+    #[schema(value_type = Option<String>)]
     cached_input_price_per_million: Option<Value>,
+    /// This model's margin, overriding the global one.
+    #[schema(value_type = Option<String>, example = "20")]
     margin_percent: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// `?model_key=`: one model's history.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryFilter {
     model_key: Option<String>,
 }
 
-/// `GET /v1/pricing`: every price, with the margin and the user's price.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Value>>, AppError> {
-    let rows = prices::all(&state.db).await?;
-    Ok(Json(rows.iter().map(|row| view(&state, row)).collect()))
+/// A price: what users pay, and for the master key what the provider
+/// costs and the margin. USD per million tokens.
+#[derive(Serialize, ToSchema)]
+pub struct PriceOut {
+    model_key: String,
+    user_input_price_per_million: Option<f64>,
+    user_output_price_per_million: Option<f64>,
+    user_cached_input_price_per_million: Option<f64>,
+    /// The provider's cost (master key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_price_per_million: Option<f64>,
+    /// The provider's cost (master key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_price_per_million: Option<f64>,
+    /// The provider's cost of cached input, when it has one (master key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached_input_price_per_million: Option<f64>,
+    /// This model's own margin, when it has one (master key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    margin_percent: Option<f64>,
+    /// The margin applied (master key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    effective_margin_percent: Option<f64>,
 }
 
-/// `GET /v1/pricing/{model_key}`
+/// A change to a price.
+#[derive(Serialize, ToSchema)]
+pub struct PriceChangeOut {
+    model_key: String,
+    /// `set` or `delete`.
+    action: String,
+    input_price_per_million: Option<f64>,
+    output_price_per_million: Option<f64>,
+    cached_input_price_per_million: Option<f64>,
+    margin_percent: Option<f64>,
+    changed_at: String,
+}
+
+/// Every model's user price. With the master key, also the provider cost
+/// and the margin (a reseller's own business).
+#[utoipa::path(get, path = "/v1/pricing", operation_id = "list_prices", tag = "pricing",
+    responses((status = 200, body = Vec<PriceOut>)),
+    security((), ("master_key" = [])))]
+pub async fn list(
+    operator: Option<Operator>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<PriceOut>>, AppError> {
+    let rows = prices::all(&state.db).await?;
+    let full = operator.is_some();
+    Ok(Json(
+        rows.iter().map(|row| view(&state, row, full)).collect(),
+    ))
+}
+
+/// One model's price, shown as [`list`] shows it.
+#[utoipa::path(get, path = "/v1/pricing/{model_key}", operation_id = "get_price", tag = "pricing", params(("model_key" = String, Path)),
+    responses((status = 200, body = PriceOut), (status = 404, body = ErrorBody)),
+    security((), ("master_key" = [])))]
 pub async fn show(
+    operator: Option<Operator>,
     State(state): State<AppState>,
     Path(model_key): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<PriceOut>, AppError> {
     let rows = prices::all(&state.db).await?;
     rows.iter()
         .find(|row| row.model_key == model_key)
-        .map(|row| Json(view(&state, row)))
+        .map(|row| Json(view(&state, row, operator.is_some())))
         .ok_or_else(|| no_price(&model_key))
 }
 
-/// `POST /v1/pricing`: sets a model's price (creating or replacing it).
+/// Sets a model's price (creating or replacing it), from the next request.
+#[utoipa::path(post, path = "/v1/pricing", operation_id = "set_price", tag = "pricing", request_body = SetPrice,
+    responses((status = 201, body = PriceOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn set(
     _: Operator,
     State(state): State<AppState>,
@@ -78,10 +146,13 @@ pub async fn set(
         .iter()
         .find(|row| row.model_key == model_key)
         .ok_or(AppError::Internal)?;
-    Ok((StatusCode::CREATED, Json(view(&state, row))).into_response())
+    Ok((StatusCode::CREATED, Json(view(&state, row, true))).into_response())
 }
 
-/// `DELETE /v1/pricing/{model_key}`: the model can no longer be called.
+/// Removes a model's price: it can no longer be called.
+#[utoipa::path(delete, path = "/v1/pricing/{model_key}", operation_id = "delete_price", tag = "pricing", params(("model_key" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn delete(
     _: Operator,
     State(state): State<AppState>,
@@ -109,13 +180,16 @@ pub async fn remove_price(state: &AppState, model_key: &str) -> Result<(), AppEr
     Ok(())
 }
 
-/// `GET /v1/pricing/history?model_key=&skip=&limit=`: changes, newest first.
+/// Every price change, newest first.
+#[utoipa::path(get, path = "/v1/pricing/history", operation_id = "list_price_history", tag = "pricing", params(PagingQuery, HistoryFilter),
+    responses((status = 200, body = Vec<PriceChangeOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn history(
     _: Operator,
     State(state): State<AppState>,
     paging: Paging,
     Query(filter): Query<HistoryFilter>,
-) -> Result<Json<Vec<Value>>, AppError> {
+) -> Result<Json<Vec<PriceChangeOut>>, AppError> {
     let rows = prices::history(
         &state.db,
         filter.model_key.as_deref(),
@@ -124,17 +198,15 @@ pub async fn history(
     )
     .await?;
     Ok(Json(
-        rows.iter()
-            .map(|c| {
-                json!({
-                    "model_key": c.model_key,
-                    "action": c.action,
-                    "input_price_per_million": c.input_per_million.map(usd),
-                    "output_price_per_million": c.output_per_million.map(usd),
-                    "cached_input_price_per_million": c.cached_input_per_million.map(usd),
-                    "margin_percent": c.margin_bp.map(|bp| bp as f64 / 100.0),
-                    "changed_at": rfc3339(c.changed_at),
-                })
+        rows.into_iter()
+            .map(|c| PriceChangeOut {
+                input_price_per_million: c.input_per_million.map(usd),
+                output_price_per_million: c.output_per_million.map(usd),
+                cached_input_price_per_million: c.cached_input_per_million.map(usd),
+                margin_percent: c.margin_bp.map(|bp| bp as f64 / 100.0),
+                changed_at: rfc3339(c.changed_at),
+                model_key: c.model_key,
+                action: c.action,
             })
             .collect(),
     ))
@@ -194,16 +266,21 @@ pub fn margin_bp(value: &Value) -> Result<i64, AppError> {
     Ok(nanos / per_bp)
 }
 
-fn view(state: &AppState, row: &PriceRow) -> Value {
+/// A price as the API shows it: what users pay, and with `full` what the
+/// provider costs and the margin.
+fn view(state: &AppState, row: &PriceRow, full: bool) -> PriceOut {
     let user = state.prices.user_price(&row.model_key);
-    json!({
-        "model_key": row.model_key,
-        "input_price_per_million": usd(row.input_per_million),
-        "output_price_per_million": usd(row.output_per_million),
-        "cached_input_price_per_million": row.cached_input_per_million.map(usd),
-        "margin_percent": row.margin_bp.map(|bp| bp as f64 / 100.0),
-        "effective_margin_percent": row.margin_bp.unwrap_or(state.prices.default_margin_bp()) as f64 / 100.0,
-        "user_input_price_per_million": user.map(|p| usd(p.input)),
-        "user_output_price_per_million": user.map(|p| usd(p.output)),
-    })
+    let margin = row.margin_bp.unwrap_or(state.prices.default_margin_bp());
+    let percent = |bp: i64| bp as f64 / 100.0;
+    PriceOut {
+        model_key: row.model_key.clone(),
+        user_input_price_per_million: user.map(|p| usd(p.input)),
+        user_output_price_per_million: user.map(|p| usd(p.output)),
+        user_cached_input_price_per_million: user.map(|p| usd(p.cached_input)),
+        input_price_per_million: full.then(|| usd(row.input_per_million)),
+        output_price_per_million: full.then(|| usd(row.output_per_million)),
+        cached_input_price_per_million: row.cached_input_per_million.filter(|_| full).map(usd),
+        margin_percent: row.margin_bp.filter(|_| full).map(percent),
+        effective_margin_percent: full.then(|| percent(margin)),
+    }
 }

@@ -4,12 +4,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     check_id, metadata_json, metadata_text, nullable, opt_rfc3339, rfc3339, usd, usd_field,
-    JsonBody, Operator, Paging,
+    JsonBody, Operator, Paging, PagingQuery,
 };
 use crate::billing::budget::window_at;
 use crate::billing::money::format_usd;
@@ -17,39 +18,121 @@ use crate::db::ledger::{self, CreditError, EntryKind};
 use crate::db::users::{self, is_duplicate, AdminUserRow, Profile};
 use crate::db::{budgets, usage};
 use crate::error::AppError;
+use crate::openapi::ErrorBody;
 use crate::server::AppState;
 
-#[derive(Deserialize)]
+/// `POST /v1/users`
+#[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
+    /// Generated (`usr_…`) when absent.
     user_id: Option<String>,
     alias: Option<String>,
     email: Option<String>,
     budget_id: Option<String>,
     #[serde(default)]
     blocked: bool,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-#[derive(Deserialize)]
+/// `PATCH /v1/users/{user_id}`: absent fields stay as they are; `null` clears.
+#[derive(Deserialize, ToSchema)]
 pub struct UpdateUser {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     alias: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     budget_id: Option<Option<String>>,
     blocked: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Option<Value>>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users/{user_id}/credits`
+#[derive(Deserialize, ToSchema)]
 pub struct CreditRequest {
+    /// USD as a decimal string (`"12.50"`) or a number; negative removes credit.
+    #[schema(value_type = String, example = "12.50")]
     amount: Value,
     note: Option<String>,
 }
 
-/// `POST /v1/users`
+/// A user, as the admin API shows them.
+#[derive(Serialize, ToSchema)]
+pub struct UserOut {
+    user_id: String,
+    alias: Option<String>,
+    email: Option<String>,
+    /// `user` or `admin`.
+    role: String,
+    /// USD.
+    balance: f64,
+    /// The balance in nano-USD, exactly.
+    balance_nanos: i64,
+    /// Spent in the current budget period, in USD.
+    spend: f64,
+    budget_id: Option<String>,
+    budget_started_at: Option<String>,
+    next_budget_reset_at: Option<String>,
+    blocked: bool,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    created_at: String,
+    updated_at: String,
+}
+
+/// One request in a user's usage.
+#[derive(Serialize, ToSchema)]
+pub struct UsageItem {
+    id: String,
+    key_id: Option<String>,
+    endpoint: String,
+    provider: Option<String>,
+    model: Option<String>,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    cached_tokens: i64,
+    /// USD.
+    cost: f64,
+    cost_nanos: i64,
+    status: i32,
+    error_code: Option<String>,
+    latency_ms: i64,
+    streamed: bool,
+    aborted: bool,
+    created_at: String,
+}
+
+/// `GET /v1/users/{user_id}/usage`
+#[derive(Serialize, ToSchema)]
+pub struct UsageOut {
+    user_id: String,
+    data: Vec<UsageItem>,
+}
+
+/// The answer to a credit adjustment.
+#[derive(Serialize, ToSchema)]
+pub struct CreditOut {
+    user_id: String,
+    /// USD.
+    amount: f64,
+    /// The new balance, in USD.
+    balance: f64,
+    balance_nanos: i64,
+    note: Option<String>,
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/v1/users", operation_id = "create_user", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserOut), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, description = "No such budget", body = ErrorBody),
+        (status = 409, description = "The id or email is taken", body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn create(
     _: Operator,
     State(state): State<AppState>,
@@ -82,13 +165,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &row).await?)).into_response())
 }
 
-/// `GET /v1/users?skip=&limit=&search=`
+/// Lists live users, oldest first.
+#[utoipa::path(get, path = "/v1/users", operation_id = "list_users", tag = "users", params(PagingQuery, SearchQuery),
+    responses((status = 200, body = Vec<UserOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn list(
     _: Operator,
     State(state): State<AppState>,
     paging: Paging,
     axum::extract::Query(search): axum::extract::Query<SearchQuery>,
-) -> Result<Json<Vec<Value>>, AppError> {
+) -> Result<Json<Vec<UserOut>>, AppError> {
     let rows = users::list_admin(
         &state.db,
         search.search.as_deref(),
@@ -103,28 +189,38 @@ pub async fn list(
     Ok(Json(views))
 }
 
-#[derive(Deserialize)]
+/// `?search=`: matches id, email or alias.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     search: Option<String>,
 }
 
-/// `GET /v1/users/{user_id}`
+/// One live user.
+#[utoipa::path(get, path = "/v1/users/{user_id}", operation_id = "get_user", tag = "users", params(("user_id" = String, Path)),
+    responses((status = 200, body = UserOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn show(
     _: Operator,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<UserOut>, AppError> {
     let row = find(&state, &user_id).await?;
     Ok(Json(view(&state, &row).await?))
 }
 
-/// `PATCH /v1/users/{user_id}`: only the fields present change; `null` clears.
+/// Updates a user: only the fields present change; `null` clears.
+#[utoipa::path(patch, path = "/v1/users/{user_id}", operation_id = "update_user", tag = "users", params(("user_id" = String, Path)),
+    request_body = UpdateUser,
+    responses((status = 200, body = UserOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn update(
     _: Operator,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     JsonBody(body): JsonBody<UpdateUser>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<UserOut>, AppError> {
     let current = find(&state, &user_id).await?;
     let mut profile = Profile {
         email: current.email,
@@ -159,7 +255,10 @@ pub async fn update(
     Ok(Json(view(&state, &row).await?))
 }
 
-/// `DELETE /v1/users/{user_id}`: a soft delete that revokes the user's keys.
+/// Soft-deletes a user and revokes their keys.
+#[utoipa::path(delete, path = "/v1/users/{user_id}", operation_id = "delete_user", tag = "users", params(("user_id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn delete(
     _: Operator,
     State(state): State<AppState>,
@@ -173,51 +272,58 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/users/{user_id}/usage?skip=&limit=`: the user's requests, newest first.
+/// A user's requests, newest first.
+#[utoipa::path(get, path = "/v1/users/{user_id}/usage", operation_id = "get_user_usage", tag = "users", params(("user_id" = String, Path), PagingQuery),
+    responses((status = 200, body = UsageOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn usage(
     _: Operator,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     paging: Paging,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<UsageOut>, AppError> {
     find(&state, &user_id).await?;
     let filter = usage::Filter::default();
     let rows =
         usage::list_for_user(&state.db, &user_id, &filter, paging.limit, paging.skip).await?;
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "key_id": r.key_id,
-                "endpoint": r.endpoint,
-                "provider": r.provider,
-                "model": r.model,
-                "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens,
-                "cached_tokens": r.cached_tokens,
-                "cost": usd(r.cost),
-                "cost_nanos": r.cost,
-                "status": r.status,
-                "error_code": r.error_code,
-                "latency_ms": r.latency_ms,
-                "streamed": r.streamed == 1,
-                "aborted": r.aborted == 1,
-                "created_at": rfc3339(r.created_at),
-            })
+    let data = rows
+        .into_iter()
+        .map(|r| UsageItem {
+            cost: usd(r.cost),
+            cost_nanos: r.cost,
+            created_at: rfc3339(r.created_at),
+            streamed: r.streamed == 1,
+            aborted: r.aborted == 1,
+            id: r.id,
+            key_id: r.key_id,
+            endpoint: r.endpoint,
+            provider: r.provider,
+            model: r.model,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cached_tokens: r.cached_tokens,
+            status: r.status,
+            error_code: r.error_code,
+            latency_ms: r.latency_ms,
         })
         .collect();
-    Ok(Json(json!({ "user_id": user_id, "data": data })))
+    Ok(Json(UsageOut { user_id, data }))
 }
 
-/// `POST /v1/users/{user_id}/credits` with `{"amount": "12.50", "note": "…"}`:
-/// a ledger adjustment (negative to remove, never below zero).
+/// Adds credit, or removes it with a negative amount (never below zero):
+/// a ledger adjustment. Answers the new balance.
+#[utoipa::path(post, path = "/v1/users/{user_id}/credits", operation_id = "credit_user", tag = "users", params(("user_id" = String, Path)),
+    request_body = CreditRequest,
+    responses((status = 200, body = CreditOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("master_key" = [])))]
 pub async fn credit(
     _: Operator,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     JsonBody(body): JsonBody<CreditRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CreditOut>, AppError> {
     let amount = usd_field("amount", &body.amount)?;
     if amount == 0 {
         return Err(AppError::invalid("amount", "`amount` must not be zero."));
@@ -233,13 +339,13 @@ pub async fn credit(
         ));
     }
     let balance = adjust_credit(&state, &user_id, amount, note.as_deref()).await?;
-    Ok(Json(json!({
-        "user_id": user_id,
-        "amount": usd(amount),
-        "balance": usd(balance),
-        "balance_nanos": balance,
-        "note": note,
-    })))
+    Ok(Json(CreditOut {
+        user_id,
+        amount: usd(amount),
+        balance: usd(balance),
+        balance_nanos: balance,
+        note,
+    }))
 }
 
 /// Adds `amount` nano-USD (negative to remove) to a live user's balance as
@@ -354,7 +460,7 @@ fn checked_alias(alias: &str) -> Result<String, AppError> {
 }
 
 /// A user as the API shows them, with their budget's spend this period.
-async fn view(state: &AppState, row: &AdminUserRow) -> Result<Value, AppError> {
+async fn view(state: &AppState, row: &AdminUserRow) -> Result<UserOut, AppError> {
     let (mut spend, mut period_start, mut reset_at) = (0, None, None);
     if let Some(budget_id) = &row.budget_id {
         if let Some(budget) = budgets::find(&state.db, budget_id).await? {
@@ -369,20 +475,20 @@ async fn view(state: &AppState, row: &AdminUserRow) -> Result<Value, AppError> {
             reset_at = reset;
         }
     }
-    Ok(json!({
-        "user_id": row.id,
-        "alias": row.alias,
-        "email": row.email,
-        "role": row.role,
-        "balance": usd(row.balance),
-        "balance_nanos": row.balance,
-        "spend": usd(spend),
-        "budget_id": row.budget_id,
-        "budget_started_at": opt_rfc3339(period_start),
-        "next_budget_reset_at": opt_rfc3339(reset_at),
-        "blocked": row.blocked_at.is_some(),
-        "metadata": metadata_json(row.metadata.as_deref()),
-        "created_at": rfc3339(row.created_at),
-        "updated_at": rfc3339(row.updated_at),
-    }))
+    Ok(UserOut {
+        user_id: row.id.clone(),
+        alias: row.alias.clone(),
+        email: row.email.clone(),
+        role: row.role.clone(),
+        balance: usd(row.balance),
+        balance_nanos: row.balance,
+        spend: usd(spend),
+        budget_id: row.budget_id.clone(),
+        budget_started_at: opt_rfc3339(period_start),
+        next_budget_reset_at: opt_rfc3339(reset_at),
+        blocked: row.blocked_at.is_some(),
+        metadata: metadata_json(row.metadata.as_deref()),
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    })
 }

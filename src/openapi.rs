@@ -1,0 +1,242 @@
+//! `GET /openapi.json`: the public and admin REST APIs, generated from the
+//! handlers' annotations and the request and response types; `GET /docs`:
+//! Swagger UI over it (served from `public/api-docs`, installed by setup).
+
+use axum::response::{Html, IntoResponse};
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+/// Every error, in OpenAI's shape.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `insufficient_quota`, `rate_limit_error` or `api_error`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// The request field at fault, if any.
+    param: Option<String>,
+    /// A machine-readable code, such as `invalid_api_key`,
+    /// `insufficient_credits`, `budget_exceeded` or `model_not_allowed`.
+    code: String,
+}
+
+/// A chat completion request: OpenAI's, with every other field forwarded.
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// `provider:model`, `provider/model`, or a bare catalog name.
+    #[schema(example = "openai:gpt-4o-mini")]
+    model: String,
+    #[schema(value_type = Vec<Object>)]
+    messages: Vec<serde_json::Value>,
+    stream: Option<bool>,
+    max_tokens: Option<i64>,
+    /// Required with the master key: the user to bill.
+    user: Option<String>,
+}
+
+/// A chat completion, in OpenAI's shape, with `usage.cost` in USD. Other
+/// fields the provider sends are passed on.
+#[derive(Serialize, ToSchema)]
+pub struct ChatCompletion {
+    id: String,
+    object: String,
+    created: i64,
+    model: String,
+    #[schema(value_type = Vec<Object>)]
+    choices: Vec<serde_json::Value>,
+    #[schema(value_type = Object)]
+    usage: serde_json::Value,
+}
+
+/// An embeddings request (OpenAI-compatible providers).
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingRequest {
+    model: String,
+    /// A string or an array of strings or tokens.
+    #[schema(value_type = Object)]
+    input: serde_json::Value,
+}
+
+/// An embeddings response, in OpenAI's shape; other fields the provider
+/// sends are passed on.
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingResponse {
+    object: String,
+    #[schema(value_type = Vec<Object>)]
+    data: Vec<serde_json::Value>,
+    #[schema(value_type = Object)]
+    usage: serde_json::Value,
+}
+
+/// The models the caller may use, with user prices.
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    object: String,
+    data: Vec<ModelEntry>,
+}
+
+/// One model in [`ModelList`].
+#[derive(Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// `provider:model`.
+    id: String,
+    object: String,
+    created: i64,
+    owned_by: String,
+    /// USD per 1M input, output and cached input tokens.
+    #[schema(value_type = Option<Object>)]
+    pricing: Option<serde_json::Value>,
+}
+
+/// `GET /v1/key`: the calling key's usage, balance and limits.
+#[derive(Serialize, ToSchema)]
+pub struct KeyInfo {
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// `GET /v1/generation`: one request's tokens, cost, latency and status.
+#[derive(Serialize, ToSchema)]
+pub struct Generation {
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// Creates a chat completion; with `stream: true`, server-sent events ending in `[DONE]`.
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "create_chat_completion", tag = "openai", request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "A completion, or an SSE stream of chunks", body = ChatCompletion),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 402, description = "`insufficient_credits` or `budget_exceeded`", body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("api_key" = []), ("master_key" = [])))]
+#[allow(dead_code)]
+fn chat_completions() {}
+
+/// Creates embeddings (OpenAI-compatible providers).
+#[utoipa::path(post, path = "/v1/embeddings", operation_id = "create_embeddings", tag = "openai", request_body = EmbeddingRequest,
+    responses((status = 200, body = EmbeddingResponse), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("api_key" = []), ("master_key" = [])))]
+#[allow(dead_code)]
+fn embeddings() {}
+
+/// Lists the models the caller may use, with the user's price per 1M tokens.
+#[utoipa::path(get, path = "/v1/models", operation_id = "list_models", tag = "openai",
+    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
+    security(("api_key" = []), ("master_key" = [])))]
+#[allow(dead_code)]
+fn models() {}
+
+/// The calling key's spend today, this month and all time, its balance and limits.
+#[utoipa::path(get, path = "/v1/key", operation_id = "get_key_info", tag = "openai",
+    responses((status = 200, body = KeyInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("api_key" = [])))]
+#[allow(dead_code)]
+fn key() {}
+
+/// One request of the caller's, by its `x-request-id`.
+#[utoipa::path(get, path = "/v1/generation", operation_id = "get_generation", tag = "openai", params(("id" = String, Query)),
+    responses((status = 200, body = Generation), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+#[allow(dead_code)]
+fn generation() {}
+
+/// The two ways to authenticate (an API key, or the master key), and the
+/// provider answers that pass on fields the document does not list.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        use utoipa::openapi::RefOr;
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for passed_on in ["ChatCompletion", "EmbeddingResponse"] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(passed_on) {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(true)));
+            }
+        }
+        let bearer = |description: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        components.add_security_scheme(
+            "api_key",
+            bearer("A user's API key (`llm_sk_…`); also accepted as `X-AnyLLM-Key: Bearer` or `x-api-key`."),
+        );
+        components.add_security_scheme(
+            "master_key",
+            bearer("The operator's master key; also accepted as `X-AnyLLM-Key: Bearer`."),
+        );
+    }
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "llm-gateway",
+        description = "An OpenAI-compatible LLM gateway with prepaid billing, and its operator API (compatible with any-llm-gateway). Every route is also under `/api/v1`. Money in requests is USD as a decimal string or a number; errors use OpenAI's shape."
+    ),
+    paths(
+        chat_completions, embeddings, models, key, generation,
+        crate::admin::users::create, crate::admin::users::list, crate::admin::users::show,
+        crate::admin::users::update, crate::admin::users::delete, crate::admin::users::usage,
+        crate::admin::users::credit,
+        crate::admin::keys::create, crate::admin::keys::list, crate::admin::keys::show,
+        crate::admin::keys::update, crate::admin::keys::delete,
+        crate::admin::budgets::create, crate::admin::budgets::list, crate::admin::budgets::show,
+        crate::admin::budgets::update, crate::admin::budgets::delete,
+        crate::admin::pricing::list, crate::admin::pricing::show, crate::admin::pricing::set,
+        crate::admin::pricing::delete, crate::admin::pricing::history,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "openai", description = "The OpenAI-compatible API, for API keys"),
+        (name = "users", description = "Users and their credit (master key)"),
+        (name = "keys", description = "API keys and their limits (master key)"),
+        (name = "budgets", description = "Spending limits for users (master key)"),
+        (name = "pricing", description = "The price catalog"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`
+pub async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// `GET /docs`: Swagger UI over `/openapi.json`.
+pub async fn docs() -> Html<&'static str> {
+    Html(
+        r##"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>llm-gateway API</title>
+  <link rel="stylesheet" href="/api-docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"><p style="font-family: sans-serif; margin: 2rem">Loading the API reference… The raw document is at <a href="/openapi.json">/openapi.json</a>.</p></div>
+  <script src="/api-docs/swagger-ui-bundle.js"></script>
+  <script>window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true });</script>
+</body>
+</html>"##,
+    )
+}
