@@ -5,7 +5,9 @@
 # real API key) and usage recording stay on. For c=1 and c=64 it measures
 # requests/s through the gateway and directly against the mock, the added
 # latency (p50, p99), the added time to first byte of streams, and the
-# gateway's peak RSS. Needs a release build (scripts/run.sh or
+# gateway's peak RSS. A second mock, on the gateway's core, shows what a
+# request pays just for crossing between the cores, which the gateway does
+# twice (client to gateway, gateway to mock) and the direct baseline never. Needs a release build (scripts/run.sh or
 # `cargo leptos build --release`) and wrk (apt-get install wrk).
 #
 #   bench/run.sh [DURATION_SECONDS]
@@ -34,10 +36,15 @@ wait_for() {
   exit 1
 }
 
-mock_port=4611 gateway_port=4612
+mock_port=4611 gateway_port=4612 far_mock_port=4613
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
 RUST_LOG=warn taskset -c 1 "$bin" mock-provider --port $mock_port >/dev/null 2>&1 &
 pids+=($!)
+# A second mock on the gateway's core: what merely crossing between the two
+# cores costs (the floor under any process pinned apart from its client).
+RUST_LOG=warn taskset -c 0 "$bin" mock-provider --port $far_mock_port >/dev/null 2>&1 &
+pids+=($!)
+far_mock=http://127.0.0.1:$far_mock_port
 export MOCK_URL=http://127.0.0.1:$mock_port BENCH_GATEWAY_PORT=$gateway_port
 export BENCH_DATABASE_URL="sqlite://$work/bench.db"
 RUST_LOG=warn taskset -c 0 "$bin" serve --config bench/config.yml >/dev/null 2>"$work/gateway.err" &
@@ -45,6 +52,7 @@ gateway_pid=$!
 pids+=($gateway_pid)
 gateway=http://127.0.0.1:$gateway_port
 wait_for "$MOCK_URL/v1/models"
+wait_for "$far_mock/v1/models"
 wait_for "$gateway/health"
 
 jar="$work/cookies"
@@ -71,13 +79,14 @@ load() {
 load "$gateway" 8 "$key" openai:gpt-4o-mini >/dev/null
 load "$MOCK_URL" 8 "" gpt-4o-mini >/dev/null
 
-printf '\n| concurrency | gateway req/s | mock req/s | gateway p50 | mock p50 | added p50 | gateway p99 | mock p99 | added p99 |\n'
-printf '|---|---|---|---|---|---|---|---|---|\n'
+printf '\n| concurrency | gateway req/s | mock req/s | gateway p50 | mock p50 | added p50 | gateway p99 | mock p99 | added p99 | mock across cores p50 / p99 |\n'
+printf '|---|---|---|---|---|---|---|---|---|---|\n'
 for c in 1 64; do
   read -r g_rps g_p50 g_p99 < <(load "$gateway" $c "$key" openai:gpt-4o-mini)
   read -r m_rps m_p50 m_p99 < <(load "$MOCK_URL" $c "" gpt-4o-mini)
-  printf '| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs |\n' \
-    "$c" "$g_rps" "$m_rps" "$g_p50" "$m_p50" $((g_p50 - m_p50)) "$g_p99" "$m_p99" $((g_p99 - m_p99))
+  read -r _ f_p50 f_p99 < <(load "$far_mock" $c "" gpt-4o-mini)
+  printf '| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs / %s µs |\n' \
+    "$c" "$g_rps" "$m_rps" "$g_p50" "$m_p50" $((g_p50 - m_p50)) "$g_p99" "$m_p99" $((g_p99 - m_p99)) "$f_p50" "$f_p99"
 done
 
 read -r _ g_ttfb_p50 _ < <(taskset -c 1 python3 bench/ttfb.py "$gateway/v1/chat/completions" "$key" openai:gpt-4o-mini 500 | sed -E 's/RESULT p50_us=([0-9]+) p99_us=([0-9]+)/x \1 \2/')

@@ -203,10 +203,13 @@ async fn mock_provider(args: MockArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("mock provider listening on http://{addr}");
-    axum::serve(listener, llm_gateway::mock::router(options))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    axum::serve(
+        llm_gateway::server::without_nagle(listener),
+        llm_gateway::mock::router(options),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Leptos site options: from cargo-leptos's `LEPTOS_*` variables when it runs

@@ -145,7 +145,8 @@ fn models() {}
 #[allow(dead_code)]
 fn key() {}
 
-/// One request of the caller's, by its `x-request-id`.
+/// One request of the caller's, by the gateway's id (`x-generation-id`) or the
+/// client's own `x-request-id`.
 #[utoipa::path(get, path = "/v1/generation", operation_id = "get_generation", tag = "openai", params(("id" = String, Query)),
     responses((status = 200, body = Generation), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),

@@ -174,6 +174,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .route("/metrics", get(crate::metrics::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(crate::openapi::docs))
+        .layer(middleware::from_fn(crate::proxy::ensure_request_id))
         .with_state(state)
 }
 
@@ -203,7 +204,7 @@ pub async fn spawn(
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(
-            listener,
+            without_nagle(listener),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
@@ -220,6 +221,21 @@ pub async fn spawn(
         cut_off,
         grace,
     })
+}
+
+/// Sets `TCP_NODELAY` on every accepted connection, so each streamed chunk
+/// leaves at once instead of waiting for the client's (delayed) ACK of the
+/// one before.
+pub fn without_nagle(
+    listener: TcpListener,
+) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set_nodelay(stream: &mut tokio::net::TcpStream) {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "could not set TCP_NODELAY");
+        }
+    }
+    listener.tap_io(set_nodelay as fn(&mut tokio::net::TcpStream))
 }
 
 fn bracket_ipv6(host: &str) -> String {

@@ -16,6 +16,8 @@ on_both_backends!(
     free_and_unpriced_models,
     concurrent_requests_never_overdraw,
     key_holders_see_their_usage_and_generations,
+    client_request_ids_are_echoed_and_find_the_request,
+    settlements_written_in_bulk_never_overdraw_and_apply_once,
     the_dashboard_shows_balance_usage_and_exports,
 );
 
@@ -304,6 +306,153 @@ async fn key_holders_see_their_usage_and_generations(backend: Backend) {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     app.stop().await;
+}
+
+/// A client's `x-request-id` comes back as sent, is kept on the record and
+/// finds it; the gateway's own id still keys the record and the ledger.
+async fn client_request_ids_are_echoed_and_find_the_request(backend: Backend) {
+    let app = billing_app(backend, 10.0).await;
+    let key = app.user_key("trace@example.com").await;
+    let other = app.user_key("other@example.com").await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let client = reqwest::Client::new();
+    let send = |key: &str, request_id: &str| {
+        client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("x-request-id", request_id)
+            .json(&body)
+            .send()
+    };
+    // The same client id twice: both requests are billed, and the id finds the latest.
+    let mut generation_ids = Vec::new();
+    for _ in 0..2 {
+        let response = send(&key, "trace-7f3a").await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-request-id"], "trace-7f3a");
+        let own = response.headers()["x-generation-id"].to_str().unwrap();
+        assert!(own.starts_with("req_"), "{own}");
+        generation_ids.push(own.to_string());
+    }
+    assert_ne!(generation_ids[0], generation_ids[1]);
+    // An id with a space is ignored: the gateway's own is sent back.
+    let ignored = send(&key, "not usable").await.unwrap();
+    assert_eq!(
+        ignored.headers()["x-request-id"],
+        ignored.headers()["x-generation-id"]
+    );
+    let records = app.usage_records(3).await;
+    let traced: Vec<_> = records
+        .iter()
+        .filter(|r| r.client_request_id.as_deref() == Some("trace-7f3a"))
+        .collect();
+    assert_eq!(traced.len(), 2, "{records:?}");
+    assert!(records.iter().all(|r| r.cost > 0));
+    settled(&app, "trace@example.com").await;
+
+    let generation = |key: &str, id: &str| {
+        client
+            .get(app.url(&format!("/v1/generation?id={id}")))
+            .bearer_auth(key)
+            .send()
+    };
+    let found: Value = generation(&key, "trace-7f3a")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["data"]["id"], generation_ids[1].as_str(), "{found}");
+    let by_own: Value = generation(&key, &generation_ids[0])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_own["data"]["id"], generation_ids[0].as_str());
+    let theirs = generation(&other, "trace-7f3a").await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+/// The writer's bulk settlement: charges decided in memory are written in a
+/// few statements; if the database holds less than memory thought (changed
+/// elsewhere), the earliest charges take what is left and the records' costs
+/// say so; a batch applied twice bills once.
+async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Backend) {
+    use llm_gateway::db::ledger::{apply_batch, WriteOp};
+    use llm_gateway::db::usage::UsageRecord;
+    let database = common::TestDatabase::create(&backend).await;
+    let db = Db::connect(&database.url).await.unwrap();
+    db.migrate().await.unwrap();
+    for user in ["rich", "poor"] {
+        llm_gateway::db::users::find_or_create(&db, user)
+            .await
+            .unwrap();
+    }
+    ledger::credit(&db, "rich", ledger::EntryKind::Adjustment, 1_000, None)
+        .await
+        .unwrap();
+    ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, 100, None)
+        .await
+        .unwrap();
+    let settle = |id: &str, user: &str, charged: i64| WriteOp::Settle {
+        record: UsageRecord {
+            id: id.into(),
+            user_id: user.into(),
+            endpoint: "chat.completions".into(),
+            status: 200,
+            cost: charged,
+            created_at: 1_000,
+            ..UsageRecord::default()
+        },
+        charged: Some(charged),
+        budgeted: false,
+        rate_window: None,
+    };
+    // 70 in the middle of 40 (rich) and 50 + 0 (poor): memory believed
+    // "poor" had 120 to spend; the database has 100.
+    let ops = [
+        settle("r1", "rich", 40),
+        settle("p1", "poor", 70),
+        settle("p2", "poor", 50),
+        settle("p3", "poor", 0),
+        settle("r2", "rich", 60),
+    ];
+    let results = apply_batch(&db, &ops).await.unwrap();
+    assert_eq!(results, [true; 5]);
+    apply_batch(&db, &ops).await.unwrap();
+
+    let balance = |user: &'static str| {
+        let db = db.clone();
+        async move { ledger::balance(&db, user).await.unwrap().unwrap().0 }
+    };
+    assert_eq!(balance("rich").await, 900);
+    assert_eq!(balance("poor").await, 0, "never below zero");
+    for user in ["rich", "poor"] {
+        let sum = ledger::ledger_sum(&db, user).await.unwrap();
+        assert_eq!(sum, balance(user).await, "the ledger and the balance agree");
+    }
+    let records = llm_gateway::db::usage::all(&db).await.unwrap();
+    let cost = |id: &str| records.iter().find(|r| r.id == id).unwrap().cost;
+    assert_eq!(records.len(), 5, "each record once");
+    assert_eq!(
+        [cost("r1"), cost("r2"), cost("p1"), cost("p2"), cost("p3")],
+        [40, 60, 70, 30, 0]
+    );
+    let entries = ledger::entries(&db, "poor", 10, 0).await.unwrap();
+    let mut usage: Vec<(i64, i64)> = entries
+        .iter()
+        .filter(|e| e.kind == "usage")
+        .map(|e| (e.amount, e.balance_after))
+        .collect();
+    usage.sort();
+    assert_eq!(
+        usage,
+        [(-70, 30), (-30, 0)],
+        "one entry per charge, with the running balance"
+    );
+    db.close().await;
 }
 
 /// After `kill -9` mid-stream, a restart releases the dead request's

@@ -144,6 +144,22 @@ async fn rate_limits_answer_429_with_headers(backend: Backend) {
             .get(name)
             .map(|v| v.to_str().unwrap().to_string())
     };
+    // Refused before being counted: the headers report the standing, and
+    // nothing is counted.
+    let unknown =
+        json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]});
+    for body in [unknown, json!({"messages": []})] {
+        let response = app.chat(&key, &body).await;
+        assert!(response.status().is_client_error());
+        assert_eq!(
+            header(&response, "x-ratelimit-limit-requests").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            header(&response, "x-ratelimit-remaining-requests").as_deref(),
+            Some("3")
+        );
+    }
     for remaining in ["2", "1", "0"] {
         let response = app.chat(&key, &small_chat()).await;
         assert_eq!(response.status(), StatusCode::OK);

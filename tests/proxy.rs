@@ -568,3 +568,56 @@ async fn usage_is_recorded_once_per_request(backend: Backend) {
     assert!(keys[0]["last_used_at"].is_number(), "{keys}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = app().await;
+    let key = app.user_key("ids@example.com").await;
+    let client = reqwest::Client::new();
+    let id_of = |response: &reqwest::Response| {
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut generated = Vec::new();
+    for path in [
+        "/health",
+        "/v1/models",
+        "/openapi.json",
+        "/v1/no-such-route",
+    ] {
+        let response = client
+            .get(app.url(path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let id = id_of(&response);
+        assert!(id.starts_with("req_"), "{path}: {id}");
+        generated.push(id);
+    }
+    generated.dedup();
+    assert_eq!(generated.len(), 4, "a new id each time");
+    let echoed = [
+        client.get(app.url("/v1/models")).bearer_auth(&key),
+        app.admin(reqwest::Method::GET, "/v1/users"),
+        client.get(app.url("/v1/key")),
+    ];
+    for request in echoed {
+        let response = request
+            .header("x-request-id", "trace-9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(id_of(&response), "trace-9", "{}", response.url());
+    }
+    let unusable = client
+        .get(app.url("/health"))
+        .header("x-request-id", "has space")
+        .send()
+        .await
+        .unwrap();
+    assert!(id_of(&unusable).starts_with("req_"));
+    app.stop().await;
+}

@@ -2,7 +2,7 @@
 //! same transaction as the ledger entry that explains it.
 
 use super::usage::UsageRecord;
-use super::{now_ms, Db};
+use super::{bulk, now_ms, Db};
 use crate::billing::budget::BudgetLimit;
 use crate::with_pool;
 
@@ -52,8 +52,9 @@ pub enum CreditError {
     Db(#[from] sqlx::Error),
 }
 
+/// A new ledger entry id; time-ordered (UUIDv7), so inserts append to the index.
 fn entry_id() -> String {
-    format!("led_{}", uuid::Uuid::new_v4().simple())
+    format!("led_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// Adds `amount` (negative to remove) to a user's balance with its ledger
@@ -169,6 +170,15 @@ async fn release_budget_holds(db: &Db, condition: &str, arg: i64) -> Result<(), 
     })
 }
 
+/// Takes `$1` from user `$2`'s balance if it holds that much; returns the balance after.
+const DEBIT: &str =
+    "UPDATE users SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance";
+/// Sets what request `$2` was charged.
+const RECOST: &str = "UPDATE usage_records SET cost = $1 WHERE id = $2";
+/// Notes key `$2`'s use at `$1` (the latest use wins).
+const TOUCH: &str = "UPDATE api_keys SET last_used_at = $1 \
+    WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
+
 /// Releases `$1` held of budget scope `$3` and adds `$2` to what it spent.
 const UNHOLD_BUDGET: &str =
     "UPDATE budget_windows SET reserved = reserved - $1, spent = spent + $2 \
@@ -236,20 +246,31 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// A settlement whose charge was decided in memory, with nothing else
+    /// to settle (no budget, no token window): the common case on SQLite,
+    /// written in bulk.
+    fn charged_in_memory(&self) -> Option<(&UsageRecord, i64)> {
+        match self {
+            WriteOp::Settle {
+                record,
+                charged: Some(charged),
+                budgeted: false,
+                rate_window: None,
+            } => Some((record, *charged)),
+            _ => None,
+        }
+    }
+}
+
 /// Applies writes in order in one transaction (group commit): reservations,
 /// and usage records with their settlement — the record, the release of its
 /// reservation, the debit and its ledger entry, the key's `last_used_at`.
 /// A record already written is skipped, so a request is billed exactly once.
-/// Returns, per op, whether it took effect (a reservation may be refused).
+/// Consecutive settlements charged in memory are written together by
+/// [`settle_in_bulk`]. Returns, per op, whether it took effect (a
+/// reservation may be refused).
 pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Error> {
-    const INSERT: &str =
-        "INSERT INTO usage_records (id, user_id, key_id, endpoint, provider, model, \
-        prompt_tokens, completion_tokens, cached_tokens, status, error_code, latency_ms, ttft_ms, \
-        streamed, aborted, created_at, cost) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-        ON CONFLICT (id) DO NOTHING";
-    const TOUCH: &str = "UPDATE api_keys SET last_used_at = $1 \
-        WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
     const RESERVE: &str =
         "UPDATE users SET reserved = reserved + $1 WHERE id = $2 AND balance - reserved >= $1";
     const HOLD: &str =
@@ -265,202 +286,354 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            let (r, in_memory_charge, settle_budgets) = match op {
-                WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
-                    let held = sqlx::query(RESERVE)
-                        .bind(amount)
-                        .bind(user_id)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                        == 1;
-                    if held {
-                        sqlx::query(HOLD)
-                            .bind(request_id)
+        let charged_in_memory = |a: &WriteOp, b: &WriteOp| {
+            a.charged_in_memory().is_some() == b.charged_in_memory().is_some()
+        };
+        for run in ops.chunk_by(charged_in_memory) {
+            if run[0].charged_in_memory().is_some() {
+                let group = run.iter().filter_map(WriteOp::charged_in_memory).collect();
+                settle_in_bulk(&mut tx, group).await?;
+                results.extend(std::iter::repeat_n(true, run.len()));
+                continue;
+            }
+            for op in run {
+                let (r, in_memory_charge, settle_budgets) = match op {
+                    WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
+                        let held = sqlx::query(RESERVE)
+                            .bind(amount)
                             .bind(user_id)
-                            .bind(amount)
-                            .bind(now)
-                            .bind(expires_at)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    results.push(held);
-                    continue;
-                }
-                WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at } => {
-                    let mut taken: Vec<&str> = Vec::with_capacity(limits.len());
-                    for limit in limits {
-                        let fresh = limit.period.current_start(*now, *now);
-                        sqlx::query(OPEN_WINDOW).bind(&limit.scope).bind(fresh).execute(&mut *tx).await?;
-                        let stored: i64 = sqlx::query_scalar("SELECT period_start FROM budget_windows WHERE scope = $1")
-                            .bind(&limit.scope)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        let current = limit.period.current_start(stored, *now);
-                        if current != stored {
-                            sqlx::query(RESET_WINDOW)
-                                .bind(&limit.scope)
-                                .bind(current)
-                                .bind(stored)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        let held = sqlx::query(HOLD_BUDGET)
-                            .bind(amount)
-                            .bind(&limit.scope)
-                            .bind(limit.max)
                             .execute(&mut *tx)
                             .await?
                             .rows_affected()
                             == 1;
-                        if !held {
-                            break;
+                        if held {
+                            sqlx::query(HOLD)
+                                .bind(request_id)
+                                .bind(user_id)
+                                .bind(amount)
+                                .bind(now)
+                                .bind(expires_at)
+                                .execute(&mut *tx)
+                                .await?;
                         }
-                        taken.push(&limit.scope);
+                        results.push(held);
+                        continue;
                     }
-                    let all_held = taken.len() == limits.len();
-                    for scope in taken {
-                        if all_held {
+                    WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at } => {
+                        let mut taken: Vec<&str> = Vec::with_capacity(limits.len());
+                        for limit in limits {
+                            let fresh = limit.period.current_start(*now, *now);
+                            sqlx::query(OPEN_WINDOW).bind(&limit.scope).bind(fresh).execute(&mut *tx).await?;
+                            let stored: i64 = sqlx::query_scalar("SELECT period_start FROM budget_windows WHERE scope = $1")
+                                .bind(&limit.scope)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            let current = limit.period.current_start(stored, *now);
+                            if current != stored {
+                                sqlx::query(RESET_WINDOW)
+                                    .bind(&limit.scope)
+                                    .bind(current)
+                                    .bind(stored)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                            let held = sqlx::query(HOLD_BUDGET)
+                                .bind(amount)
+                                .bind(&limit.scope)
+                                .bind(limit.max)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected()
+                                == 1;
+                            if !held {
+                                break;
+                            }
+                            taken.push(&limit.scope);
+                        }
+                        let all_held = taken.len() == limits.len();
+                        for scope in taken {
+                            if all_held {
+                                sqlx::query(
+                                    "INSERT INTO budget_holds (request_id, scope, amount, expires_at) VALUES ($1, $2, $3, $4)",
+                                )
+                                .bind(request_id)
+                                .bind(scope)
+                                .bind(amount)
+                                .bind(expires_at)
+                                .execute(&mut *tx)
+                                .await?;
+                            } else {
+                                sqlx::query(UNHOLD_BUDGET).bind(amount).bind(0i64).bind(scope).execute(&mut *tx).await?;
+                            }
+                        }
+                        results.push(all_held);
+                        continue;
+                    }
+                    WriteOp::Settle { record, charged, budgeted, rate_window } => {
+                        if let (Some(window), Some(key_id)) = (rate_window, &record.key_id) {
                             sqlx::query(
-                                "INSERT INTO budget_holds (request_id, scope, amount, expires_at) VALUES ($1, $2, $3, $4)",
+                                "UPDATE rate_windows SET tokens = tokens + $1 WHERE key_id = $2 AND window_start = $3",
                             )
-                            .bind(request_id)
-                            .bind(scope)
-                            .bind(amount)
-                            .bind(expires_at)
+                            .bind(record.completion_tokens)
+                            .bind(key_id)
+                            .bind(window)
                             .execute(&mut *tx)
                             .await?;
-                        } else {
-                            sqlx::query(UNHOLD_BUDGET).bind(amount).bind(0i64).bind(scope).execute(&mut *tx).await?;
                         }
+                        (record, *charged, *budgeted)
                     }
-                    results.push(all_held);
+                };
+                let written = insert_records(&mut tx, &[(r, r.cost)]).await?.len();
+                if written == 0 {
+                    results.push(true);
                     continue;
                 }
-                WriteOp::Settle { record, charged, budgeted, rate_window } => {
-                    if let (Some(window), Some(key_id)) = (rate_window, &record.key_id) {
-                        sqlx::query(
-                            "UPDATE rate_windows SET tokens = tokens + $1 WHERE key_id = $2 AND window_start = $3",
+                // What to take: decided in memory, or here from the balance
+                // once the request's reservation is released.
+                let mut take = match in_memory_charge {
+                    Some(charged) => charged,
+                    None => {
+                        let reserved: i64 = sqlx::query_scalar(
+                            "DELETE FROM reservations WHERE request_id = $1 RETURNING amount",
                         )
-                        .bind(record.completion_tokens)
-                        .bind(key_id)
-                        .bind(window)
+                        .bind(&r.id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .unwrap_or(0);
+                        if reserved == 0 && r.cost == 0 {
+                            0
+                        } else {
+                            let balance: i64 = sqlx::query_scalar(
+                                "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
+                            )
+                            .bind(reserved)
+                            .bind(&r.user_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            r.cost.min(balance)
+                        }
+                    }
+                };
+                // Never below zero: if the balance holds less than that (changed
+                // outside this process), take what is left.
+                let mut after: Option<i64> = None;
+                while take > 0 && after.is_none() {
+                    after = sqlx::query_scalar(DEBIT)
+                    .bind(take)
+                    .bind(&r.user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if after.is_none() {
+                        take = sqlx::query_scalar::<_, i64>("SELECT balance FROM users WHERE id = $1")
+                            .bind(&r.user_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .unwrap_or(0);
+                    }
+                }
+                if let Some(after) = after {
+                    sqlx::query(
+                        "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
+                         VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
+                    )
+                    .bind(entry_id())
+                    .bind(&r.user_id)
+                    .bind(-take)
+                    .bind(after)
+                    .bind(&r.id)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let charged = if after.is_some() { take } else { 0 };
+                if settle_budgets {
+                    let holds: Vec<(String, i64)> = sqlx::query_as(
+                        "DELETE FROM budget_holds WHERE request_id = $1 RETURNING scope, amount",
+                    )
+                    .bind(&r.id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for (scope, held) in holds {
+                        sqlx::query(UNHOLD_BUDGET).bind(held).bind(charged).bind(&scope).execute(&mut *tx).await?;
+                    }
+                }
+                if charged != r.cost {
+                    sqlx::query(RECOST)
+                        .bind(charged)
+                        .bind(&r.id)
                         .execute(&mut *tx)
                         .await?;
-                    }
-                    (record, *charged, *budgeted)
                 }
-            };
-            let written = sqlx::query(INSERT)
-                .bind(&r.id)
-                .bind(&r.user_id)
-                .bind(&r.key_id)
-                .bind(&r.endpoint)
-                .bind(&r.provider)
-                .bind(&r.model)
+                if let Some(key_id) = &r.key_id {
+                    sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;
+                }
+                results.push(true);
+            }
+        }
+        tx.commit().await?;
+        Ok(results)
+    })
+}
+
+/// A usage ledger entry about to be written.
+struct UsageDebit<'a> {
+    user_id: &'a str,
+    amount: i64,
+    balance_after: i64,
+    record: &'a UsageRecord,
+}
+
+/// Writes a run of settlements whose charges were decided in memory, in a
+/// few statements whatever its length: the records (skipping any already
+/// written), one debit per user, the ledger entries, the keys' last use.
+/// Never below zero: if the database holds less than memory thought, the
+/// earliest charges take what is left and the records' costs say so.
+async fn settle_in_bulk<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    group: Vec<(&UsageRecord, i64)>,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    i64: for<'r> sqlx::Decode<'r, DB> + for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i32: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let written: std::collections::HashSet<String> =
+        insert_records(tx, &group).await?.into_iter().collect();
+    let group: Vec<(&UsageRecord, i64)> = group
+        .into_iter()
+        .filter(|(r, _)| written.contains(&r.id))
+        .collect();
+    // One debit per user; never below zero (if the database holds
+    // less than memory thought, the earliest charges take what is left).
+    let mut entries: Vec<UsageDebit> = Vec::with_capacity(group.len());
+    let mut recosted: Vec<(&str, i64)> = Vec::new();
+    for (user_id, charges) in bulk::by_user(&group) {
+        let mut takes: Vec<i64> = charges.iter().map(|(_, charged)| *charged).collect();
+        let mut before = 0;
+        loop {
+            let total: i64 = takes.iter().sum();
+            if total == 0 {
+                break;
+            }
+            let after: Option<i64> = sqlx::query_scalar(DEBIT)
+                .bind(total)
+                .bind(user_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if let Some(after) = after {
+                before = after + total;
+                break;
+            }
+            let available: i64 = sqlx::query_scalar("SELECT balance FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .unwrap_or(0);
+            takes = bulk::cap_in_order(&takes, available);
+        }
+        for ((r, charged), take) in charges.into_iter().zip(takes) {
+            if take != charged {
+                recosted.push((&r.id, take));
+            }
+            if take > 0 {
+                before -= take;
+                entries.push(UsageDebit {
+                    user_id,
+                    amount: -take,
+                    balance_after: before,
+                    record: r,
+                });
+            }
+        }
+    }
+    for rows in bulk::chunks(&entries) {
+        let mut insert = sqlx::query(bulk::ledger_insert_sql(
+            rows.len(),
+            bulk::Placeholders::of::<DB>(),
+        ));
+        for debit in rows {
+            insert = insert
+                .bind(entry_id())
+                .bind(debit.user_id)
+                .bind(EntryKind::Usage.as_str())
+                .bind(debit.amount)
+                .bind(debit.balance_after)
+                .bind(debit.record.id.as_str())
+                .bind(debit.record.created_at);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    for (id, cost) in recosted {
+        sqlx::query(RECOST)
+            .bind(cost)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for (key_id, at) in bulk::last_use_by_key(&group) {
+        sqlx::query(TOUCH)
+            .bind(at)
+            .bind(key_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts usage records, each with what it cost (`(record, cost)`), in as
+/// few statements as their number allows; records already written are
+/// skipped. Returns the ids it wrote.
+async fn insert_records<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    records: &[(&UsageRecord, i64)],
+) -> Result<Vec<String>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB>,
+    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    i64: for<'r> sqlx::Decode<'r, DB> + for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i32: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let style = bulk::Placeholders::of::<DB>();
+    let mut written = Vec::with_capacity(records.len());
+    for rows in bulk::chunks(records) {
+        let mut insert = sqlx::query_scalar::<_, String>(bulk::usage_insert_sql(rows.len(), style));
+        for (r, cost) in rows {
+            insert = insert
+                .bind(r.id.as_str())
+                .bind(r.user_id.as_str())
+                .bind(r.key_id.as_deref())
+                .bind(r.endpoint.as_str())
+                .bind(r.provider.as_deref())
+                .bind(r.model.as_deref())
                 .bind(r.prompt_tokens)
                 .bind(r.completion_tokens)
                 .bind(r.cached_tokens)
                 .bind(r.status)
-                .bind(&r.error_code)
+                .bind(r.error_code.as_deref())
                 .bind(r.latency_ms)
                 .bind(r.ttft_ms)
                 .bind(r.streamed)
                 .bind(r.aborted)
                 .bind(r.created_at)
-                .bind(r.cost)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if written == 0 {
-                results.push(true);
-                continue;
-            }
-            // What to take: decided in memory, or here from the balance
-            // once the request's reservation is released.
-            let mut take = match in_memory_charge {
-                Some(charged) => charged,
-                None => {
-                    let reserved: i64 = sqlx::query_scalar(
-                        "DELETE FROM reservations WHERE request_id = $1 RETURNING amount",
-                    )
-                    .bind(&r.id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .unwrap_or(0);
-                    if reserved == 0 && r.cost == 0 {
-                        0
-                    } else {
-                        let balance: i64 = sqlx::query_scalar(
-                            "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
-                        )
-                        .bind(reserved)
-                        .bind(&r.user_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        r.cost.min(balance)
-                    }
-                }
-            };
-            // Never below zero: if the balance holds less than that (changed
-            // outside this process), take what is left.
-            let mut after: Option<i64> = None;
-            while take > 0 && after.is_none() {
-                after = sqlx::query_scalar(
-                    "UPDATE users SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance",
-                )
-                .bind(take)
-                .bind(&r.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if after.is_none() {
-                    take = sqlx::query_scalar::<_, i64>("SELECT balance FROM users WHERE id = $1")
-                        .bind(&r.user_id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .unwrap_or(0);
-                }
-            }
-            if let Some(after) = after {
-                sqlx::query(
-                    "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
-                     VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
-                )
-                .bind(entry_id())
-                .bind(&r.user_id)
-                .bind(-take)
-                .bind(after)
-                .bind(&r.id)
-                .bind(r.created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let charged = if after.is_some() { take } else { 0 };
-            if settle_budgets {
-                let holds: Vec<(String, i64)> = sqlx::query_as(
-                    "DELETE FROM budget_holds WHERE request_id = $1 RETURNING scope, amount",
-                )
-                .bind(&r.id)
-                .fetch_all(&mut *tx)
-                .await?;
-                for (scope, held) in holds {
-                    sqlx::query(UNHOLD_BUDGET).bind(held).bind(charged).bind(&scope).execute(&mut *tx).await?;
-                }
-            }
-            if charged != r.cost {
-                sqlx::query("UPDATE usage_records SET cost = $1 WHERE id = $2")
-                    .bind(charged)
-                    .bind(&r.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(key_id) = &r.key_id {
-                sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;
-            }
-            results.push(true);
+                .bind(*cost)
+                .bind(r.client_request_id.as_deref());
         }
-        tx.commit().await?;
-        Ok(results)
-    })
+        written.extend(insert.fetch_all(&mut **tx).await?);
+    }
+    Ok(written)
 }

@@ -4,6 +4,7 @@
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
 pub mod budgets;
+mod bulk;
 pub mod keys;
 pub mod ledger;
 pub mod login_failures;

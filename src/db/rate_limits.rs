@@ -28,8 +28,6 @@ pub async fn admit(
         SET requests = rate_windows.requests + 1, tokens = rate_windows.tokens + $3 \
         WHERE rate_windows.requests + 1 <= $4 AND rate_windows.tokens + $3 <= $5 \
         RETURNING requests, tokens";
-    const COUNTS: &str =
-        "SELECT requests, tokens FROM rate_windows WHERE key_id = $1 AND window_start = $2";
     with_pool!(db, pool => {
         let admitted: Option<(i64, i64)> = sqlx::query_as(ADMIT)
             .bind(key_id)
@@ -42,13 +40,22 @@ pub async fn admit(
         if let Some((requests, tokens)) = admitted {
             return Ok((true, requests, tokens));
         }
-        let (requests, tokens): (i64, i64) = sqlx::query_as(COUNTS)
+        let (requests, tokens) = counts(db, key_id, window).await?;
+        Ok((false, requests, tokens))
+    })
+}
+
+/// The requests and tokens counted in the key's window starting at `window`.
+pub async fn counts(db: &Db, key_id: &str, window: i64) -> Result<(i64, i64), sqlx::Error> {
+    const COUNTS: &str =
+        "SELECT requests, tokens FROM rate_windows WHERE key_id = $1 AND window_start = $2";
+    with_pool!(db, pool => {
+        Ok(sqlx::query_as(COUNTS)
             .bind(key_id)
             .bind(window)
             .fetch_optional(pool)
             .await?
-            .unwrap_or((0, 0));
-        Ok((false, requests, tokens))
+            .unwrap_or((0, 0)))
     })
 }
 

@@ -24,18 +24,29 @@ pub struct UsageRecord {
     pub created_at: i64,
     /// What the user was charged, in nano-USD.
     pub cost: i64,
+    /// The client's own `x-request-id`, if it sent one.
+    pub client_request_id: Option<String>,
 }
 
-/// One request's record, if it belongs to `user_id`.
+/// One request's record, if it belongs to `user_id`: by the gateway's id,
+/// or else by the client's own `x-request-id` (its latest use).
 pub async fn find_for_user(
     db: &Db,
     id: &str,
     user_id: &str,
 ) -> Result<Option<UsageRecord>, sqlx::Error> {
-    let sql = "SELECT * FROM usage_records WHERE id = $1 AND user_id = $2";
-    with_pool!(db, pool => {
-        sqlx::query_as::<_, UsageRecord>(sql).bind(id).bind(user_id).fetch_optional(pool).await
-    })
+    const BY_ID: &str = "SELECT * FROM usage_records WHERE id = $1 AND user_id = $2";
+    const BY_CLIENT_ID: &str = "SELECT * FROM usage_records \
+        WHERE user_id = $2 AND client_request_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1";
+    for sql in [BY_ID, BY_CLIENT_ID] {
+        let found = with_pool!(db, pool => {
+            sqlx::query_as::<_, UsageRecord>(sql).bind(id).bind(user_id).fetch_optional(pool).await
+        })?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// Every record, oldest first (for tests and exports).

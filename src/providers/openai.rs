@@ -3,6 +3,8 @@
 //! client sent it, unknown fields included; only `model` is rewritten.
 
 use async_trait::async_trait;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::sse::{self, SseEvent, Step};
@@ -13,48 +15,95 @@ const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 /// A client for one OpenAI-compatible base URL.
 pub struct OpenAi {
     http: reqwest::Client,
-    base: String,
+    /// `…/chat/completions`, parsed once (or why the base is unusable).
+    chat_url: Result<reqwest::Url, String>,
+    /// `…/embeddings`, likewise.
+    embeddings_url: Result<reqwest::Url, String>,
     api_key: String,
+}
+
+/// `base` + `path` as a URL, or why not.
+fn endpoint(base: &str, path: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(&format!("{base}{path}"))
+        .map_err(|err| format!("the provider's api_base is not a valid URL: {err}"))
 }
 
 impl OpenAi {
     pub fn new(http: reqwest::Client, base: Option<String>, api_key: String) -> Self {
         let base = base.unwrap_or_else(|| DEFAULT_BASE.into());
+        let base = base.trim_end_matches('/');
         Self {
             http,
-            base: base.trim_end_matches('/').to_string(),
+            chat_url: endpoint(base, "/chat/completions"),
+            embeddings_url: endpoint(base, "/embeddings"),
             api_key,
         }
     }
 
-    fn post(&self, path: &str, body: &Body) -> reqwest::RequestBuilder {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+    fn post(
+        &self,
+        url: &Result<reqwest::Url, String>,
+        body: &Forwarded<'_>,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let url = url.clone().map_err(UpstreamError::Connect)?;
+        let mut request = self.http.post(url).json(body);
         if !self.api_key.is_empty() {
             request = request.bearer_auth(&self.api_key);
         }
-        request
+        Ok(request)
     }
 }
 
-/// The body to send upstream: the client's, with our model name.
-fn upstream_body(body: &Body, model: &str) -> Body {
-    let mut out = body.clone();
-    out.insert("model".into(), Value::String(model.to_string()));
-    out
+/// The client's body as sent upstream, serialized straight from the
+/// client's (no copy of the messages): every field as it came, except
+/// `model` (the provider's own name), the fields in `skip`, and the fields
+/// in `set`, which replace the client's.
+struct Forwarded<'a> {
+    body: &'a Body,
+    model: &'a str,
+    skip: &'a [&'a str],
+    set: &'a [(&'a str, Value)],
+}
+
+impl<'a> Forwarded<'a> {
+    fn new(body: &'a Body, model: &'a str) -> Self {
+        Self {
+            body,
+            model,
+            skip: &[],
+            set: &[],
+        }
+    }
+}
+
+impl Serialize for Forwarded<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let replaced = |key: &str| {
+            key == "model" || self.skip.contains(&key) || self.set.iter().any(|(k, _)| *k == key)
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        for (key, value) in self.body.iter().filter(|(key, _)| !replaced(key)) {
+            map.serialize_entry(key, value)?;
+        }
+        for (key, value) in self.set {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 #[async_trait]
 impl Provider for OpenAi {
     async fn chat(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
-        let mut body = upstream_body(body, model);
-        body.remove("stream");
-        body.remove("stream_options");
-        json_body(send(self.post("/chat/completions", &body)).await?).await
+        let body = Forwarded {
+            skip: &["stream", "stream_options"],
+            ..Forwarded::new(body, model)
+        };
+        json_body(send(self.post(&self.chat_url, &body)?).await?).await
     }
 
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {
-        let mut body = upstream_body(body, model);
-        body.insert("stream".into(), Value::Bool(true));
         // Always ask for usage; the proxy strips it if the client did not.
         let mut options = body
             .get("stream_options")
@@ -62,14 +111,21 @@ impl Provider for OpenAi {
             .cloned()
             .unwrap_or_default();
         options.insert("include_usage".into(), json!(true));
-        body.insert("stream_options".into(), Value::Object(options));
-        let response = send(self.post("/chat/completions", &body)).await?;
+        let set = [
+            ("stream", Value::Bool(true)),
+            ("stream_options", Value::Object(options)),
+        ];
+        let body = Forwarded {
+            set: &set,
+            ..Forwarded::new(body, model)
+        };
+        let response = send(self.post(&self.chat_url, &body)?).await?;
         Ok(openai_sse_chunks(response))
     }
 
     async fn embeddings(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
-        let body = upstream_body(body, model);
-        json_body(send(self.post("/embeddings", &body)).await?).await
+        let body = Forwarded::new(body, model);
+        json_body(send(self.post(&self.embeddings_url, &body)?).await?).await
     }
 }
 
@@ -110,18 +166,74 @@ fn parse_chunk(data: &str) -> Result<Value, UpstreamError> {
 mod tests {
     use super::*;
 
+    fn client_body() -> Body {
+        serde_json::from_value(json!({
+            "model": "openai:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+            "stop": ["x"], "n": 2, "seed": 7, "logprobs": true, "some_future_field": {"a": 1},
+            "stream": true, "stream_options": {"include_usage": false, "other": 1}
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn unknown_fields_are_forwarded() {
-        let body: Body = serde_json::from_value(json!({
-            "model": "openai:gpt-4o-mini", "messages": [], "stop": ["x"], "n": 2,
-            "seed": 7, "logprobs": true, "some_future_field": {"a": 1}
-        }))
-        .unwrap();
-        let out = upstream_body(&body, "gpt-4o-mini");
+        let body = client_body();
+        let out = serde_json::to_value(Forwarded::new(&body, "gpt-4o-mini")).unwrap();
         assert_eq!(out["model"], "gpt-4o-mini");
-        for key in ["stop", "n", "seed", "logprobs", "some_future_field"] {
+        for key in [
+            "messages",
+            "stop",
+            "n",
+            "seed",
+            "logprobs",
+            "some_future_field",
+            "stream",
+        ] {
             assert_eq!(out[key], body[key], "{key}");
         }
+        assert_eq!(out.as_object().unwrap().len(), body.len());
+    }
+
+    #[test]
+    fn skipped_and_set_fields_replace_the_clients() {
+        let body = client_body();
+        let set = [("stream_options", json!({"include_usage": true}))];
+        let out = serde_json::to_value(Forwarded {
+            skip: &["stream"],
+            set: &set,
+            ..Forwarded::new(&body, "gpt-4o-mini")
+        })
+        .unwrap();
+        assert!(out.get("stream").is_none());
+        assert_eq!(out["stream_options"], json!({"include_usage": true}));
+        assert_eq!(out["seed"], 7);
+        // Each key once, even the replaced ones.
+        let text = serde_json::to_string(&Forwarded {
+            set: &set,
+            ..Forwarded::new(&body, "m")
+        })
+        .unwrap();
+        assert_eq!(text.matches("\"stream_options\"").count(), 1);
+        assert_eq!(text.matches("\"model\"").count(), 1);
+    }
+
+    #[test]
+    fn a_bad_api_base_is_reported_not_panicked_on() {
+        let client = OpenAi::new(
+            reqwest::Client::new(),
+            Some("not a url".into()),
+            String::new(),
+        );
+        assert!(client.chat_url.is_err());
+        let ok = OpenAi::new(
+            reqwest::Client::new(),
+            Some("http://127.0.0.1:9/v1/".into()),
+            String::new(),
+        );
+        assert_eq!(
+            ok.chat_url.unwrap().as_str(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
     }
 
     #[test]

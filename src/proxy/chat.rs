@@ -10,10 +10,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::auth::billed_user;
-use super::limits::{admit_rate, reserve, Limits, RateStatus};
+use super::limits::{admit_rate, current_rate, reserve, Limits, RateStatus};
 use super::routing::Target;
 use super::stream::{sse_response, Meter};
-use super::{parse_body, request_id, with_request_id, Caller};
+use super::{parse_body, Caller, RequestIds};
 use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
@@ -28,20 +28,20 @@ pub async fn chat_completions(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let id = request_id(&headers);
+    let ids = RequestIds::new(&headers);
     let mut rate = None;
-    let result = chat(&state, &caller, &id, request.into_body(), &mut rate).await;
-    respond(&id, result, rate)
+    let result = chat(&state, &caller, &ids, request.into_body(), &mut rate).await;
+    respond(&state, &caller, &ids, result, rate).await
 }
 
 /// The dashboard playground's chat: the same request, billed to the
 /// signed-in user instead of a key.
 pub async fn session_chat(state: &AppState, user_id: String, body: HttpBody) -> Response {
-    let id = request_id(&HeaderMap::new());
+    let ids = RequestIds::new(&HeaderMap::new());
     let caller = Caller::Session { user_id };
     let mut rate = None;
-    let result = chat(state, &caller, &id, body, &mut rate).await;
-    respond(&id, result, rate)
+    let result = chat(state, &caller, &ids, body, &mut rate).await;
+    respond(state, &caller, &ids, result, rate).await
 }
 
 /// Embeddings, for OpenAI-compatible providers.
@@ -51,17 +51,27 @@ pub async fn embeddings(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let id = request_id(&headers);
+    let ids = RequestIds::new(&headers);
     let mut rate = None;
-    let result = embed(&state, &caller, &id, request.into_body(), &mut rate).await;
-    respond(&id, result, rate)
+    let result = embed(&state, &caller, &ids, request.into_body(), &mut rate).await;
+    respond(&state, &caller, &ids, result, rate).await
 }
 
-/// The response, or the error in OpenAI's shape, with `x-request-id` and
-/// the key's rate-limit headers either way.
-fn respond(id: &str, result: Result<Response, AppError>, rate: Option<RateStatus>) -> Response {
+/// The response, or the error in OpenAI's shape, with the request's ids and,
+/// for a key with rate limits, where it stands against them, either way.
+async fn respond(
+    state: &AppState,
+    caller: &Caller,
+    ids: &RequestIds,
+    result: Result<Response, AppError>,
+    mut rate: Option<RateStatus>,
+) -> Response {
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    with_request_id(response.headers_mut(), id);
+    ids.apply(response.headers_mut());
+    if let (None, Caller::Key { key_id, policy, .. }) = (rate, caller) {
+        // Refused before it was counted (a bad body, say): report the standing.
+        rate = current_rate(state, key_id, policy).await;
+    }
     if let Some(rate) = rate {
         rate.apply(response.headers_mut());
     }
@@ -74,7 +84,7 @@ fn respond(id: &str, result: Result<Response, AppError>, rate: Option<RateStatus
 async fn prepare(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    ids: &RequestIds,
     body: HttpBody,
     endpoint: &str,
 ) -> Result<(Body, Meter, Limits), AppError> {
@@ -85,8 +95,9 @@ async fn prepare(
         Caller::Session { user_id } => Some((user_id.clone(), None)),
         Caller::Master => None,
     };
-    let mut early_meter = known_payer
-        .map(|(user_id, key_id)| Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint));
+    let mut early_meter = known_payer.map(|(user_id, key_id)| {
+        Meter::new(state.recorder.clone(), ids, user_id, key_id, endpoint)
+    });
     let parsed = read_body(state, body).await;
     let body = match (parsed, early_meter.as_mut()) {
         (Ok(body), _) => body,
@@ -112,7 +123,7 @@ async fn prepare(
     let (user_id, key_id) =
         billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
     let limits = Limits::of_user(state, &user_id).await?;
-    let meter = Meter::new(state.recorder.clone(), id, user_id, key_id, endpoint);
+    let meter = Meter::new(state.recorder.clone(), ids, user_id, key_id, endpoint);
     Ok((body, meter, limits))
 }
 
@@ -130,7 +141,7 @@ async fn read_body(state: &AppState, body: HttpBody) -> Result<Body, AppError> {
 async fn chat(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    ids: &RequestIds,
     body: HttpBody,
     rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
@@ -138,7 +149,7 @@ async fn chat(
         Caller::Session { .. } => "playground",
         _ => "chat.completions",
     };
-    let (body, mut meter, limits) = prepare(state, caller, id, body, endpoint).await?;
+    let (body, mut meter, limits) = prepare(state, caller, ids, body, endpoint).await?;
     let result = route_chat(state, &body, &mut meter, &limits, rate).await;
     if let Err(err) = &result {
         meter.fail(err);
@@ -266,11 +277,11 @@ fn allowed_targets(
 async fn embed(
     state: &AppState,
     caller: &Caller,
-    id: &str,
+    ids: &RequestIds,
     body: HttpBody,
     rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
-    let (body, mut meter, limits) = prepare(state, caller, id, body, "embeddings").await?;
+    let (body, mut meter, limits) = prepare(state, caller, ids, body, "embeddings").await?;
     let body = &body;
     let result = async {
         let model = body.get("model").and_then(Value::as_str).ok_or_else(|| {

@@ -95,6 +95,26 @@ fn header_name(what: &str, kind: &str) -> axum::http::HeaderName {
         .expect("a valid header name")
 }
 
+/// Where a key with rate limits stands now, without counting anything: for
+/// the headers of a response refused before the request was counted.
+pub async fn current_rate(
+    state: &AppState,
+    key_id: &str,
+    policy: &KeyPolicy,
+) -> Option<RateStatus> {
+    if policy.rpm_limit.is_none() && policy.tpm_limit.is_none() {
+        return None;
+    }
+    let now = state.clock.now_ms();
+    let window = rate_limits::window_start(now);
+    let (requests, tokens) = rate_limits::counts(&state.db, key_id, window).await.ok()?;
+    Some(RateStatus {
+        requests: policy.rpm_limit.map(|l| (l, l - requests)),
+        tokens: policy.tpm_limit.map(|l| (l, l - tokens)),
+        reset_in_ms: window + rate_limits::WINDOW_MS - now,
+    })
+}
+
 /// Counts the request against its key's rate limits; 429 with `Retry-After`
 /// when over either. `status` receives where the key stands, either way.
 pub async fn admit_rate(

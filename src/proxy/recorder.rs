@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 const BATCH: usize = 256;
 /// How long the writer waits to gather more usage records into a
 /// transaction, when nobody is waiting on the batch.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(10);
 
 struct Message {
     op: WriteOp,
@@ -185,6 +185,7 @@ fn log_request(record: &UsageRecord) {
     tracing::info!(
         target: "llm_gateway::request",
         request_id = %record.id,
+        client_request_id = record.client_request_id.as_deref().unwrap_or("-"),
         user_id = %record.user_id,
         key_id = record.key_id.as_deref().unwrap_or("-"),
         endpoint = %record.endpoint,

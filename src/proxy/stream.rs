@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::chat::upstream_to_app;
 use super::recorder::{Holds, UsageRecorder};
 use super::routing::Target;
+use super::RequestIds;
 use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::db::usage::UsageRecord;
@@ -40,7 +41,7 @@ pub struct Meter {
 impl Meter {
     pub fn new(
         recorder: UsageRecorder,
-        id: &str,
+        ids: &RequestIds,
         user_id: String,
         key_id: Option<String>,
         endpoint: &str,
@@ -48,7 +49,8 @@ impl Meter {
         Self {
             recorder,
             record: UsageRecord {
-                id: id.to_string(),
+                id: ids.own.clone(),
+                client_request_id: ids.client.clone(),
                 user_id,
                 key_id,
                 endpoint: endpoint.to_string(),

@@ -267,7 +267,9 @@ pub async fn start_mock() -> String {
     let addr = listener.local_addr().unwrap();
     let router = llm_gateway::mock::router(llm_gateway::mock::MockOptions::default());
     tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
+        axum::serve(llm_gateway::server::without_nagle(listener), router)
+            .await
+            .unwrap();
     });
     format!("http://{addr}")
 }

@@ -1,0 +1,244 @@
+//! Helpers for writing many rows in few statements: multi-row `INSERT`s
+//! whose sizes are powers of two (so a handful of prepared statements serve
+//! any batch), and the arithmetic of settling a batch of charges per user.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::usage::UsageRecord;
+
+/// The most rows one statement writes.
+pub const MAX_ROWS: usize = 64;
+/// Statement sizes: 1, 2, 4, …, [`MAX_ROWS`].
+const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+
+/// The columns of a usage record, in the order [`usage_insert_sql`] binds them.
+pub const USAGE_COLUMNS: &str = "id, user_id, key_id, endpoint, provider, model, \
+    prompt_tokens, completion_tokens, cached_tokens, status, error_code, latency_ms, ttft_ms, \
+    streamed, aborted, created_at, cost, client_request_id";
+const USAGE_ARITY: usize = 18;
+const LEDGER_ARITY: usize = 7;
+
+/// Splits `items` into runs whose lengths are powers of two, at most [`MAX_ROWS`].
+pub fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = 1 << rest.len().min(MAX_ROWS).ilog2();
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// How a backend's statements name their bind parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    /// `$1, $2, …` (PostgreSQL).
+    Numbered,
+    /// `?, ?, …` (SQLite, which looks a named parameter up by a linear
+    /// scan: a thousand `$n` cost a million steps per statement).
+    Positional,
+}
+
+impl Placeholders {
+    /// The style for backend `DB`.
+    pub fn of<DB: sqlx::Database>() -> Self {
+        if DB::NAME == "SQLite" {
+            Self::Positional
+        } else {
+            Self::Numbered
+        }
+    }
+}
+
+/// `VALUES ($1, …, $arity), (…)` (or with `?`) for `rows` rows.
+fn values(rows: usize, arity: usize, style: Placeholders) -> String {
+    let mut sql = String::from("VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..arity {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match style {
+                Placeholders::Numbered => {
+                    sql.push('$');
+                    sql.push_str(&(row * arity + column + 1).to_string());
+                }
+                Placeholders::Positional => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Statements of every size in both placeholder styles, built on first use.
+type Statements = OnceLock<[Vec<String>; 2]>;
+
+/// The statement for `rows` (a power of two, at most [`MAX_ROWS`]) in
+/// `style`, from `cache`.
+fn cached(
+    cache: &'static Statements,
+    rows: usize,
+    style: Placeholders,
+    build: fn(usize, Placeholders) -> String,
+) -> &'static str {
+    debug_assert!(rows.is_power_of_two() && rows <= MAX_ROWS);
+    let statements = cache.get_or_init(|| {
+        [Placeholders::Numbered, Placeholders::Positional]
+            .map(|style| (0..SIZES).map(|i| build(1 << i, style)).collect())
+    });
+    &statements[style as usize][rows.trailing_zeros() as usize]
+}
+
+/// Inserts `rows` usage records, skipping ids already written, and returns
+/// the ids it wrote.
+pub fn usage_insert_sql(rows: usize, style: Placeholders) -> &'static str {
+    static CACHE: Statements = OnceLock::new();
+    cached(&CACHE, rows, style, |n, style| {
+        format!(
+            "INSERT INTO usage_records ({USAGE_COLUMNS}) {} ON CONFLICT (id) DO NOTHING RETURNING id",
+            values(n, USAGE_ARITY, style)
+        )
+    })
+}
+
+/// Inserts `rows` ledger entries.
+pub fn ledger_insert_sql(rows: usize, style: Placeholders) -> &'static str {
+    static CACHE: Statements = OnceLock::new();
+    cached(&CACHE, rows, style, |n, style| {
+        format!(
+            "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) {}",
+            values(n, LEDGER_ARITY, style)
+        )
+    })
+}
+
+/// Charges in the order they were made, cut so their sum fits in
+/// `available`: each takes what it costs while the balance lasts.
+pub fn cap_in_order(charges: &[i64], available: i64) -> Vec<i64> {
+    let mut left = available.max(0);
+    charges
+        .iter()
+        .map(|&charge| {
+            let take = charge.clamp(0, left);
+            left -= take;
+            take
+        })
+        .collect()
+}
+
+/// The records grouped by user, users in order of first appearance and
+/// records in order within each.
+pub fn by_user<'a>(
+    records: &[(&'a UsageRecord, i64)],
+) -> Vec<(&'a str, Vec<(&'a UsageRecord, i64)>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut groups: Vec<(&str, Vec<(&UsageRecord, i64)>)> = Vec::new();
+    for &(record, charge) in records {
+        let slot = *index.entry(record.user_id.as_str()).or_insert_with(|| {
+            groups.push((record.user_id.as_str(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push((record, charge));
+    }
+    groups
+}
+
+/// Each key's latest use among `records`.
+pub fn last_use_by_key<'a>(records: &[(&'a UsageRecord, i64)]) -> Vec<(&'a str, i64)> {
+    let mut latest: Vec<(&str, i64)> = Vec::new();
+    for (record, _) in records {
+        let Some(key_id) = record.key_id.as_deref() else {
+            continue;
+        };
+        match latest.iter_mut().find(|(k, _)| *k == key_id) {
+            Some((_, at)) => *at = (*at).max(record.created_at),
+            None => latest.push((key_id, record.created_at)),
+        }
+    }
+    latest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_covering_everything() {
+        for n in 0..300 {
+            let items: Vec<usize> = (0..n).collect();
+            let parts: Vec<&[usize]> = chunks(&items).collect();
+            assert!(parts
+                .iter()
+                .all(|p| p.len().is_power_of_two() && p.len() <= MAX_ROWS));
+            assert_eq!(parts.concat(), items, "n = {n}");
+        }
+        let items = [0; 13];
+        let sizes: Vec<usize> = chunks(&items).map(<[_]>::len).collect();
+        assert_eq!(sizes, [8, 4, 1]);
+    }
+
+    #[test]
+    fn statements_have_one_placeholder_per_value() {
+        use Placeholders::{Numbered, Positional};
+        let sql = usage_insert_sql(4, Numbered);
+        assert!(sql.contains("$72)") && !sql.contains("$73"), "{sql}");
+        assert_eq!(sql.matches("), ($").count(), 3, "four rows");
+        let sql = ledger_insert_sql(2, Numbered);
+        assert!(sql.contains("($8, $9, $10, $11, $12, $13, $14)"), "{sql}");
+        let sql = usage_insert_sql(4, Positional);
+        assert_eq!(sql.matches('?').count(), 72);
+        assert!(!sql.contains('$'), "{sql}");
+        assert_eq!(
+            ledger_insert_sql(64, Positional).matches('?').count(),
+            64 * 7
+        );
+        assert_eq!(Placeholders::of::<sqlx::Sqlite>(), Positional);
+        assert_eq!(Placeholders::of::<sqlx::Postgres>(), Numbered);
+    }
+
+    #[test]
+    fn charges_are_capped_in_order() {
+        assert_eq!(cap_in_order(&[5, 7, 3], 100), [5, 7, 3]);
+        assert_eq!(cap_in_order(&[5, 7, 3], 10), [5, 5, 0]);
+        assert_eq!(cap_in_order(&[5, 7, 3], 0), [0, 0, 0]);
+        assert_eq!(cap_in_order(&[5, 7], -3), [0, 0]);
+        assert_eq!(cap_in_order(&[], 10), Vec::<i64>::new());
+    }
+
+    fn record(id: &str, user_id: &str, key_id: Option<&str>, at: i64) -> UsageRecord {
+        UsageRecord {
+            id: id.into(),
+            user_id: user_id.into(),
+            key_id: key_id.map(Into::into),
+            created_at: at,
+            ..UsageRecord::default()
+        }
+    }
+
+    #[test]
+    fn records_group_by_user_and_key_in_order() {
+        let records = [
+            record("r1", "u1", Some("k1"), 30),
+            record("r2", "u2", None, 10),
+            record("r3", "u1", Some("k2"), 20),
+            record("r4", "u1", Some("k1"), 20),
+        ];
+        let charged: Vec<(&UsageRecord, i64)> = records.iter().zip([1, 2, 3, 4]).collect();
+        let groups = by_user(&charged);
+        let shape: Vec<(&str, Vec<&str>)> = groups
+            .iter()
+            .map(|(user, rs)| (*user, rs.iter().map(|(r, _)| r.id.as_str()).collect()))
+            .collect();
+        assert_eq!(shape, [("u1", vec!["r1", "r3", "r4"]), ("u2", vec!["r2"])]);
+        assert_eq!(last_use_by_key(&charged), [("k1", 30), ("k2", 20)]);
+    }
+}
