@@ -199,3 +199,77 @@ async fn two_processes_share_rate_limits_and_budgets() {
     db.close().await;
     drop((first, second));
 }
+
+/// Two writers (as two replicas run) apply batches that touch the same two
+/// users' balances and budgets in opposite orders. Each batch locks its
+/// users first, in one order, so none of them deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_billing_batches_do_not_deadlock() {
+    use llm_gateway::billing::budget::{BudgetLimit, Period};
+    use llm_gateway::db::ledger::{apply_batch, WriteOp};
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let db = Db::connect(&database.url).await.unwrap();
+    db.migrate().await.unwrap();
+    for user in ["u1", "u2"] {
+        llm_gateway::db::users::find_or_create(&db, user)
+            .await
+            .unwrap();
+        ledger::credit(&db, user, ledger::EntryKind::Adjustment, 1 << 40, None)
+            .await
+            .unwrap();
+    }
+    let reserve = |id: String, user: &str| WriteOp::Reserve {
+        request_id: id,
+        user_id: user.into(),
+        amount: 1,
+        expires_at: i64::MAX,
+    };
+    let reserve_budget = |id: String, user: &str| WriteOp::ReserveBudget {
+        request_id: id,
+        user_id: user.into(),
+        limits: vec![BudgetLimit {
+            scope: format!("user:{user}"),
+            max: 1 << 40,
+            period: Period::Lifetime,
+        }],
+        amount: 1,
+        now: llm_gateway::db::now_ms(),
+        expires_at: i64::MAX,
+    };
+    // Without the up-front locks, writer A holds u1's budget and waits for
+    // u2's balance while writer B holds u2's balance and waits for u1's budget.
+    let writer = |budget_first: bool| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for round in 0..150 {
+                let budget = reserve_budget(format!("{budget_first}-b-{round}"), "u1");
+                let balance = reserve(format!("{budget_first}-r-{round}"), "u2");
+                let ops = if budget_first {
+                    [budget, balance]
+                } else {
+                    [balance, budget]
+                };
+                assert_eq!(apply_batch(&db, &ops).await?, [true, true]);
+            }
+            Ok::<_, sqlx::Error>(())
+        })
+    };
+    let (a, b) = tokio::join!(writer(true), writer(false));
+    a.unwrap().expect("writer A never deadlocks");
+    b.unwrap().expect("writer B never deadlocks");
+    let (_, reserved) = ledger::balance(&db, "u2").await.unwrap().unwrap();
+    assert_eq!(reserved, 300, "every reservation held once");
+    let held: i64 =
+        sqlx::query_scalar("SELECT reserved FROM budget_windows WHERE scope = 'user:u1'")
+            .fetch_one(match &db {
+                Db::Postgres(pool) => pool,
+                Db::Sqlite(_) => unreachable!(),
+            })
+            .await
+            .unwrap();
+    assert_eq!(held, 300, "every budget hold taken once");
+    db.close().await;
+}

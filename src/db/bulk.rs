@@ -121,6 +121,20 @@ pub fn ledger_insert_sql(rows: usize, style: Placeholders) -> &'static str {
     })
 }
 
+/// Locks `rows` users' rows in id order (PostgreSQL: `FOR UPDATE`). Every
+/// billing transaction takes its users' locks this way before anything
+/// else, so two replicas' batches cannot deadlock.
+pub fn lock_users_sql(rows: usize) -> &'static str {
+    static CACHE: Statements = OnceLock::new();
+    cached(&CACHE, rows, Placeholders::Numbered, |n, _| {
+        let list = values(1, n, Placeholders::Numbered);
+        format!(
+            "SELECT id FROM users WHERE id IN {} ORDER BY id FOR UPDATE",
+            list.trim_start_matches("VALUES ")
+        )
+    })
+}
+
 /// Charges in the order they were made, cut so their sum fits in
 /// `available`: each takes what it costs while the balance lasts.
 pub fn cap_in_order(charges: &[i64], available: i64) -> Vec<i64> {
@@ -200,6 +214,10 @@ mod tests {
         assert_eq!(
             ledger_insert_sql(64, Positional).matches('?').count(),
             64 * 7
+        );
+        assert_eq!(
+            lock_users_sql(4),
+            "SELECT id FROM users WHERE id IN ($1, $2, $3, $4) ORDER BY id FOR UPDATE"
         );
         assert_eq!(Placeholders::of::<sqlx::Sqlite>(), Positional);
         assert_eq!(Placeholders::of::<sqlx::Postgres>(), Numbered);

@@ -226,8 +226,10 @@ pub enum WriteOp {
         expires_at: i64,
     },
     /// Hold `amount` of each budget the request must fit in; all or none.
+    /// Every budget belongs to the one user whose request it is.
     ReserveBudget {
         request_id: String,
+        user_id: String,
         limits: Vec<BudgetLimit>,
         amount: i64,
         now: i64,
@@ -247,6 +249,14 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// The user whose money or budgets the op touches.
+    fn user_id(&self) -> &str {
+        match self {
+            WriteOp::Reserve { user_id, .. } | WriteOp::ReserveBudget { user_id, .. } => user_id,
+            WriteOp::Settle { record, .. } => &record.user_id,
+        }
+    }
+
     /// A settlement whose charge was decided in memory, with nothing else
     /// to settle (no budget, no token window): the common case on SQLite,
     /// written in bulk.
@@ -285,6 +295,7 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
     let now = now_ms();
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
+        lock_users(&mut tx, ops).await?;
         let mut results = Vec::with_capacity(ops.len());
         let charged_in_memory = |a: &WriteOp, b: &WriteOp| {
             a.charged_in_memory().is_some() == b.charged_in_memory().is_some()
@@ -319,7 +330,7 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                         results.push(held);
                         continue;
                     }
-                    WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at } => {
+                    WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at, .. } => {
                         let mut taken: Vec<&str> = Vec::with_capacity(limits.len());
                         for limit in limits {
                             let fresh = limit.period.current_start(*now, *now);
@@ -584,6 +595,37 @@ where
             .bind(key_id)
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// Locks the rows of every user `ops` touch, in id order, before the batch
+/// writes anything (PostgreSQL; SQLite locks the whole database). A
+/// budget window or rate window belongs to one user, so batches from
+/// several replicas then take every lock they share in one order and
+/// cannot deadlock.
+async fn lock_users<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    ops: &[WriteOp],
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if bulk::Placeholders::of::<DB>() == bulk::Placeholders::Positional {
+        return Ok(());
+    }
+    let mut users: Vec<&str> = ops.iter().map(WriteOp::user_id).collect();
+    users.sort_unstable();
+    users.dedup();
+    for ids in bulk::chunks(&users) {
+        let mut lock = sqlx::query(bulk::lock_users_sql(ids.len()));
+        for id in ids {
+            lock = lock.bind(*id);
+        }
+        lock.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -188,6 +188,7 @@ pub async fn reserve(
             .recorder
             .reserve_budgets(
                 meter.request_id(),
+                meter.user_id(),
                 &limits.budgets,
                 estimate,
                 now,

@@ -134,6 +134,7 @@ impl UsageRecorder {
     pub async fn reserve_budgets(
         &self,
         request_id: &str,
+        user_id: &str,
         limits: &[BudgetLimit],
         amount: i64,
         now: i64,
@@ -141,6 +142,7 @@ impl UsageRecorder {
     ) -> Result<bool, AppError> {
         let op = WriteOp::ReserveBudget {
             request_id: request_id.to_string(),
+            user_id: user_id.to_string(),
             limits: limits.to_vec(),
             amount,
             now,
@@ -211,7 +213,8 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        if batch.iter().all(|m| m.reply.is_none()) {
+        let awaited = batch.iter().any(|m| m.reply.is_some());
+        if !awaited {
             tokio::time::sleep(LINGER).await;
             while batch.len() < BATCH {
                 match receiver.try_recv() {
@@ -222,7 +225,7 @@ async fn write_loop(
         }
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
-        match apply_batch(&db, &ops).await {
+        match apply_retrying_conflicts(&db, &ops).await {
             Ok(results) => {
                 for (reply, taken) in replies.into_iter().zip(results) {
                     if let Some(reply) = reply {
@@ -257,6 +260,30 @@ async fn write_loop(
             }));
         }
     }
+}
+
+/// Applies a batch, again if the database rolled it back for a conflict
+/// with another process (a deadlock or a serialization failure): nothing
+/// of it was written, and the next try usually goes through.
+async fn apply_retrying_conflicts(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Error> {
+    const TRIES: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match apply_batch(db, ops).await {
+            Err(err) if attempt < TRIES && is_conflict(&err) => {
+                tracing::warn!(%err, attempt, ops = ops.len(), "billing batch conflicted; trying again");
+                tokio::time::sleep(Duration::from_millis(5 << (2 * attempt))).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether the database refused a transaction for a conflict with another
+/// (PostgreSQL's `deadlock_detected` or `serialization_failure`).
+fn is_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
 async fn retry_records(db: &Db, records: &[WriteOp]) {
