@@ -57,3 +57,43 @@ fn idle_priority(prefix: &str) {
     #[cfg(not(target_os = "linux"))]
     let _ = prefix;
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The scheduling policy of each of this process's threads named `prefix…`.
+    fn policies(prefix: &str) -> Vec<i32> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with(prefix))
+            })
+            .filter_map(|task| task.file_name().to_str()?.parse::<i32>().ok())
+            // SAFETY: only reads the policy of a thread of this process.
+            .map(|tid| unsafe { libc::sched_getscheduler(tid) })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_writer_connection_runs_at_idle_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("writer.db"))
+            .create_if_missing(true);
+        let pool = writer_pool(&options);
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let policies = policies(THREAD_PREFIX);
+        assert!(!policies.is_empty(), "the worker thread is named");
+        assert!(
+            policies.iter().all(|&p| p == libc::SCHED_IDLE),
+            "{policies:?}"
+        );
+        pool.close().await;
+    }
+}

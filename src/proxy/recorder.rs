@@ -284,8 +284,8 @@ fn log_request(record: &UsageRecord) {
 
 /// Where the writer writes: through a connection whose thread runs at idle
 /// priority while it keeps up and nobody waits on it, at normal priority
-/// when a request awaits the batch or the backlog grows (so other work on
-/// the machine can never starve it).
+/// when a request awaits the batch or the backlog grows (so busy neighbours
+/// on the machine slow it only until it falls behind).
 struct WriterPools {
     background: Db,
     foreground: Db,
