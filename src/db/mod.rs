@@ -74,7 +74,10 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Room for every row a bulk insert returns, so the connection's
+            // worker thread never blocks handing them over.
+            .row_buffer_size(2 * bulk::MAX_ROWS);
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
