@@ -121,15 +121,16 @@ pub fn ledger_insert_sql(rows: usize, style: Placeholders) -> &'static str {
     })
 }
 
-/// Locks `rows` users' rows in id order (PostgreSQL: `FOR UPDATE`). Every
-/// billing transaction takes its users' locks this way before anything
-/// else, so two replicas' batches cannot deadlock.
+/// Locks `rows` users' rows in byte order of their ids, the order Rust
+/// sorts them in (PostgreSQL). Every billing batch takes its users' locks
+/// this way before anything else, so two replicas' batches cannot deadlock
+/// with each other.
 pub fn lock_users_sql(rows: usize) -> &'static str {
     static CACHE: Statements = OnceLock::new();
     cached(&CACHE, rows, Placeholders::Numbered, |n, _| {
         let list = values(1, n, Placeholders::Numbered);
         format!(
-            "SELECT id FROM users WHERE id IN {} ORDER BY id FOR UPDATE",
+            "SELECT id FROM users WHERE id IN {} ORDER BY id COLLATE \"C\" FOR NO KEY UPDATE",
             list.trim_start_matches("VALUES ")
         )
     })
@@ -217,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             lock_users_sql(4),
-            "SELECT id FROM users WHERE id IN ($1, $2, $3, $4) ORDER BY id FOR UPDATE"
+            "SELECT id FROM users WHERE id IN ($1, $2, $3, $4) ORDER BY id COLLATE \"C\" FOR NO KEY UPDATE"
         );
         assert_eq!(Placeholders::of::<sqlx::Sqlite>(), Positional);
         assert_eq!(Placeholders::of::<sqlx::Postgres>(), Numbered);

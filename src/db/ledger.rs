@@ -603,7 +603,8 @@ where
 /// writes anything (PostgreSQL; SQLite locks the whole database). A
 /// budget window or rate window belongs to one user, so batches from
 /// several replicas then take every lock they share in one order and
-/// cannot deadlock.
+/// cannot deadlock with each other. (The hourly sweeper of expired holds
+/// still can, rarely; the writer retries a batch the database rolled back.)
 async fn lock_users<DB>(
     tx: &mut sqlx::Transaction<'_, DB>,
     ops: &[WriteOp],

@@ -3,7 +3,6 @@
 //! Queries are written once in portable SQL with `$n` placeholders and run on
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
-mod background;
 pub mod budgets;
 mod bulk;
 pub mod keys;
@@ -92,24 +91,6 @@ impl Db {
             .connect_with(options)
             .await?;
         Ok(Db::Sqlite(pool))
-    }
-
-    /// The handle the billing writer writes through: on SQLite a connection
-    /// of its own whose thread runs at idle priority, so its commits yield
-    /// the core to requests; otherwise this same pool.
-    pub fn for_billing_writer(&self) -> Db {
-        match self {
-            Db::Sqlite(pool) => {
-                let options = pool.connect_options();
-                if options.get_filename().is_file() {
-                    Db::Sqlite(background::writer_pool(&options))
-                } else {
-                    // An in-memory database exists only in this pool.
-                    self.clone()
-                }
-            }
-            Db::Postgres(_) => self.clone(),
-        }
     }
 
     /// Applies pending migrations.

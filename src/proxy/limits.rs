@@ -174,7 +174,6 @@ pub async fn reserve(
     prompt_tokens: i64,
     max_output: i64,
 ) -> Result<(), AppError> {
-    state.recorder.wait_for_capacity().await?;
     let estimate = meter.cost_of(Usage {
         prompt_tokens,
         completion_tokens: max_output,

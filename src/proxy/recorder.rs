@@ -6,17 +6,10 @@
 //! in memory ([`LocalAccounts`]) and cost no database round trip; the writer
 //! then records them. On PostgreSQL, shared by replicas, a reservation is a
 //! conditional update that waits for the next batch.
-//!
-//! On SQLite the writer commits through a connection whose thread runs at
-//! idle priority while it keeps up, so a commit never delays a request on
-//! a busy core. A writer far behind makes new requests wait
-//! ([`UsageRecorder::wait_for_capacity`]): its queue stays bounded.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::time::error::Elapsed;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::billing::accounts::LocalAccounts;
 use crate::billing::budget::BudgetLimit;
@@ -30,57 +23,6 @@ const BATCH: usize = 256;
 /// How long the writer waits to gather more usage records into a
 /// transaction, when nobody is waiting on the batch.
 const LINGER: Duration = Duration::from_millis(10);
-
-/// Past this many queued writes, new requests wait for the writer to catch
-/// up before they are admitted: a writer that falls behind (it runs at idle
-/// priority on SQLite) slows intake instead of growing its queue unbounded.
-const MAX_BACKLOG: usize = 8192;
-/// Past this many queued writes, the writer writes at normal priority.
-const CATCH_UP: usize = 4 * BATCH;
-/// How long a request waits for the writer to catch up before a 503.
-const BACKLOG_WAIT: Duration = Duration::from_secs(10);
-
-/// How many writes wait for the writer, and a signal when it catches up.
-#[derive(Default)]
-struct Backlog {
-    queued: AtomicUsize,
-    caught_up: Notify,
-}
-
-impl Backlog {
-    fn push(&self) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn done(&self, written: usize) {
-        let before = self.queued.fetch_sub(written, Ordering::Relaxed);
-        if before - written < MAX_BACKLOG {
-            self.caught_up.notify_waiters();
-        }
-    }
-
-    fn behind(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= MAX_BACKLOG
-    }
-
-    /// Returns once fewer than [`MAX_BACKLOG`] writes are queued, or
-    /// `Err` after `patience`.
-    async fn wait_until_caught_up(&self, patience: Duration) -> Result<(), Elapsed> {
-        if !self.behind() {
-            return Ok(());
-        }
-        let caught_up = async {
-            loop {
-                let signal = self.caught_up.notified();
-                if !self.behind() {
-                    return;
-                }
-                signal.await;
-            }
-        };
-        tokio::time::timeout(patience, caught_up).await
-    }
-}
 
 struct Message {
     op: WriteOp,
@@ -108,7 +50,6 @@ pub struct UsageRecorder {
     metrics: Arc<Metrics>,
     /// In-memory accounts, when this process owns its database (SQLite).
     local: Option<Arc<LocalAccounts>>,
-    backlog: Arc<Backlog>,
 }
 
 impl UsageRecorder {
@@ -117,29 +58,14 @@ impl UsageRecorder {
     pub fn start(db: Db, metrics: Arc<Metrics>) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
-        let backlog = Arc::new(Backlog::default());
-        let pools = WriterPools {
-            background: db.for_billing_writer(),
-            foreground: db.clone(),
-        };
-        let task = tokio::spawn(write_loop(pools, receiver, local.clone(), backlog.clone()));
+        let task = tokio::spawn(write_loop(db.clone(), receiver, local.clone()));
         let recorder = Self {
             sender,
             db,
             metrics,
             local,
-            backlog,
         };
         (recorder, task)
-    }
-
-    /// Waits while the writer is far behind, before a request that will
-    /// need it is admitted; 503 if it stays behind.
-    pub async fn wait_for_capacity(&self) -> Result<(), AppError> {
-        self.backlog
-            .wait_until_caught_up(BACKLOG_WAIT)
-            .await
-            .map_err(|_| AppError::Unavailable("Billing is behind; try again shortly.".into()))
     }
 
     /// The counters every finished request updates.
@@ -170,7 +96,6 @@ impl UsageRecorder {
             },
             reply: None,
         };
-        self.backlog.push();
         if let Err(err) = self.sender.send(message) {
             tracing::error!(op = ?err.0.op, "usage writer stopped; record lost");
         }
@@ -229,7 +154,6 @@ impl UsageRecorder {
     async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
         let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
         let (reply, answer) = oneshot::channel();
-        self.backlog.push();
         self.sender
             .send(Message {
                 op,
@@ -282,30 +206,10 @@ fn log_request(record: &UsageRecord) {
     );
 }
 
-/// Where the writer writes: through a connection whose thread runs at idle
-/// priority while it keeps up and nobody waits on it, at normal priority
-/// when a request awaits the batch or the backlog grows (so busy neighbours
-/// on the machine slow it only until it falls behind).
-struct WriterPools {
-    background: Db,
-    foreground: Db,
-}
-
-impl WriterPools {
-    fn for_batch(&self, awaited: bool, backlog: &Backlog) -> &Db {
-        if awaited || backlog.queued.load(Ordering::Relaxed) > CATCH_UP {
-            &self.foreground
-        } else {
-            &self.background
-        }
-    }
-}
-
 async fn write_loop(
-    pools: WriterPools,
+    db: Db,
     mut receiver: mpsc::UnboundedReceiver<Message>,
     local: Option<Arc<LocalAccounts>>,
-    backlog: Arc<Backlog>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
@@ -321,8 +225,7 @@ async fn write_loop(
         }
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
-        let db = pools.for_batch(awaited, &backlog);
-        match apply_retrying_conflicts(db, &ops).await {
+        match apply_retrying_conflicts(&db, &ops).await {
             Ok(results) => {
                 for (reply, taken) in replies.into_iter().zip(results) {
                     if let Some(reply) = reply {
@@ -341,10 +244,9 @@ async fn write_loop(
                     .filter(|op| matches!(op, WriteOp::Settle { .. }))
                     .cloned()
                     .collect();
-                retry_records(&pools.foreground, &records).await;
+                retry_records(&db, &records).await;
             }
         }
-        backlog.done(ops.len());
         // Written, or given up on: either way the in-memory accounts may
         // trust the database again.
         if let Some(local) = &local {
@@ -398,41 +300,4 @@ async fn retry_records(db: &Db, records: &[WriteOp]) {
         records = records.len(),
         "usage records lost after retries; their reservations expire"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn requests_wait_while_the_writer_is_far_behind() {
-        let backlog = Arc::new(Backlog::default());
-        for _ in 0..MAX_BACKLOG - 1 {
-            backlog.push();
-        }
-        let patience = Duration::from_secs(5);
-        assert!(backlog.wait_until_caught_up(patience).await.is_ok());
-
-        backlog.push();
-        let waiting = tokio::spawn({
-            let backlog = backlog.clone();
-            async move { backlog.wait_until_caught_up(patience).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            !waiting.is_finished(),
-            "admitted while the writer is behind"
-        );
-        backlog.done(1);
-        assert!(waiting.await.unwrap().is_ok(), "admitted once it caught up");
-
-        backlog.push();
-        assert!(
-            backlog
-                .wait_until_caught_up(Duration::from_millis(50))
-                .await
-                .is_err(),
-            "gives up when the writer stays behind"
-        );
-    }
 }
