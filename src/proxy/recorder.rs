@@ -213,8 +213,7 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let awaited = batch.iter().any(|m| m.reply.is_some());
-        if !awaited {
+        if batch.iter().all(|m| m.reply.is_none()) {
             tokio::time::sleep(LINGER).await;
             while batch.len() < BATCH {
                 match receiver.try_recv() {
