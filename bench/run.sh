@@ -100,4 +100,5 @@ PY
 
 printf '\n| stream time to first byte (c=1, p50) | gateway | mock | added |\n|---|---|---|---|\n'
 printf '| | %s µs | %s µs | %s µs |\n' "$g_ttfb_p50" "$m_ttfb_p50" $((g_ttfb_p50 - m_ttfb_p50))
-printf '\ngateway peak RSS: %s MiB; usage records written: %s\n' $((rss_kb / 1024)) "$records"
+printf '\ngateway peak RSS: %s MiB; usage records written: %s; idle_poll_us: %s\n' \
+  $((rss_kb / 1024)) "$records" "${BENCH_IDLE_POLL_US:-0}"

@@ -89,6 +89,11 @@ pub struct Config {
     /// are cut (and billed for what they used), in seconds.
     #[serde(default = "default_shutdown_grace_secs", deserialize_with = "number")]
     pub shutdown_grace_secs: u64,
+    /// After each request, how long the workers keep polling for the next
+    /// one before they sleep, in microseconds; 0 (the default) never polls
+    /// (see `idle_poll`).
+    #[serde(default = "default_idle_poll_us", deserialize_with = "number")]
+    pub idle_poll_us: u64,
     /// Whether `GET /metrics` is open to anyone (otherwise it needs the master key).
     #[serde(default)]
     pub metrics_public: bool,
@@ -227,6 +232,7 @@ impl Default for Config {
             signup_credit: 0.0,
             payments: PaymentsConfig::default(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            idle_poll_us: default_idle_poll_us(),
             metrics_public: false,
             admin_emails: Vec::new(),
         }
@@ -235,6 +241,10 @@ impl Default for Config {
 
 fn default_shutdown_grace_secs() -> u64 {
     30
+}
+
+fn default_idle_poll_us() -> u64 {
+    0
 }
 
 fn default_max_request_bytes() -> usize {
@@ -686,6 +696,19 @@ mod tests {
         .is_err());
         let config = load_str("host: ${HOST:-::1}\n", &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.host, "::1");
+    }
+
+    #[test]
+    fn idle_polling_is_off_unless_configured() {
+        let none = env_of(&[]);
+        let config = load_str("{}\n", &none, &Overrides::default()).unwrap();
+        assert_eq!(config.idle_poll_us, 0);
+        let config = load_str("idle_poll_us: 200\n", &none, &Overrides::default()).unwrap();
+        assert_eq!(config.idle_poll_us, 200);
+        let env = env_of(&[("POLL", "1000")]);
+        let config = load_str("idle_poll_us: ${POLL}\n", &env, &Overrides::default()).unwrap();
+        assert_eq!(config.idle_poll_us, 1000);
+        assert!(load_str("idle_poll_us: -1\n", &none, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::billing::PriceBook;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
+use crate::idle_poll::IdlePoll;
 use crate::providers::Providers;
 use crate::proxy::recorder::UsageRecorder;
 use crate::proxy::routing::ModelRouter;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Turns true when a shutdown's grace period is over: open streams end.
     pub cut_off: watch::Receiver<bool>,
+    /// Keeps a worker polling for the next request for a while after each one.
+    pub idle_poll: IdlePoll,
 }
 
 /// Why the server could not start.
@@ -127,7 +130,9 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         prices.keys(),
     ));
     spawn_maintenance(db.clone(), sessions.clone(), prices.clone(), models.clone());
-    let (recorder, usage_writer) = UsageRecorder::start(db.clone(), Arc::default());
+    let idle_poll = IdlePoll::start(Duration::from_micros(config.idle_poll_us));
+    let (recorder, usage_writer) =
+        UsageRecorder::start(db.clone(), Arc::default(), idle_poll.clone());
     let secure_cookies = config.serves_https();
     let clock = Clock::default();
     let (cut_off, cut_off_signal) = watch::channel(false);
@@ -141,6 +146,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         keys: Arc::new(KeyCache::default()),
         clock: clock.clone(),
         cut_off: cut_off_signal,
+        idle_poll,
     };
     Ok(App {
         router: router(state, sessions, secure_cookies),
@@ -175,6 +181,10 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(crate::openapi::docs))
         .layer(middleware::from_fn(crate::proxy::ensure_request_id))
+        .layer(middleware::from_fn_with_state(
+            state.idle_poll.clone(),
+            crate::idle_poll::keep_polling,
+        ))
         .with_state(state)
 }
 

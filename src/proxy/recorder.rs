@@ -17,6 +17,7 @@ use crate::db::ledger::{self, apply_batch, WriteOp};
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
 use crate::error::AppError;
+use crate::idle_poll::IdlePoll;
 use crate::metrics::Metrics;
 
 const BATCH: usize = 256;
@@ -55,10 +56,16 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Starts the writer task; it ends, having written everything, once every
     /// handle is dropped.
-    pub fn start(db: Db, metrics: Arc<Metrics>) -> (Self, tokio::task::JoinHandle<()>) {
+    /// While it writes a batch, the runtime's pollers step aside (see
+    /// [`IdlePoll::step_aside`]).
+    pub fn start(
+        db: Db,
+        metrics: Arc<Metrics>,
+        idle_poll: IdlePoll,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
-        let task = tokio::spawn(write_loop(db.clone(), receiver, local.clone()));
+        let task = tokio::spawn(write_loop(db.clone(), receiver, local.clone(), idle_poll));
         let recorder = Self {
             sender,
             db,
@@ -210,6 +217,7 @@ async fn write_loop(
     db: Db,
     mut receiver: mpsc::UnboundedReceiver<Message>,
     local: Option<Arc<LocalAccounts>>,
+    idle_poll: IdlePoll,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
@@ -224,7 +232,11 @@ async fn write_loop(
         }
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
-        match apply_retrying_conflicts(&db, &ops).await {
+        let applied = {
+            let _aside = idle_poll.step_aside();
+            apply_retrying_conflicts(&db, &ops).await
+        };
+        match applied {
             Ok(results) => {
                 for (reply, taken) in replies.into_iter().zip(results) {
                     if let Some(reply) = reply {
