@@ -243,6 +243,9 @@ fn default_shutdown_grace_secs() -> u64 {
     30
 }
 
+/// Beyond this, polling would spin through pauses between requests.
+const MAX_IDLE_POLL_US: u64 = 10_000;
+
 fn default_idle_poll_us() -> u64 {
     0
 }
@@ -463,6 +466,12 @@ impl Config {
         }
         if !self.signup_credit.is_finite() || self.signup_credit < 0.0 {
             return Err(invalid("signup_credit", "must be zero or more".into()));
+        }
+        if self.idle_poll_us > MAX_IDLE_POLL_US {
+            return Err(invalid(
+                "idle_poll_us",
+                format!("must be at most {MAX_IDLE_POLL_US} (10 ms)"),
+            ));
         }
         if self.max_request_bytes < 1024 {
             return Err(invalid("max_request_bytes", "must be at least 1024".into()));
@@ -709,6 +718,8 @@ mod tests {
         let config = load_str("idle_poll_us: ${POLL}\n", &env, &Overrides::default()).unwrap();
         assert_eq!(config.idle_poll_us, 1000);
         assert!(load_str("idle_poll_us: -1\n", &none, &Overrides::default()).is_err());
+        let err = load_str("idle_poll_us: 10001\n", &none, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("idle_poll_us"), "{err}");
     }
 
     #[test]

@@ -64,8 +64,10 @@ impl Shared {
 }
 
 impl IdlePoll {
-    /// Spawns one poller per runtime worker, so that no worker blocks in the
-    /// I/O driver while another polls. A zero window disables polling.
+    /// Spawns one poller per runtime worker, so that the workers poll rather
+    /// than one of them blocking in the I/O driver while another polls (tasks
+    /// can still move between workers; the bench runs one). A zero window
+    /// disables polling.
     pub fn start(window: Duration) -> Self {
         if window.is_zero() {
             return Self::default();
@@ -93,7 +95,9 @@ impl IdlePoll {
     pub fn mark_busy(&self) {
         let Some(shared) = &self.shared else { return };
         shared.last_busy.store(shared.now().max(1), SeqCst);
-        if shared.asleep.load(SeqCst) > 0 {
+        // While someone has stepped aside the pollers would only go back to
+        // sleep; the last guard to drop wakes them if work came meanwhile.
+        if shared.asleep.load(SeqCst) > 0 && shared.stepped_aside.load(SeqCst) == 0 {
             shared.wake.notify_waiters();
         }
     }
@@ -136,7 +140,8 @@ impl Drop for StepAside {
     }
 }
 
-/// Middleware: marks the start and the end of each request as work.
+/// Middleware: marks the start of each request and the moment its response
+/// (for a stream, its head) is ready as work.
 pub async fn keep_polling(
     axum::extract::State(poll): axum::extract::State<IdlePoll>,
     request: axum::extract::Request,
@@ -231,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_keeps_the_worker_polling_until_a_window_passes_without_any() {
-        let poll = IdlePoll::start(Duration::from_millis(300));
+        let poll = IdlePoll::start(Duration::from_millis(1000));
         sleep(Duration::from_millis(5)).await;
         assert!(!poll.is_polling(), "polls before any work");
 
@@ -243,7 +248,7 @@ mod tests {
         sleep(Duration::from_millis(30)).await;
         assert_eq!(parks(), before, "the worker slept while polling");
 
-        sleep(Duration::from_millis(400)).await;
+        sleep(Duration::from_millis(1100)).await;
         assert!(!poll.is_polling(), "still polling after an idle window");
         let before = parks();
         sleep(Duration::from_millis(30)).await;
@@ -252,10 +257,10 @@ mod tests {
 
     #[tokio::test]
     async fn marked_work_extends_the_window() {
-        let poll = IdlePoll::start(Duration::from_millis(150));
-        for _ in 0..8 {
+        let poll = IdlePoll::start(Duration::from_millis(400));
+        for _ in 0..6 {
             poll.mark_busy();
-            sleep(Duration::from_millis(50)).await;
+            sleep(Duration::from_millis(100)).await;
             assert!(poll.is_polling());
         }
     }

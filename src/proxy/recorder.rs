@@ -56,8 +56,8 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Starts the writer task; it ends, having written everything, once every
     /// handle is dropped.
-    /// While it writes a batch, the runtime's pollers step aside (see
-    /// [`IdlePoll::step_aside`]).
+    /// While it writes a batch to SQLite, the runtime's pollers step aside
+    /// (see [`IdlePoll::step_aside`]).
     pub fn start(
         db: Db,
         metrics: Arc<Metrics>,
@@ -233,7 +233,8 @@ async fn write_loop(
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
         let applied = {
-            let _aside = idle_poll.step_aside();
+            // SQLite commits in this process, on the workers' cores.
+            let _aside = matches!(db, Db::Sqlite(_)).then(|| idle_poll.step_aside());
             apply_retrying_conflicts(&db, &ops).await
         };
         match applied {
