@@ -42,7 +42,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Turns true when a shutdown's grace period is over: open streams end.
     pub cut_off: watch::Receiver<bool>,
-    /// Keeps a worker polling for the next request for a while after each one.
+    /// When configured, keeps the workers polling for a while after each
+    /// request (see `idle_poll`).
     pub idle_poll: IdlePoll,
 }
 
