@@ -116,6 +116,11 @@ impl IdlePoll {
         }
     }
 
+    /// Whether polling is on at all (a non-zero window).
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Whether any poller is polling right now.
     pub fn is_polling(&self) -> bool {
         self.shared
@@ -230,7 +235,7 @@ mod tests {
         let tasks = Handle::current().metrics().num_alive_tasks();
         let poll = IdlePoll::start(Duration::ZERO);
         poll.mark_busy();
-        assert!(!poll.is_polling());
+        assert!(!poll.is_enabled() && !poll.is_polling());
         assert_eq!(Handle::current().metrics().num_alive_tasks(), tasks);
     }
 

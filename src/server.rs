@@ -163,7 +163,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
     let site = Router::new()
         .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
-    Router::new()
+    let app = Router::new()
         .route("/export/usage.csv", get(crate::api::export::usage_csv))
         .route(playground::CHAT_PATH, post(playground::chat))
         .merge(site)
@@ -181,12 +181,17 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .route("/metrics", get(crate::metrics::metrics))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(crate::openapi::docs))
-        .layer(middleware::from_fn(crate::proxy::ensure_request_id))
-        .layer(middleware::from_fn_with_state(
+        .layer(middleware::from_fn(crate::proxy::ensure_request_id));
+    // Without polling, requests skip the middleware altogether.
+    let app = if state.idle_poll.is_enabled() {
+        app.layer(middleware::from_fn_with_state(
             state.idle_poll.clone(),
             crate::idle_poll::keep_polling,
         ))
-        .with_state(state)
+    } else {
+        app
+    };
+    app.with_state(state)
 }
 
 /// Binds `host:port` from the config and serves in the background.
