@@ -1,13 +1,14 @@
 //! `GET /metrics` in Prometheus's text format: requests, tokens and cost by
 //! provider and model, latency and time-to-first-token histograms, upstream
-//! errors by provider, open streams and reservations.
+//! errors by provider, open streams and reservations, and usage batches by
+//! lane.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::billing::money::NANOS_PER_USD;
@@ -15,6 +16,7 @@ use crate::db::usage::UsageRecord;
 use crate::error::AppError;
 use crate::providers::UpstreamError;
 use crate::proxy::auth::{constant_time_eq, presented_key};
+use crate::proxy::recorder::Lane;
 use crate::server::AppState;
 
 /// Histogram bucket bounds, in seconds.
@@ -28,6 +30,8 @@ pub struct Metrics {
     series: Mutex<Series>,
     open_streams: AtomicI64,
     open_reservations: AtomicI64,
+    /// Usage batches committed in the normal and the background lane.
+    usage_batches: [AtomicU64; 2],
 }
 
 /// `(provider, model)`.
@@ -143,6 +147,11 @@ impl Metrics {
         self.open_reservations.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// A usage batch is being committed in `lane`.
+    pub fn usage_batch(&self, lane: Lane) {
+        self.usage_batches[lane as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Everything in Prometheus's text exposition format.
     pub fn render(&self) -> String {
         let series = self.lock();
@@ -245,6 +254,20 @@ impl Metrics {
             &[],
             self.open_reservations.load(Ordering::Relaxed) as f64,
         );
+        family(
+            &mut out,
+            "llm_gateway_usage_batches_total",
+            "counter",
+            "Batches of usage records committed, by lane (background: at idle CPU priority).",
+        );
+        for (lane, name) in [(Lane::Normal, "normal"), (Lane::Background, "background")] {
+            sample(
+                &mut out,
+                "llm_gateway_usage_batches_total",
+                &[("lane", name)],
+                self.usage_batches[lane as usize].load(Ordering::Relaxed) as f64,
+            );
+        }
         out
     }
 
@@ -378,6 +401,17 @@ mod tests {
         assert!(text.contains(&format!(
             "llm_gateway_time_to_first_token_seconds_count{{{labels}}} 1\n"
         )));
+    }
+
+    #[test]
+    fn counts_usage_batches_by_lane() {
+        let metrics = Metrics::default();
+        metrics.usage_batch(Lane::Background);
+        metrics.usage_batch(Lane::Background);
+        metrics.usage_batch(Lane::Normal);
+        let text = metrics.render();
+        assert!(text.contains("llm_gateway_usage_batches_total{lane=\"normal\"} 1\n"));
+        assert!(text.contains("llm_gateway_usage_batches_total{lane=\"background\"} 2\n"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Queries are written once in portable SQL with `$n` placeholders and run on
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
+mod background;
 pub mod budgets;
 mod bulk;
 pub mod keys;
@@ -12,6 +13,8 @@ pub mod prices;
 pub mod rate_limits;
 pub mod usage;
 pub mod users;
+
+pub use background::BackgroundWriter;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};

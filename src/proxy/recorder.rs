@@ -6,16 +6,20 @@
 //! in memory ([`LocalAccounts`]) and cost no database round trip; the writer
 //! then records them. On PostgreSQL, shared by replicas, a reservation is a
 //! conditional update that waits for the next batch.
+//!
+//! On SQLite the commits run in this process, on the cores that serve
+//! requests, so most batches go through a connection at idle CPU priority
+//! that any request preempts ([`Lanes`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::billing::accounts::LocalAccounts;
 use crate::billing::budget::BudgetLimit;
 use crate::db::ledger::{self, apply_batch, WriteOp};
 use crate::db::usage::UsageRecord;
-use crate::db::Db;
+use crate::db::{BackgroundWriter, Db};
 use crate::error::AppError;
 use crate::idle_poll::IdlePoll;
 use crate::metrics::Metrics;
@@ -57,7 +61,7 @@ impl UsageRecorder {
     /// Starts the writer task; it ends, having written everything, once every
     /// handle is dropped.
     /// While it writes a batch to SQLite, the runtime's pollers step aside
-    /// (see [`IdlePoll::step_aside`]).
+    /// (see [`IdlePoll::step_aside`]). Counts its batches by lane in `metrics`.
     pub fn start(
         db: Db,
         metrics: Arc<Metrics>,
@@ -65,7 +69,13 @@ impl UsageRecorder {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
-        let task = tokio::spawn(write_loop(db.clone(), receiver, local.clone(), idle_poll));
+        let task = tokio::spawn(write_loop(
+            db.clone(),
+            receiver,
+            local.clone(),
+            idle_poll,
+            metrics.clone(),
+        ));
         let recorder = Self {
             sender,
             db,
@@ -218,7 +228,9 @@ async fn write_loop(
     mut receiver: mpsc::UnboundedReceiver<Message>,
     local: Option<Arc<LocalAccounts>>,
     idle_poll: IdlePoll,
+    metrics: Arc<Metrics>,
 ) {
+    let mut lanes = Lanes::new(db.clone());
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
         if batch.iter().all(|m| m.reply.is_none()) {
@@ -230,12 +242,16 @@ async fn write_loop(
                 }
             }
         }
+        let urgent = batch.len() == BATCH || batch.iter().any(|m| m.reply.is_some());
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
+        let ops = Arc::new(ops);
         let applied = {
             // SQLite commits in this process, on the workers' cores.
             let _aside = matches!(db, Db::Sqlite(_)).then(|| idle_poll.step_aside());
-            apply_retrying_conflicts(&db, &ops).await
+            let lane = lanes.pick(urgent).await;
+            metrics.usage_batch(lane);
+            lanes.apply(lane, &ops).await
         };
         match applied {
             Ok(results) => {
@@ -270,6 +286,146 @@ async fn write_loop(
                 } => Some(record.user_id.as_str()),
                 _ => None,
             }));
+        }
+    }
+    lanes.close().await;
+}
+
+/// How a batch reaches the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The ordinary pool.
+    Normal,
+    /// SQLite's background connection, which runs only on CPU time that
+    /// nothing else wants ([`Db::background_writer`]).
+    Background,
+}
+
+/// How long the background thread may take to answer a ping before the
+/// writer concludes that the CPU is busy and takes the normal lane.
+const PING_WAIT: Duration = Duration::from_millis(2);
+/// How long a background batch may take before the writer concludes that
+/// the machine has no idle CPU for it (a full batch takes a few
+/// milliseconds at normal priority).
+const SLOW_BACKGROUND: Duration = Duration::from_millis(50);
+/// How long the writer keeps to the normal lane after a slow background
+/// batch: at first, and at most, as the interval doubles while the batches
+/// that probe the background lane again stay slow.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(32);
+
+/// Chooses each batch's lane, and applies it there. On SQLite, batches go
+/// in the background, so that a commit never holds up a request, except
+/// those someone waits on, a full batch (the writer may be behind), a batch
+/// while the background thread gets no CPU (it does not answer a ping in
+/// time), and, for a while, every batch after a background one that was
+/// slow: a busy machine leaves background work no CPU, and the writer must
+/// keep up.
+struct Lanes {
+    normal: Db,
+    background: Option<BackgroundWriter>,
+    /// Until when batches keep to the normal lane.
+    normal_until: Option<Instant>,
+    backoff: Duration,
+    /// A ping the background thread has not answered yet.
+    unanswered: Option<oneshot::Receiver<()>>,
+}
+
+impl Lanes {
+    fn new(db: Db) -> Self {
+        Self {
+            background: db.background_writer(),
+            normal: db,
+            normal_until: None,
+            backoff: FIRST_BACKOFF,
+            unanswered: None,
+        }
+    }
+
+    /// The lane for a batch, as [`Lanes::choose`] has it, but normal while
+    /// the background thread cannot get the CPU within [`PING_WAIT`]: a
+    /// batch sent there would then hold SQLite's write lock for as long as
+    /// the CPU stays busy.
+    async fn pick(&mut self, urgent: bool) -> Lane {
+        match self.choose(urgent, Instant::now()) {
+            Lane::Background if !self.background_gets_cpu().await => Lane::Normal,
+            lane => lane,
+        }
+    }
+
+    /// Whether the background thread answers a ping (the last one, if it
+    /// is still unanswered) within [`PING_WAIT`].
+    async fn background_gets_cpu(&mut self) -> bool {
+        let Some(background) = &self.background else {
+            return false;
+        };
+        let mut ping = self.unanswered.take().unwrap_or_else(|| background.ping());
+        match tokio::time::timeout(PING_WAIT, &mut ping).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                tracing::error!("the background writer stopped; writing in the normal lane");
+                self.background = None;
+                false
+            }
+            Err(_) => {
+                self.unanswered = Some(ping);
+                false
+            }
+        }
+    }
+
+    /// The lane for a batch: `urgent` when someone waits on it or it is full.
+    fn choose(&self, urgent: bool, now: Instant) -> Lane {
+        let backing_off = self.normal_until.is_some_and(|until| now < until);
+        if self.background.is_some() && !urgent && !backing_off {
+            Lane::Background
+        } else {
+            Lane::Normal
+        }
+    }
+
+    /// Applies `ops` in `lane`, or in the normal one should the background
+    /// thread have stopped (a batch is one transaction, and writing a record
+    /// again is a no-op).
+    async fn apply(
+        &mut self,
+        lane: Lane,
+        ops: &Arc<Vec<WriteOp>>,
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        if let (Lane::Background, Some(background)) = (lane, &self.background) {
+            let started = Instant::now();
+            let batch = Arc::clone(ops);
+            let ran = background
+                .run(|db| async move { apply_retrying_conflicts(&db, &batch).await })
+                .await;
+            if let Some(applied) = ran {
+                self.background_took(started.elapsed(), Instant::now());
+                return applied;
+            }
+            tracing::error!("the background writer stopped; writing in the normal lane");
+            self.background = None;
+        }
+        apply_retrying_conflicts(&self.normal, ops).await
+    }
+
+    /// Learns from how long a background batch took.
+    fn background_took(&mut self, elapsed: Duration, now: Instant) {
+        if elapsed <= SLOW_BACKGROUND {
+            self.backoff = FIRST_BACKOFF;
+            return;
+        }
+        tracing::debug!(
+            ?elapsed,
+            backoff = ?self.backoff,
+            "a background batch was slow; writing at normal priority for a while"
+        );
+        self.normal_until = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    async fn close(self) {
+        if let Some(background) = self.background {
+            background.close().await;
         }
     }
 }
@@ -312,4 +468,152 @@ async fn retry_records(db: &Db, records: &[WriteOp]) {
         records = records.len(),
         "usage records lost after retries; their reservations expire"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite_lanes() -> Lanes {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .connect_lazy("sqlite::memory:")
+            .unwrap();
+        Lanes::new(Db::Sqlite(pool))
+    }
+
+    #[tokio::test]
+    async fn batches_go_in_the_background_unless_urgent() {
+        let lanes = sqlite_lanes().await;
+        let now = Instant::now();
+        assert_eq!(lanes.choose(false, now), Lane::Background);
+        assert_eq!(lanes.choose(true, now), Lane::Normal);
+    }
+
+    #[tokio::test]
+    async fn a_slow_background_batch_sends_batches_to_the_normal_lane_for_a_while() {
+        let mut lanes = sqlite_lanes().await;
+        let start = Instant::now();
+        lanes.background_took(SLOW_BACKGROUND, start);
+        assert_eq!(lanes.choose(false, start), Lane::Background, "not slow yet");
+
+        let slow = SLOW_BACKGROUND + Duration::from_millis(1);
+        lanes.background_took(slow, start);
+        assert_eq!(lanes.choose(false, start), Lane::Normal);
+        let probe = start + FIRST_BACKOFF;
+        assert_eq!(lanes.choose(false, probe), Lane::Background, "probes again");
+
+        // The probe is slow too: the back-off doubles, up to its cap.
+        lanes.background_took(slow, probe);
+        assert_eq!(lanes.choose(false, probe + FIRST_BACKOFF), Lane::Normal);
+        assert_eq!(
+            lanes.choose(false, probe + 2 * FIRST_BACKOFF),
+            Lane::Background
+        );
+        let mut at = probe;
+        for _ in 0..10 {
+            lanes.background_took(slow, at);
+            at += lanes.backoff;
+        }
+        assert_eq!(lanes.backoff, MAX_BACKOFF);
+
+        // A quick one resets it.
+        lanes.background_took(Duration::from_millis(1), at);
+        assert_eq!(lanes.backoff, FIRST_BACKOFF);
+    }
+
+    fn settle_op(id: &str, user_id: &str) -> WriteOp {
+        WriteOp::Settle {
+            record: UsageRecord {
+                id: id.into(),
+                user_id: user_id.into(),
+                status: 200,
+                created_at: crate::db::now_ms(),
+                ..UsageRecord::default()
+            },
+            charged: None,
+            budgeted: false,
+            rate_window: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_background_lane_writes_and_the_normal_one_takes_over_if_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/lanes.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        crate::db::users::find_or_create(&db, "u1").await.unwrap();
+        let mut lanes = Lanes::new(db.clone());
+        let count = || async {
+            let Db::Sqlite(pool) = &db else {
+                unreachable!()
+            };
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM usage_records")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        };
+
+        let first = Arc::new(vec![settle_op("r1", "u1")]);
+        lanes.apply(Lane::Background, &first).await.unwrap();
+        assert_eq!(count().await, 1);
+
+        let background = lanes.background.as_ref().unwrap();
+        let died = background.run::<_, _, ()>(|_| async { panic!("the background thread dies") });
+        assert!(died.await.is_none());
+        let second = Arc::new(vec![settle_op("r2", "u1")]);
+        lanes.apply(Lane::Background, &second).await.unwrap();
+        assert_eq!(count().await, 2, "written in the normal lane");
+        assert_eq!(lanes.choose(false, Instant::now()), Lane::Normal);
+    }
+
+    #[tokio::test]
+    async fn the_normal_lane_is_picked_while_the_background_thread_gets_no_cpu() {
+        let mut lanes = sqlite_lanes().await;
+        assert_eq!(lanes.pick(true).await, Lane::Normal, "urgent");
+
+        // A job that holds the thread stands for a CPU that never frees up.
+        let (release, released) = oneshot::channel::<()>();
+        let background = lanes.background.as_ref().unwrap();
+        let busy = tokio::spawn(background.run(|_| async move {
+            let _ = released.await;
+        }));
+        for _ in 0..3 {
+            assert_eq!(lanes.pick(false).await, Lane::Normal);
+            assert!(
+                lanes.unanswered.is_some(),
+                "one ping waits, not one per batch"
+            );
+        }
+        release.send(()).unwrap();
+        busy.await.unwrap();
+        let mut picked = Lane::Normal;
+        for _ in 0..500 {
+            picked = lanes.pick(false).await;
+            if picked == Lane::Background {
+                break;
+            }
+        }
+        assert_eq!(picked, Lane::Background, "the thread answers once it runs");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_background_thread_leaves_the_normal_lane() {
+        let mut lanes = sqlite_lanes().await;
+        let background = lanes.background.as_ref().unwrap();
+        let died = background.run::<_, _, ()>(|_| async { panic!("the background thread dies") });
+        assert!(died.await.is_none());
+        assert_eq!(lanes.pick(false).await, Lane::Normal);
+        assert!(lanes.background.is_none());
+    }
+
+    #[tokio::test]
+    async fn postgres_writes_in_the_normal_lane_only() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let lanes = Lanes::new(Db::Postgres(pool));
+        assert_eq!(lanes.choose(false, Instant::now()), Lane::Normal);
+    }
 }
