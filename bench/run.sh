@@ -98,7 +98,10 @@ print(sqlite3.connect(sys.argv[1]).execute("select count(*) from usage_records")
 PY
 )
 
+batches=$(curl -sf -H 'Authorization: Bearer bench-master-key-0123456789' "$gateway/metrics" |
+  sed -nE 's/^llm_gateway_usage_batches_total\{lane="([a-z]+)"\} ([0-9]+).*/\1 \2/p' | paste -sd, - | sed 's/,/, /g')
+
 printf '\n| stream time to first byte (c=1, p50) | gateway | mock | added |\n|---|---|---|---|\n'
 printf '| | %s µs | %s µs | %s µs |\n' "$g_ttfb_p50" "$m_ttfb_p50" $((g_ttfb_p50 - m_ttfb_p50))
-printf '\ngateway peak RSS: %s MiB; usage records written: %s; idle_poll_us: %s\n' \
-  $((rss_kb / 1024)) "$records" "${BENCH_IDLE_POLL_US:-0}"
+printf '\ngateway peak RSS: %s MiB; usage records written: %s; usage batches by lane: %s; idle_poll_us: %s\n' \
+  $((rss_kb / 1024)) "$records" "$batches" "${BENCH_IDLE_POLL_US:-0}"
