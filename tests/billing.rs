@@ -378,7 +378,7 @@ async fn client_request_ids_are_echoed_and_find_the_request(backend: Backend) {
 /// The writer's bulk settlement: charges decided in memory are written in a
 /// few statements; if the database holds less than memory thought (changed
 /// elsewhere), the earliest charges take what is left and the records' costs
-/// say so; a batch applied twice bills once.
+/// say so; a batch applied twice bills, and counts against rate limits, once.
 async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Backend) {
     use llm_gateway::db::ledger::{apply_batch, WriteOp};
     use llm_gateway::db::usage::UsageRecord;
@@ -452,6 +452,43 @@ async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Back
         [(-70, 30), (-30, 0)],
         "one entry per charge, with the running balance"
     );
+
+    // A settlement against the database (not in memory) that counts its
+    // completion tokens in the key's rate window, applied twice: once.
+    let key = llm_gateway::db::keys::insert(
+        &db,
+        llm_gateway::db::keys::NewKey {
+            user_id: "rich",
+            name: "limited",
+            key_hash: "hash-of-limited",
+            key_prefix: "llm_sk_lim",
+        },
+    )
+    .await
+    .unwrap();
+    let window = llm_gateway::db::rate_limits::window_start(1_000);
+    llm_gateway::db::rate_limits::admit(&db, &key.id, window, 0, 100, 1_000_000)
+        .await
+        .unwrap();
+    let limited = [WriteOp::Settle {
+        record: UsageRecord {
+            id: "r3".into(),
+            user_id: "rich".into(),
+            key_id: Some(key.id.clone()),
+            endpoint: "chat.completions".into(),
+            status: 200,
+            completion_tokens: 7,
+            created_at: 1_000,
+            ..UsageRecord::default()
+        },
+        charged: None,
+        budgeted: false,
+        rate_window: Some(window),
+    }];
+    apply_batch(&db, &limited).await.unwrap();
+    apply_batch(&db, &limited).await.unwrap();
+    let counts = llm_gateway::db::rate_limits::counts(&db, &key.id, window).await;
+    assert_eq!(counts.unwrap(), (1, 7), "the tokens are counted once");
     db.close().await;
 }
 

@@ -276,7 +276,8 @@ impl WriteOp {
 /// Applies writes in order in one transaction (group commit): reservations,
 /// and usage records with their settlement — the record, the release of its
 /// reservation, the debit and its ledger entry, the key's `last_used_at`.
-/// A record already written is skipped, so a request is billed exactly once.
+/// A record already written is skipped with everything that goes with it,
+/// so a request is billed (and counted against its rate limit) exactly once.
 /// Consecutive settlements charged in memory are written together by
 /// [`settle_in_bulk`]. Returns, per op, whether it took effect (a
 /// reservation may be refused).
@@ -308,7 +309,7 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                 continue;
             }
             for op in run {
-                let (r, in_memory_charge, settle_budgets) = match op {
+                let (r, in_memory_charge, settle_budgets, rate_window) = match op {
                     WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
                         let held = sqlx::query(RESERVE)
                             .bind(amount)
@@ -381,23 +382,23 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                         continue;
                     }
                     WriteOp::Settle { record, charged, budgeted, rate_window } => {
-                        if let (Some(window), Some(key_id)) = (rate_window, &record.key_id) {
-                            sqlx::query(
-                                "UPDATE rate_windows SET tokens = tokens + $1 WHERE key_id = $2 AND window_start = $3",
-                            )
-                            .bind(record.completion_tokens)
-                            .bind(key_id)
-                            .bind(window)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        (record, *charged, *budgeted)
+                        (record, *charged, *budgeted, *rate_window)
                     }
                 };
                 let written = insert_records(&mut tx, &[(r, r.cost)]).await?.len();
                 if written == 0 {
                     results.push(true);
                     continue;
+                }
+                if let (Some(window), Some(key_id)) = (rate_window, &r.key_id) {
+                    sqlx::query(
+                        "UPDATE rate_windows SET tokens = tokens + $1 WHERE key_id = $2 AND window_start = $3",
+                    )
+                    .bind(r.completion_tokens)
+                    .bind(key_id)
+                    .bind(window)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 // What to take: decided in memory, or here from the balance
                 // once the request's reservation is released.
