@@ -30,7 +30,7 @@ pub struct Metrics {
     series: Mutex<Series>,
     open_streams: AtomicI64,
     open_reservations: AtomicI64,
-    /// Usage batches committed in the normal and the background lane.
+    /// Usage batches applied in the normal and the background lane.
     usage_batches: [AtomicU64; 2],
 }
 
@@ -147,7 +147,7 @@ impl Metrics {
         self.open_reservations.fetch_add(delta, Ordering::Relaxed);
     }
 
-    /// A usage batch is being committed in `lane`.
+    /// A usage batch went through `lane`.
     pub fn usage_batch(&self, lane: Lane) {
         self.usage_batches[lane as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -258,7 +258,7 @@ impl Metrics {
             &mut out,
             "llm_gateway_usage_batches_total",
             "counter",
-            "Batches of usage records committed, by lane (background: at idle CPU priority).",
+            "Batches of usage records applied, by lane (background: at idle CPU priority).",
         );
         for (lane, name) in [(Lane::Normal, "normal"), (Lane::Background, "background")] {
             sample(
