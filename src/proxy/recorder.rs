@@ -298,8 +298,8 @@ async fn write_loop(
 pub enum Lane {
     /// The ordinary pool.
     Normal,
-    /// SQLite's background connection, which runs only on CPU time that
-    /// nothing else wants ([`Db::background_writer`]).
+    /// SQLite's background connection, whose threads get the CPU when
+    /// nothing else wants it ([`Db::background_writer`]).
     Background,
 }
 
