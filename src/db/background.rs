@@ -4,9 +4,9 @@
 //! Under the default policy a request that becomes ready while a commit is
 //! on the CPU can wait out the committing thread's time slice (a millisecond
 //! or more). The [`BackgroundWriter`]'s threads run under Linux's
-//! `SCHED_IDLE` policy instead: they get only the CPU time nothing else
-//! wants, and any request-serving thread that wakes up preempts them at
-//! once. Both run idle: the connection's own thread, which runs SQLite, and
+//! `SCHED_IDLE` policy instead: they get the CPU when nothing else wants
+//! it (and only a sliver of it otherwise), and any request-serving thread
+//! that wakes up preempts them at once. Both run idle: the connection's own thread, which runs SQLite, and
 //! the one whose async runtime builds the statements, binds their arguments
 //! and reads the rows back.
 //!
