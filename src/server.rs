@@ -171,6 +171,10 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
             state.clone(),
             crate::auth::admin_pages::forbid_non_admins,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::dashboard_pages::redirect_signed_out,
+        ))
         .layer(middleware::from_fn(origin::require_same_origin))
         .layer(crate::auth::session::layer(sessions, secure_cookies))
         .layer(TraceLayer::new_for_http())

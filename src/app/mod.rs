@@ -12,6 +12,8 @@ mod models;
 mod playground;
 mod usage;
 
+pub use auth::encode_component;
+
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes, A};

@@ -2,6 +2,7 @@
 
 pub mod admin_pages;
 pub mod api_key;
+pub mod dashboard_pages;
 pub mod key_cache;
 pub mod origin;
 pub mod password;
