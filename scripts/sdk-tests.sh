@@ -7,9 +7,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bin=${1:-target/debug/llm-gateway}
 work=$(mktemp -d)
-pids=()
+# Each server's pid goes in a file: `start` runs in a command substitution,
+# whose variables the script never sees.
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local pidfile
+  for pidfile in "$work"/*.pid; do
+    [[ -e "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -18,7 +22,7 @@ trap cleanup EXIT
 start() {
   local name=$1; shift
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
+  echo $! >"$work/$name.pid"
   for _ in $(seq 1 200); do
     if url=$(grep -o 'http://[0-9.:]*' "$work/$name.out" 2>/dev/null | head -n1) && [[ -n "$url" ]]; then
       echo "$url"
