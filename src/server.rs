@@ -169,11 +169,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .merge(site)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::admin_pages::forbid_non_admins,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::dashboard_pages::redirect_signed_out,
+            crate::auth::dashboard_pages::guard,
         ))
         .layer(middleware::from_fn(origin::require_same_origin))
         .layer(crate::auth::session::layer(sessions, secure_cookies))

@@ -1,6 +1,5 @@
 //! Authentication: passwords, dashboard sessions, API keys and sign-in throttling.
 
-pub mod admin_pages;
 pub mod api_key;
 pub mod dashboard_pages;
 pub mod key_cache;
