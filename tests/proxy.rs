@@ -393,6 +393,14 @@ async fn upstream_errors_are_mapped() {
         assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{model}");
         let text = response.text().await.unwrap();
         assert!(!text.contains("sk-upstream-secret"), "{text}");
+
+        // A 200 whose body is not JSON is the provider's fault, not a success.
+        let response = post(&app, &key, chat(model, "[mock malformed]")).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{model}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "upstream_error", "{model}: {error}");
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("invalid response"), "{model}: {message}");
     }
     let response = post(&app, &key, chat("gpt-4o-mini", "[mock first_byte_ms=3000]")).await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);

@@ -218,6 +218,15 @@ fn sse_body(plan: &Plan, mut frames: Vec<String>) -> Response {
         .expect("valid response")
 }
 
+/// A 200 whose JSON body breaks off: the non-streaming form of `malformed`.
+fn malformed_json() -> Response {
+    (
+        [("content-type", "application/json")],
+        "{\"id\": \"mock\", \"choices\": [malformed",
+    )
+        .into_response()
+}
+
 fn data(value: &Value) -> String {
     format!("data: {value}\n\n")
 }
@@ -251,6 +260,9 @@ async fn openai_chat(State(options): State<MockOptions>, Json(body): Json<Value>
         call
     };
     if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        if plan.malformed {
+            return malformed_json();
+        }
         let message = match &plan.tool {
             Some(_) => {
                 json!({"role": "assistant", "content": null, "tool_calls": [tool_call(false)]})
@@ -380,6 +392,9 @@ async fn anthropic_messages(
         "end_turn"
     };
     if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        if plan.malformed {
+            return malformed_json();
+        }
         let content = match &plan.tool {
             Some(name) => json!([tool_block(name)]),
             None => json!([{"type": "text", "text": plan.text()}]),
@@ -488,6 +503,9 @@ async fn gemini_generate(
     let tool_part =
         |name: &String| json!([{"functionCall": {"name": name, "args": {"query": "mock"}}}]);
     if method == "generateContent" {
+        if plan.malformed {
+            return malformed_json();
+        }
         let parts = match &plan.tool {
             Some(name) => tool_part(name),
             None => json!([{"text": plan.text()}]),

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::sse::{self, SseEvent, Step};
 use super::{
     chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, unix_now,
-    usage_chunk, Body, ChunkStream, Provider, UpstreamError, Usage,
+    usage_chunk, Body, ChunkStream, Completion, Provider, UpstreamError, Usage,
 };
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
@@ -46,10 +46,10 @@ impl Anthropic {
 
 #[async_trait]
 impl Provider for Anthropic {
-    async fn chat(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
+    async fn chat(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError> {
         let request = to_anthropic(body, model, false)?;
         let response = json_body(send(self.post(&request)).await?).await?;
-        Ok(from_anthropic(&response, model))
+        Ok(Completion::Translated(from_anthropic(&response, model)))
     }
 
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {

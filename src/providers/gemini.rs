@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::sse::{self, SseEvent, Step};
 use super::{
     chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, unix_now,
-    usage_chunk, Body, ChunkStream, Provider, UpstreamError, Usage,
+    usage_chunk, Body, ChunkStream, Completion, Provider, UpstreamError, Usage,
 };
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
@@ -44,12 +44,12 @@ impl Gemini {
 
 #[async_trait]
 impl Provider for Gemini {
-    async fn chat(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
+    async fn chat(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError> {
         let request = to_gemini(body)?;
         let response =
             json_body(send(self.post(model, "generateContent", &request)).await?).await?;
         let mut state = ChunkState::new(model);
-        Ok(state.completion(&response))
+        Ok(Completion::Translated(state.completion(&response)))
     }
 
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {

@@ -6,6 +6,7 @@
 //! `stream_options.include_usage`).
 
 pub mod anthropic;
+pub mod completion;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ProviderKind};
 
+pub use completion::{Completion, UpstreamJson};
 pub use sse::SseParser;
 
 /// A chat request body as the client sent it (OpenAI's shape).
@@ -112,11 +114,11 @@ pub type ChunkStream = BoxStream<'static, Result<Value, UpstreamError>>;
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// A non-streaming chat completion, as OpenAI's `chat.completion`.
-    async fn chat(&self, body: &Body, model: &str) -> Result<Value, UpstreamError>;
+    async fn chat(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError>;
     /// A streaming chat completion, as OpenAI chunks ending with a usage chunk.
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError>;
     /// Embeddings, as OpenAI's list; only OpenAI-compatible providers have them.
-    async fn embeddings(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
+    async fn embeddings(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError> {
         let _ = (body, model);
         Err(UpstreamError::Status {
             status: 400,
@@ -250,6 +252,17 @@ pub(crate) async fn json_body(response: reqwest::Response) -> Result<Value, Upst
         .await
         .map_err(UpstreamError::from_reqwest)?;
     serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Protocol(e.to_string()))
+}
+
+/// Reads a success body from an OpenAI-compatible upstream, to pass on as it is.
+pub(crate) async fn upstream_json(
+    response: reqwest::Response,
+) -> Result<UpstreamJson, UpstreamError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(UpstreamError::from_reqwest)?;
+    UpstreamJson::parse(bytes)
 }
 
 /// A `chat.completion.chunk` with one choice.

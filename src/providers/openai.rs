@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::sse::{self, SseEvent, Step};
-use super::{json_body, send, Body, ChunkStream, Provider, UpstreamError};
+use super::{send, upstream_json, Body, ChunkStream, Completion, Provider, UpstreamError};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 
@@ -95,12 +95,13 @@ impl Serialize for Forwarded<'_> {
 
 #[async_trait]
 impl Provider for OpenAi {
-    async fn chat(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
+    async fn chat(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError> {
         let body = Forwarded {
             skip: &["stream", "stream_options"],
             ..Forwarded::new(body, model)
         };
-        json_body(send(self.post(&self.chat_url, &body)?).await?).await
+        let response = send(self.post(&self.chat_url, &body)?).await?;
+        Ok(Completion::Upstream(upstream_json(response).await?))
     }
 
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {
@@ -123,9 +124,10 @@ impl Provider for OpenAi {
         Ok(openai_sse_chunks(response))
     }
 
-    async fn embeddings(&self, body: &Body, model: &str) -> Result<Value, UpstreamError> {
+    async fn embeddings(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError> {
         let body = Forwarded::new(body, model);
-        json_body(send(self.post(&self.embeddings_url, &body)?).await?).await
+        let response = send(self.post(&self.embeddings_url, &body)?).await?;
+        Ok(Completion::Upstream(upstream_json(response).await?))
     }
 }
 

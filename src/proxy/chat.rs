@@ -2,9 +2,8 @@
 
 use axum::body::Body as HttpBody;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
 use crate::error::AppError;
-use crate::providers::{content_text, estimate_tokens, Body, UpstreamError, Usage};
+use crate::providers::{content_text, estimate_tokens, Body, Completion, UpstreamError};
 use crate::server::AppState;
 
 /// Chat completions, streaming or not, routed to the model's provider.
@@ -217,17 +216,12 @@ async fn route_chat(
 }
 
 /// Records the usage of a complete response and reports its cost in `usage.cost`.
-fn finish_with_cost(meter: &mut Meter, mut response: Value) -> Response {
-    let usage = response
-        .get("usage")
-        .and_then(Usage::from_openai)
-        .unwrap_or_default();
+fn finish_with_cost(meter: &mut Meter, completion: Completion) -> Response {
+    let usage = completion.usage().unwrap_or_default();
     let cost = meter.cost_of(usage);
-    if let Some(object) = response.get_mut("usage").and_then(Value::as_object_mut) {
-        object.insert("cost".into(), nanos_to_usd_f64(cost).into());
-    }
+    let body = completion.into_body(nanos_to_usd_f64(cost));
     meter.take().finish(200, None, usage, false);
-    Json(response).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Keeps the targets that have a price; the primary must have one. The

@@ -1,0 +1,272 @@
+//! A complete (non-streaming) answer in OpenAI's shape, as the proxy gets it
+//! from an adapter.
+//!
+//! An OpenAI-compatible upstream already answers in the client's shape, so its
+//! body is passed on as the bytes it sent: only its top-level `usage` is
+//! parsed, and on the way out the gateway's `cost` is spliced into it. The
+//! rest (choices, messages, embedding vectors) is never turned into values
+//! and back.
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::fmt;
+use std::ops::Range;
+
+use super::{UpstreamError, Usage};
+
+/// A complete answer: a chat completion or an embeddings list.
+#[derive(Debug)]
+pub enum Completion {
+    /// Built by an adapter that translated the provider's own shape.
+    Translated(Value),
+    /// An OpenAI-compatible upstream's JSON object, as it sent it.
+    Upstream(UpstreamJson),
+}
+
+impl Completion {
+    /// The token counts the answer reports, if it reports any.
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Self::Translated(value) => value.get("usage").and_then(Usage::from_openai),
+            Self::Upstream(json) => json.usage.as_ref().and_then(Usage::from_openai),
+        }
+    }
+
+    /// The body for the client, with `cost` (in USD) added to its `usage`
+    /// object when it has one.
+    pub fn into_body(self, cost_usd: f64) -> Bytes {
+        match self {
+            Self::Translated(mut value) => {
+                if let Some(usage) = value.get_mut("usage").and_then(Value::as_object_mut) {
+                    usage.insert("cost".into(), cost_usd.into());
+                }
+                Bytes::from(value.to_string())
+            }
+            Self::Upstream(json) => json.with_cost(cost_usd),
+        }
+    }
+}
+
+/// An upstream's JSON object, checked whole, with its top-level `usage`
+/// parsed and located.
+#[derive(Debug)]
+pub struct UpstreamJson {
+    bytes: Bytes,
+    /// The last top-level `usage` (as a JSON parser keeps the last of
+    /// repeated keys) and where its text lies in `bytes`.
+    usage: Option<Value>,
+    usage_at: Range<usize>,
+}
+
+impl UpstreamJson {
+    /// Checks that `bytes` is one JSON object and finds its `usage`.
+    pub fn parse(bytes: Bytes) -> Result<Self, UpstreamError> {
+        let bad = |e: serde_json::Error| UpstreamError::Protocol(e.to_string());
+        // Checked as a whole first: the values skipped below are not.
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| UpstreamError::Protocol(format!("the body is not UTF-8: {e}")))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let usage_text = deserializer.deserialize_map(UsageFinder).map_err(bad)?;
+        deserializer.end().map_err(bad)?;
+        let Some(usage_text) = usage_text else {
+            return Ok(Self {
+                usage: None,
+                usage_at: 0..0,
+                bytes,
+            });
+        };
+        // The raw value borrows from `bytes`: its offset is where it lies there.
+        let start = (usage_text.as_ptr() as usize) - (bytes.as_ptr() as usize);
+        let usage_at = start..start + usage_text.len();
+        let usage = serde_json::from_str(usage_text).map_err(bad)?;
+        Ok(Self {
+            usage: Some(usage),
+            usage_at,
+            bytes,
+        })
+    }
+
+    /// The bytes with `cost` added to the usage object; unchanged when there
+    /// is no usage object.
+    fn with_cost(self, cost_usd: f64) -> Bytes {
+        let Some(Value::Object(mut usage)) = self.usage else {
+            return self.bytes;
+        };
+        usage.insert("cost".into(), cost_usd.into());
+        let usage = Value::Object(usage).to_string();
+        let mut out = Vec::with_capacity(self.bytes.len() + 32);
+        out.extend_from_slice(&self.bytes[..self.usage_at.start]);
+        out.extend_from_slice(usage.as_bytes());
+        out.extend_from_slice(&self.bytes[self.usage_at.end..]);
+        Bytes::from(out)
+    }
+}
+
+/// Visits the top level of an object: every value is skipped over (checked
+/// but not built) except `usage`, whose text it returns.
+struct UsageFinder;
+
+impl<'de> Visitor<'de> for UsageFinder {
+    type Value = Option<&'de str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut usage = None;
+        while let Some(is_usage) = map.next_key_seed(IsUsage)? {
+            if is_usage {
+                usage = Some(map.next_value::<&'de RawValue>()?.get());
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(usage)
+    }
+}
+
+/// A key, read only to tell whether it is `usage` (no allocation unless the
+/// key has escapes).
+struct IsUsage;
+
+impl<'de> DeserializeSeed<'de> for IsUsage {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IsUsage {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == "usage")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn upstream(text: &str) -> Completion {
+        Completion::Upstream(UpstreamJson::parse(Bytes::from(text.to_owned())).unwrap())
+    }
+
+    fn body_json(completion: Completion, cost: f64) -> Value {
+        serde_json::from_slice(&completion.into_body(cost)).unwrap()
+    }
+
+    #[test]
+    fn upstream_usage_is_read_and_cost_spliced_in() {
+        let text = r#"{"id":"c1","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"there\""}}],
+            "usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,
+                     "prompt_tokens_details":{"cached_tokens":4}},"system_fingerprint":"fp"}"#;
+        let completion = upstream(text);
+        assert_eq!(
+            completion.usage(),
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 5,
+                cached_tokens: 4
+            })
+        );
+        let body = body_json(completion, 0.25);
+        assert_eq!(body["usage"]["cost"], 0.25);
+        assert_eq!(body["usage"]["total_tokens"], 17);
+        let mut expected: Value = serde_json::from_str(text).unwrap();
+        expected["usage"]["cost"] = json!(0.25);
+        assert_eq!(body, expected, "everything else passes unchanged");
+    }
+
+    #[test]
+    fn everything_but_usage_keeps_its_bytes() {
+        let text =
+            "{ \"z\" : [1.50, 2e3],\n \"usage\": {\"prompt_tokens\": 1}, \"a\": \"\\u00e9\" }";
+        let out = upstream(text).into_body(1.0);
+        let out = std::str::from_utf8(&out).unwrap();
+        assert!(
+            out.starts_with("{ \"z\" : [1.50, 2e3],\n \"usage\": {"),
+            "{out}"
+        );
+        assert!(out.ends_with("}, \"a\": \"\\u00e9\" }"), "{out}");
+    }
+
+    #[test]
+    fn the_last_of_repeated_usage_keys_counts_as_a_parser_would() {
+        let completion = upstream(r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#);
+        assert_eq!(completion.usage().map(|u| u.prompt_tokens), Some(2));
+        let out = completion.into_body(0.5);
+        let out = std::str::from_utf8(&out).unwrap();
+        assert!(
+            out.starts_with(r#"{"usage":{"prompt_tokens":1},"usage":{"#),
+            "{out}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(out).unwrap()["usage"]["cost"],
+            0.5
+        );
+    }
+
+    #[test]
+    fn a_body_without_a_usage_object_passes_unchanged() {
+        for text in [r#"{"id":"x","choices":[]}"#, r#"{"usage":null}"#, "{}"] {
+            let completion = upstream(text);
+            assert_eq!(completion.usage(), None, "{text}");
+            assert_eq!(completion.into_body(1.0), Bytes::from(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn keys_with_escapes_are_matched() {
+        let completion = upstream(r#"{"us\u0061ge":{"prompt_tokens":3}}"#);
+        assert_eq!(completion.usage().map(|u| u.prompt_tokens), Some(3));
+    }
+
+    #[test]
+    fn anything_but_one_json_object_is_a_protocol_error() {
+        for text in [
+            "",
+            "{not json",
+            "[1,2]",
+            "\"text\"",
+            r#"{"a":1} {"b":2}"#,
+            r#"{"a":1,"usage":{"prompt_tokens":1}"#,
+            r#"{"a":[1,}"#,
+        ] {
+            let result = UpstreamJson::parse(Bytes::from(text));
+            assert!(
+                matches!(result, Err(UpstreamError::Protocol(_))),
+                "{text}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_a_protocol_error() {
+        let result = UpstreamJson::parse(Bytes::from_static(b"{\"a\":\"\xff\"}"));
+        assert!(
+            matches!(result, Err(UpstreamError::Protocol(_))),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn translated_answers_get_the_cost_too() {
+        let completion = Completion::Translated(json!({
+            "id": "t", "usage": {"prompt_tokens": 3, "completion_tokens": 2}
+        }));
+        assert_eq!(completion.usage().map(|u| u.completion_tokens), Some(2));
+        assert_eq!(body_json(completion, 0.5)["usage"]["cost"], 0.5);
+        let without = Completion::Translated(json!({"id": "t"}));
+        assert_eq!(body_json(without, 0.5), json!({"id": "t"}));
+    }
+}
