@@ -104,6 +104,11 @@ impl ConfigArgs {
     }
 }
 
+/// mimalloc rather than the system's: allocation is about a sixth of the
+/// instructions a proxied request costs with glibc's (`bench/`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
