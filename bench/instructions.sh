@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Counts the instructions the gateway spends per proxied request, under
+# valgrind's callgrind: a figure that, unlike latency, does not move with
+# what else the machine is doing, so builds can be compared on a noisy one.
+#
+# The gateway runs the bench config against the mock (auth and usage
+# recording on); wrk sends non-streaming chat completions at c=1. After a
+# warm-up the counters are zeroed, a measured run follows, and the script
+# prints the instructions of the whole process (the usage writer included)
+# and of the request handler alone, per request. Needs a release build and
+# valgrind and wrk (apt-get install valgrind wrk).
+#
+#   bench/instructions.sh [DURATION_SECONDS]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+duration=${1:-10}
+bin=${BENCH_BIN:-target/release/llm-gateway}
+[[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
+for tool in valgrind callgrind_control callgrind_annotate wrk; do
+  command -v $tool >/dev/null || { echo "install $tool: apt-get install valgrind wrk" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() {
+  for _ in $(seq 1 300); do
+    curl -sf -o /dev/null "$1" && return
+    sleep 0.2
+  done
+  echo "no answer from $1" >&2
+  exit 1
+}
+
+mock_port=4631 gateway_port=4632
+unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
+RUST_LOG=warn "$bin" mock-provider --port $mock_port >/dev/null 2>&1 &
+pids+=($!)
+export MOCK_URL=http://127.0.0.1:$mock_port BENCH_GATEWAY_PORT=$gateway_port BENCH_IDLE_POLL_US=0
+export BENCH_DATABASE_URL="sqlite://$work/bench.db"
+RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$work/callgrind.out" "$bin" serve --config bench/config.yml \
+  >/dev/null 2>"$work/valgrind.err" &
+gateway_pid=$!
+pids+=($gateway_pid)
+gateway=http://127.0.0.1:$gateway_port
+wait_for "$MOCK_URL/v1/models"
+wait_for "$gateway/health"
+
+jar="$work/cookies"
+rpc() { curl -sf -b "$jar" -c "$jar" -H 'Accept: application/json' --data "$2" "$gateway/rpc/$1"; }
+rpc sign_up 'email=bench%40example.com&password=correct+horse+battery' >/dev/null
+key=$(rpc create_key 'name=bench' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+
+# Prints the number of requests wrk completed.
+load() {
+  BENCH_KEY=$key BENCH_MODEL=openai:gpt-4o-mini wrk -t1 -c1 -d"$1s" -s bench/chat.lua \
+    "$gateway/v1/chat/completions" | sed -nE 's/^RESULT .*requests=([0-9]+) errors=0.*/\1/p'
+}
+
+callgrind_control -i on "$gateway_pid" >/dev/null 2>&1
+[[ -n "$(load 3)" ]] || { echo "errors during the warm-up" >&2; exit 1; }
+callgrind_control -z "$gateway_pid" >/dev/null 2>&1
+requests=$(load "$duration")
+[[ -n "$requests" ]] || { echo "errors during the run" >&2; exit 1; }
+sleep 1 # let the usage writer's last batch land
+callgrind_control -d "$gateway_pid" >/dev/null 2>&1
+sleep 1
+profile=$(ls "$work"/callgrind.out.* | head -1)
+total=$(callgrind_annotate "$profile" | sed -nE 's/^ *([0-9,]+) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
+handler=$(callgrind_annotate --inclusive=yes "$profile" |
+  sed -nE 's/^ *([0-9,]+) .*llm_gateway::proxy::chat::chat::\{\{closure\}\}.*/\1/p' | head -1 | tr -d ,)
+
+printf '\n| requests | instructions / request, whole process | of which in the request handler |\n|---|---|---|\n'
+printf '| %s | %s | %s |\n' "$requests" $((total / requests)) $((handler / requests))
