@@ -7,7 +7,8 @@
 # recording on); wrk sends non-streaming chat completions at c=1. After a
 # warm-up the counters are zeroed, a measured run follows, and the script
 # prints the instructions of the whole process (the usage writer included)
-# and of the request handler alone, per request. Needs a release build and
+# and of the chat handler (`proxy::chat::chat`: from the body to the
+# response, without the key check and the HTTP framing), per request. Needs a release build and
 # valgrind and wrk (apt-get install valgrind wrk).
 #
 #   bench/instructions.sh [DURATION_SECONDS]
@@ -17,14 +18,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 duration=${1:-10}
 bin=${BENCH_BIN:-target/release/llm-gateway}
 [[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
-for tool in valgrind callgrind_control callgrind_annotate wrk; do
-  command -v $tool >/dev/null || { echo "install $tool: apt-get install valgrind wrk" >&2; exit 1; }
+for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
+  command -v $tool >/dev/null || { echo "missing $tool (apt-get install valgrind wrk)" >&2; exit 1; }
 done
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -58,24 +60,40 @@ rpc() { curl -sf -b "$jar" -c "$jar" -H 'Accept: application/json' --data "$2" "
 rpc sign_up 'email=bench%40example.com&password=correct+horse+battery' >/dev/null
 key=$(rpc create_key 'name=bench' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
 
-# Prints the number of requests wrk completed.
+# Prints the number of requests wrk completed, or nothing if any failed.
+# Requests under callgrind are slow, the first ones very: a long timeout.
 load() {
-  BENCH_KEY=$key BENCH_MODEL=openai:gpt-4o-mini wrk -t1 -c1 -d"$1s" -s bench/chat.lua \
-    "$gateway/v1/chat/completions" | sed -nE 's/^RESULT .*requests=([0-9]+) errors=0.*/\1/p'
+  BENCH_KEY=$key BENCH_MODEL=openai:gpt-4o-mini wrk -t1 -c1 -d"$1s" --timeout 30s \
+    -s bench/chat.lua "$gateway/v1/chat/completions" |
+    sed -nE 's/^RESULT .*requests=([0-9]+) errors=0.*/\1/p'
 }
 
-callgrind_control -i on "$gateway_pid" >/dev/null 2>&1
+# Sends a command to the gateway's callgrind; fails unless it was taken.
+control() {
+  local out
+  out=$(callgrind_control "$@" "$gateway_pid" 2>&1)
+  [[ "$out" == *"OK."* ]] || { echo "callgrind_control $*: $out" >&2; exit 1; }
+}
+
+control -i on
 [[ -n "$(load 3)" ]] || { echo "errors during the warm-up" >&2; exit 1; }
-callgrind_control -z "$gateway_pid" >/dev/null 2>&1
+control -z
 requests=$(load "$duration")
-[[ -n "$requests" ]] || { echo "errors during the run" >&2; exit 1; }
+[[ "$requests" -gt 0 ]] 2>/dev/null || { echo "errors during the run" >&2; exit 1; }
 sleep 1 # let the usage writer's last batch land
-callgrind_control -d "$gateway_pid" >/dev/null 2>&1
+control -d
 sleep 1
 profile=$(ls "$work"/callgrind.out.* | head -1)
-total=$(callgrind_annotate "$profile" | sed -nE 's/^ *([0-9,]+) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
+# The count on the first line that matches; awk reads to the end, so that
+# callgrind_annotate never writes to a closed pipe.
+first_count() { awk -v pattern="$1" '!done && index($0, pattern) { gsub(",", "", $1); print $1; done = 1 }'; }
+total=$(callgrind_annotate "$profile" | first_count 'PROGRAM TOTALS')
 handler=$(callgrind_annotate --inclusive=yes "$profile" |
-  sed -nE 's/^ *([0-9,]+) .*llm_gateway::proxy::chat::chat::\{\{closure\}\}.*/\1/p' | head -1 | tr -d ,)
+  first_count 'llm_gateway::proxy::chat::chat::{{closure}}')
+if [[ -z "$total" || -z "$handler" ]]; then
+  echo "could not read the totals from $profile" >&2
+  exit 1
+fi
 
-printf '\n| requests | instructions / request, whole process | of which in the request handler |\n|---|---|---|\n'
+printf '\n| requests | instructions / request, whole process | of which in the chat handler |\n|---|---|---|\n'
 printf '| %s | %s | %s |\n' "$requests" $((total / requests)) $((handler / requests))

@@ -104,8 +104,9 @@ impl ConfigArgs {
     }
 }
 
-/// mimalloc rather than the system's: with glibc's, allocation was about a
-/// sixth of the instructions a proxied request costs (`bench/instructions.sh`).
+/// mimalloc rather than the system's: with glibc's, `malloc` and `free` were
+/// about a fifth of the instructions a proxied request costs (callgrind, as
+/// `bench/instructions.sh` runs it).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

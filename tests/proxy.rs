@@ -509,8 +509,15 @@ async fn embeddings_and_models() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
+    // Passed through as the provider sent it, with the gateway's cost added.
+    assert!(
+        body["usage"]["prompt_tokens"].as_i64().unwrap() > 0,
+        "{body}"
+    );
+    assert!(body["usage"]["cost"].as_f64().unwrap() > 0.0, "{body}");
     let response = client
         .post(app.url("/v1/embeddings"))
         .bearer_auth(&key)

@@ -5,7 +5,9 @@
 //! body is passed on as the bytes it sent: only its top-level `usage` is
 //! parsed, and on the way out the gateway's `cost` is spliced into it. The
 //! rest (choices, messages, embedding vectors) is never turned into values
-//! and back.
+//! and back: it is checked for JSON syntax, not for what a value parser also
+//! refuses (nesting deeper than 128, numbers out of `f64`'s range, lone
+//! surrogate escapes), and the client's parser sees it exactly as sent.
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -54,19 +56,26 @@ impl Completion {
 #[derive(Debug)]
 pub struct UpstreamJson {
     bytes: Bytes,
-    /// The last top-level `usage` (as a JSON parser keeps the last of
-    /// repeated keys) and where its text lies in `bytes`.
+    /// The top-level `usage` and where its text lies in `bytes`.
     usage: Option<Value>,
     usage_at: Range<usize>,
 }
 
 impl UpstreamJson {
-    /// Checks that `bytes` is one JSON object and finds its `usage`.
+    /// Checks that `bytes` is one JSON object and finds its `usage`. A body
+    /// that repeats `usage` is refused: parsers differ on which one counts,
+    /// and the client must see the one it is billed for.
     pub fn parse(bytes: Bytes) -> Result<Self, UpstreamError> {
         let bad = |e: serde_json::Error| UpstreamError::Protocol(e.to_string());
         // Checked as a whole first: the values skipped below are not.
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| UpstreamError::Protocol(format!("the body is not UTF-8: {e}")))?;
+        // Said here, so that the error never quotes the body (serde would).
+        if !text.trim_start().starts_with('{') {
+            return Err(UpstreamError::Protocol(
+                "the body is not a JSON object".into(),
+            ));
+        }
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let usage_text = deserializer.deserialize_map(UsageFinder).map_err(bad)?;
         deserializer.end().map_err(bad)?;
@@ -78,8 +87,9 @@ impl UpstreamJson {
             });
         };
         // The raw value borrows from `bytes`: its offset is where it lies there.
-        let start = (usage_text.as_ptr() as usize) - (bytes.as_ptr() as usize);
+        let start = (usage_text.as_ptr() as usize) - (text.as_ptr() as usize);
         let usage_at = start..start + usage_text.len();
+        debug_assert_eq!(text.get(usage_at.clone()), Some(usage_text));
         let usage = serde_json::from_str(usage_text).map_err(bad)?;
         Ok(Self {
             usage: Some(usage),
@@ -119,6 +129,9 @@ impl<'de> Visitor<'de> for UsageFinder {
         let mut usage = None;
         while let Some(is_usage) = map.next_key_seed(IsUsage)? {
             if is_usage {
+                if usage.is_some() {
+                    return Err(de::Error::duplicate_field("usage"));
+                }
                 usage = Some(map.next_value::<&'de RawValue>()?.get());
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -201,24 +214,33 @@ mod tests {
     }
 
     #[test]
-    fn the_last_of_repeated_usage_keys_counts_as_a_parser_would() {
-        let completion = upstream(r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#);
-        assert_eq!(completion.usage().map(|u| u.prompt_tokens), Some(2));
-        let out = completion.into_body(0.5);
-        let out = std::str::from_utf8(&out).unwrap();
-        assert!(
-            out.starts_with(r#"{"usage":{"prompt_tokens":1},"usage":{"#),
-            "{out}"
-        );
+    fn usage_as_the_last_key_is_spliced_too() {
+        let out = upstream(r#"{"id":"x","usage":{"prompt_tokens":2}}"#).into_body(0.5);
         assert_eq!(
-            serde_json::from_str::<Value>(out).unwrap()["usage"]["cost"],
-            0.5
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            json!({"id": "x", "usage": {"prompt_tokens": 2, "cost": 0.5}})
+        );
+    }
+
+    #[test]
+    fn a_repeated_usage_key_is_a_protocol_error() {
+        let result = UpstreamJson::parse(Bytes::from_static(
+            br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+        ));
+        assert!(
+            matches!(result, Err(UpstreamError::Protocol(_))),
+            "{result:?}"
         );
     }
 
     #[test]
     fn a_body_without_a_usage_object_passes_unchanged() {
-        for text in [r#"{"id":"x","choices":[]}"#, r#"{"usage":null}"#, "{}"] {
+        for text in [
+            r#"{"id":"x","choices":[]}"#,
+            r#"{"usage":null}"#,
+            r#"{"usage":5}"#,
+            "{}",
+        ] {
             let completion = upstream(text);
             assert_eq!(completion.usage(), None, "{text}");
             assert_eq!(completion.into_body(1.0), Bytes::from(text), "{text}");
@@ -229,6 +251,15 @@ mod tests {
     fn keys_with_escapes_are_matched() {
         let completion = upstream(r#"{"us\u0061ge":{"prompt_tokens":3}}"#);
         assert_eq!(completion.usage().map(|u| u.prompt_tokens), Some(3));
+    }
+
+    #[test]
+    fn the_error_for_a_non_object_never_quotes_the_body() {
+        let result = UpstreamJson::parse(Bytes::from_static(b" \"sk-secret\""));
+        let Err(UpstreamError::Protocol(message)) = result else {
+            panic!("{result:?}");
+        };
+        assert!(!message.contains("sk-secret"), "{message}");
     }
 
     #[test]
