@@ -22,23 +22,7 @@ for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
   command -v $tool >/dev/null || { echo "missing $tool (apt-get install valgrind wrk)" >&2; exit 1; }
 done
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 300); do
-    curl -sf -o /dev/null "$1" && return
-    sleep 0.2
-  done
-  echo "no answer from $1" >&2
-  exit 1
-}
+source bench/common.sh
 
 mock_port=4631 gateway_port=4632
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
@@ -55,10 +39,7 @@ gateway=http://127.0.0.1:$gateway_port
 wait_for "$MOCK_URL/v1/models"
 wait_for "$gateway/health"
 
-jar="$work/cookies"
-rpc() { curl -sf -b "$jar" -c "$jar" -H 'Accept: application/json' --data "$2" "$gateway/rpc/$1"; }
-rpc sign_up 'email=bench%40example.com&password=correct+horse+battery' >/dev/null
-key=$(rpc create_key 'name=bench' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+key=$(bench_key "$gateway")
 
 # Prints the number of requests wrk completed, or nothing if any failed.
 # Requests under callgrind are slow, the first ones very: a long timeout.

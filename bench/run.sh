@@ -19,22 +19,7 @@ bin=${BENCH_BIN:-target/release/llm-gateway}
 [[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 100); do
-    curl -sf -o /dev/null "$1" && return
-    sleep 0.1
-  done
-  echo "no answer from $1" >&2
-  exit 1
-}
+source bench/common.sh
 
 mock_port=4611 gateway_port=4612 far_mock_port=4613
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
@@ -55,10 +40,7 @@ wait_for "$MOCK_URL/v1/models"
 wait_for "$far_mock/v1/models"
 wait_for "$gateway/health"
 
-jar="$work/cookies"
-rpc() { curl -sf -b "$jar" -c "$jar" -H 'Accept: application/json' --data "$2" "$gateway/rpc/$1"; }
-rpc sign_up 'email=bench%40example.com&password=correct+horse+battery' >/dev/null
-key=$(rpc create_key 'name=bench' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+key=$(bench_key "$gateway")
 
 # Runs wrk and prints "rps p50_us p99_us".
 load() {
