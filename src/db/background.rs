@@ -6,9 +6,9 @@
 //! or more). The [`BackgroundWriter`]'s threads run under Linux's
 //! `SCHED_IDLE` policy instead: they get the CPU when nothing else wants
 //! it (and only a sliver of it otherwise), and any request-serving thread
-//! that wakes up preempts them at once. Both run idle: the connection's own thread, which runs SQLite, and
-//! the one whose async runtime builds the statements, binds their arguments
-//! and reads the rows back.
+//! that wakes up preempts them at once. Both run idle: the connection's own
+//! thread, which runs SQLite, and the one whose async runtime builds the
+//! statements, binds their arguments and reads the rows back.
 //!
 //! A thread, once idle, can only go back to the normal policy with
 //! `CAP_SYS_NICE`, so the caller keeps its ordinary pool for when the

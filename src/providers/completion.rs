@@ -86,7 +86,7 @@ impl UpstreamJson {
                 bytes,
             });
         };
-        // The raw value borrows from `bytes`: its offset is where it lies there.
+        // The raw value borrows from `text`, which is `bytes`: its offset there.
         let start = (usage_text.as_ptr() as usize) - (text.as_ptr() as usize);
         let usage_at = start..start + usage_text.len();
         debug_assert_eq!(text.get(usage_at.clone()), Some(usage_text));
