@@ -458,20 +458,78 @@ async fn a_broken_stream_ends_with_one_error_event_and_is_billed() {
     app.stop().await;
 }
 
+/// The record of the `count`th request, to `model`, whose upstream reported
+/// no usage: checks that its tokens were counted locally.
+async fn counted_locally(
+    app: &TestApp,
+    count: usize,
+    model: &str,
+) -> llm_gateway::db::usage::UsageRecord {
+    let records = app.usage_records(count).await;
+    let provider = model.split(':').next();
+    let Some(record) = records.iter().find(|r| r.provider.as_deref() == provider) else {
+        panic!("{model}: {records:?}");
+    };
+    // ≈4 characters a token: the 41-character reply is 11 tokens.
+    assert!(record.prompt_tokens > 0, "{record:?}");
+    assert_eq!(record.completion_tokens, 11, "{record:?}");
+    record.clone()
+}
+
 #[tokio::test]
 async fn a_stream_without_usage_is_counted_locally() {
     let app = app().await;
     let key = app.user_key("nu@example.com").await;
-    let mut body = chat("gpt-4o-mini", "[mock no_usage]");
+    for (i, model) in MODELS.iter().enumerate() {
+        let mut body = chat(model, "[mock no_usage]");
+        body["stream"] = json!(true);
+        let events = sse_events(post(&app, &key, body).await).await;
+        assert_eq!(assembled_content(&events), REPLY, "{model}");
+        counted_locally(&app, i + 1, model).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_without_usage_is_counted_and_billed_locally() {
+    let app = app().await;
+    let key = app.user_key("nun@example.com").await;
+    for (i, model) in MODELS.iter().enumerate() {
+        let response = post(&app, &key, chat(model, "[mock no_usage] say hello")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{model}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], REPLY, "{model}");
+        let record = counted_locally(&app, i + 1, model).await;
+        assert!(record.cost > 0, "{record:?}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_error_sent_with_a_200_is_an_upstream_error() {
+    let app = app().await;
+    let key = app.user_key("ib@example.com").await;
+    let response = post(&app, &key, chat("gpt-4o-mini", "[mock in_band_error=400]")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["message"], "mock in-band failure 400");
+
+    let response = post(&app, &key, chat("gpt-4o-mini", "[mock in_band_error]")).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+
+    let mut body = chat("gpt-4o-mini", "[mock in_band_error=500]");
     body["stream"] = json!(true);
     let events = sse_events(post(&app, &key, body).await).await;
-    assert_eq!(assembled_content(&events), REPLY);
-    let records = app.usage_records(1).await;
-    assert!(
-        records[0].prompt_tokens > 0 && records[0].completion_tokens > 0,
-        "{:?}",
-        records[0]
-    );
+    let errors: Vec<&String> = events.iter().filter(|e| e.contains("\"error\"")).collect();
+    assert_eq!(errors.len(), 1, "{events:?}");
+    let error: Value = serde_json::from_str(errors[0]).unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("mock in-band failure 500"), "{message}");
+
+    let records = app.usage_records(3).await;
+    let mut statuses: Vec<i32> = records.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [400, 502, 502], "{records:?}");
     app.stop().await;
 }
 

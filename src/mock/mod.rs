@@ -5,7 +5,9 @@
 //! Replies are deterministic. Faults are injected per request by a directive
 //! in the last user message, e.g. `[mock status=503]`, `[mock disconnect_after=2]`,
 //! `[mock first_byte_ms=500 chunks=10 delay_ms=5]`, `[mock malformed]`,
-//! `[mock no_usage]`. A model name containing `status-503` (any code) fails
+//! `[mock no_usage]`, and, in OpenAI's format, `[mock in_band_error=429]` (a
+//! 200 whose body, or whose stream after its first chunk, is an error
+//! object, as aggregators such as OpenRouter send). A model name containing `status-503` (any code) fails
 //! with that status, which lets fallbacks be exercised. A request with `tools`
 //! gets a call to its first tool. OpenAI-format non-streaming replies echo the
 //! request they received as `mock_request`.
@@ -64,6 +66,8 @@ struct Plan {
     disconnect_after: Option<usize>,
     malformed: bool,
     no_usage: bool,
+    /// The `code` of an error sent with a 200.
+    in_band_error: Option<u16>,
     tool: Option<String>,
     prompt_tokens: i64,
 }
@@ -104,6 +108,7 @@ impl Plan {
                     "disconnect_after" => plan.disconnect_after = number.map(|n| n as usize),
                     "malformed" => plan.malformed = true,
                     "no_usage" => plan.no_usage = true,
+                    "in_band_error" => plan.in_band_error = Some(number.unwrap_or(500) as u16),
                     _ => {}
                 }
             }
@@ -227,6 +232,11 @@ fn malformed_json() -> Response {
         .into_response()
 }
 
+/// The error object of `in_band_error`.
+fn in_band_error(code: u16) -> Value {
+    json!({"error": {"message": format!("mock in-band failure {code}"), "code": code}})
+}
+
 fn data(value: &Value) -> String {
     format!("data: {value}\n\n")
 }
@@ -263,6 +273,9 @@ async fn openai_chat(State(options): State<MockOptions>, Json(body): Json<Value>
         if plan.malformed {
             return malformed_json();
         }
+        if let Some(code) = plan.in_band_error {
+            return Json(in_band_error(code)).into_response();
+        }
         let message = match &plan.tool {
             Some(_) => {
                 json!({"role": "assistant", "content": null, "tool_calls": [tool_call(false)]})
@@ -292,6 +305,10 @@ async fn openai_chat(State(options): State<MockOptions>, Json(body): Json<Value>
     ))];
     if plan.malformed {
         frames.push("data: {\"choices\": [malformed\n\n".into());
+    }
+    if let Some(code) = plan.in_band_error {
+        frames.push(data(&in_band_error(code)));
+        return sse_body(&plan, frames);
     }
     match &plan.tool {
         Some(_) => frames.push(data(&chunk(
@@ -399,20 +416,24 @@ async fn anthropic_messages(
             Some(name) => json!([tool_block(name)]),
             None => json!([{"type": "text", "text": plan.text()}]),
         };
-        return Json(json!({
+        let mut message = json!({
             "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop_reason,
-            "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": plan.completion_tokens(),
-                      "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0},
-        }))
-        .into_response();
+        });
+        if !plan.no_usage {
+            message["usage"] = json!({"input_tokens": plan.prompt_tokens,
+                "output_tokens": plan.completion_tokens(),
+                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0});
+        }
+        return Json(message).into_response();
     }
     let event = |name: &str, value: Value| format!("event: {name}\ndata: {value}\n\n");
-    let mut frames = vec![event(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant",
-               "model": model, "content": [], "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": 1}}}),
-    )];
+    let mut start = json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
+        "role": "assistant", "model": model, "content": []}});
+    if !plan.no_usage {
+        start["message"]["usage"] = json!({"input_tokens": plan.prompt_tokens, "output_tokens": 1});
+    }
+    let mut frames = vec![event("message_start", start)];
     if plan.malformed {
         frames.push("event: content_block_delta\ndata: {malformed\n\n".into());
     }

@@ -212,14 +212,17 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-fn usage_of(usage: &Value) -> Usage {
+/// Reads Anthropic's `usage`; none without `input_tokens`.
+fn usage_of(usage: Option<&Value>) -> Option<Usage> {
+    let usage = usage?;
     let get = |key: &str| usage.get(key).and_then(Value::as_i64).unwrap_or(0);
+    let input = usage.get("input_tokens")?.as_i64()?;
     let cache_read = get("cache_read_input_tokens");
-    Usage {
-        prompt_tokens: get("input_tokens") + cache_read + get("cache_creation_input_tokens"),
+    Some(Usage {
+        prompt_tokens: input + cache_read + get("cache_creation_input_tokens"),
         completion_tokens: get("output_tokens"),
         cached_tokens: cache_read,
-    }
+    })
 }
 
 /// Builds an OpenAI `chat.completion` from a Messages API response.
@@ -259,7 +262,8 @@ pub fn from_anthropic(response: &Value, model: &str) -> Value {
         "created": unix_now(),
         "model": model,
         "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(stop) }],
-        "usage": usage_of(response.get("usage").unwrap_or(&Value::Null)).to_openai(),
+        // Left out when Anthropic sent none: the proxy then counts locally.
+        "usage": usage_of(response.get("usage")).map(Usage::to_openai),
     })
 }
 
@@ -268,12 +272,23 @@ struct StreamState {
     id: String,
     model: String,
     created: i64,
-    usage: Usage,
+    /// From `message_start`; `message_delta` updates the output tokens.
+    usage: Option<Usage>,
     /// Anthropic block index → OpenAI tool call index.
     tool_index: std::collections::HashMap<u64, usize>,
 }
 
 impl StreamState {
+    fn new(model: String) -> Self {
+        Self {
+            id: "msg".into(),
+            model,
+            created: unix_now(),
+            usage: None,
+            tool_index: Default::default(),
+        }
+    }
+
     /// Translates one event into zero or more OpenAI chunks.
     fn on_event(&mut self, event: &Value) -> Result<Vec<Value>, UpstreamError> {
         let (id, model, created) = (self.id.clone(), self.model.clone(), self.created);
@@ -283,7 +298,7 @@ impl StreamState {
                 if let Some(message_id) = event.pointer("/message/id").and_then(Value::as_str) {
                     self.id = message_id.to_string();
                 }
-                self.usage = usage_of(event.pointer("/message/usage").unwrap_or(&Value::Null));
+                self.usage = usage_of(event.pointer("/message/usage"));
                 Ok(vec![chunk_with_id(
                     &self.id,
                     &model,
@@ -331,11 +346,11 @@ impl StreamState {
                 }
             }
             "message_delta" => {
-                if let Some(output) = event
-                    .pointer("/usage/output_tokens")
-                    .and_then(Value::as_i64)
+                let output = event.pointer("/usage/output_tokens");
+                if let (Some(usage), Some(output)) =
+                    (&mut self.usage, output.and_then(Value::as_i64))
                 {
-                    self.usage.completion_tokens = output;
+                    usage.completion_tokens = output;
                 }
                 let stop = event
                     .pointer("/delta/stop_reason")
@@ -343,7 +358,11 @@ impl StreamState {
                     .unwrap_or("end_turn");
                 Ok(vec![chunk(json!({}), Some(finish_reason(stop)))])
             }
-            "message_stop" => Ok(vec![usage_chunk(&self.id, &model, created, self.usage)]),
+            "message_stop" => Ok(self
+                .usage
+                .map(|usage| usage_chunk(&self.id, &model, created, usage))
+                .into_iter()
+                .collect()),
             "error" => Err(UpstreamError::Status {
                 status: 502,
                 message: event
@@ -367,13 +386,7 @@ fn chunk_with_id(id: &str, model: &str, created: i64, delta: Value) -> Value {
 
 /// Translates Anthropic's event stream into OpenAI chunks.
 fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
-    let state = StreamState {
-        id: "msg".into(),
-        model,
-        created: unix_now(),
-        usage: Usage::default(),
-        tool_index: Default::default(),
-    };
+    let state = StreamState::new(model);
     sse::translate(response, state, Vec::new(), on_sse_event, |_| Vec::new())
 }
 
@@ -468,13 +481,7 @@ mod tests {
 
     #[test]
     fn stream_events_become_chunks() {
-        let mut state = StreamState {
-            id: "msg".into(),
-            model: "claude-x".into(),
-            created: 0,
-            usage: Usage::default(),
-            tool_index: Default::default(),
-        };
+        let mut state = StreamState::new("claude-x".into());
         let events = [
             json!({"type": "message_start", "message": {"id": "msg_9", "usage": {"input_tokens": 7, "output_tokens": 1}}}),
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
@@ -500,5 +507,22 @@ mod tests {
         assert_eq!(chunks[5]["usage"]["prompt_tokens"], 7);
         assert_eq!(chunks[5]["usage"]["completion_tokens"], 12);
         assert_eq!(chunks[5]["id"], "msg_9");
+    }
+
+    #[test]
+    fn missing_usage_is_left_out_not_zeroed() {
+        let response = from_anthropic(
+            &json!({"id": "m", "content": [{"type": "text", "text": "hi"}]}),
+            "claude-x",
+        );
+        assert!(response["usage"].is_null(), "{response}");
+        let mut state = StreamState::new("claude-x".into());
+        let start = json!({"type": "message_start", "message": {"id": "m"}});
+        let delta = json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 3}});
+        for event in [start, delta] {
+            state.on_event(&event).unwrap();
+        }
+        let last = state.on_event(&json!({"type": "message_stop"})).unwrap();
+        assert!(last.is_empty(), "no usage chunk: {last:?}");
     }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::fmt;
 use std::ops::Range;
 
-use super::{UpstreamError, Usage};
+use super::{in_band_error, UpstreamError, Usage};
 
 /// A complete answer: a chat completion or an embeddings list.
 #[derive(Debug)]
@@ -34,6 +34,28 @@ impl Completion {
             Self::Translated(value) => value.get("usage").and_then(Usage::from_openai),
             Self::Upstream(json) => json.usage.as_ref().and_then(Usage::from_openai),
         }
+    }
+
+    /// The characters its choices generated (text and tool call arguments),
+    /// for a local count when it reports no usage.
+    pub fn generated_chars(&self) -> usize {
+        let parsed: Value;
+        let value = match self {
+            Self::Translated(value) => value,
+            // Parsed whole only here: an upstream that omits usage is rare.
+            Self::Upstream(json) => {
+                parsed = serde_json::from_slice(&json.bytes).unwrap_or_default();
+                &parsed
+            }
+        };
+        value
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|choice| choice.get("message"))
+            .map(super::generated_chars)
+            .sum()
     }
 
     /// The body for the client, with `cost` (in USD) added to its `usage`
@@ -64,7 +86,8 @@ pub struct UpstreamJson {
 impl UpstreamJson {
     /// Checks that `bytes` is one JSON object and finds its `usage`. A body
     /// that repeats `usage` is refused: parsers differ on which one counts,
-    /// and the client must see the one it is billed for.
+    /// and the client must see the one it is billed for. A body with an
+    /// `error` is the upstream's failure, whatever its status said.
     pub fn parse(bytes: Bytes) -> Result<Self, UpstreamError> {
         let bad = |e: serde_json::Error| UpstreamError::Protocol(e.to_string());
         // Checked as a whole first: the values skipped below are not.
@@ -77,9 +100,12 @@ impl UpstreamJson {
             ));
         }
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let usage_text = deserializer.deserialize_map(UsageFinder).map_err(bad)?;
+        let top = deserializer.deserialize_map(TopLevelFinder).map_err(bad)?;
         deserializer.end().map_err(bad)?;
-        let Some(usage_text) = usage_text else {
+        if top.error {
+            return Err(in_band_error(&serde_json::from_str(text).map_err(bad)?));
+        }
+        let Some(usage_text) = top.usage else {
             return Ok(Self {
                 usage: None,
                 usage_at: 0..0,
@@ -114,54 +140,76 @@ impl UpstreamJson {
     }
 }
 
-/// Visits the top level of an object: every value is skipped over (checked
-/// but not built) except `usage`, whose text it returns.
-struct UsageFinder;
+/// What the gateway reads at the top level of an upstream's object.
+#[derive(Default)]
+struct TopLevel<'de> {
+    /// The text of `usage`.
+    usage: Option<&'de str>,
+    /// Whether it has a non-null `error`.
+    error: bool,
+}
 
-impl<'de> Visitor<'de> for UsageFinder {
-    type Value = Option<&'de str>;
+/// Visits the top level of an object: every value is skipped over (checked
+/// but not built) except `usage`, whose text it keeps, and `error`.
+struct TopLevelFinder;
+
+impl<'de> Visitor<'de> for TopLevelFinder {
+    type Value = TopLevel<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut usage = None;
-        while let Some(is_usage) = map.next_key_seed(IsUsage)? {
-            if is_usage {
-                if usage.is_some() {
-                    return Err(de::Error::duplicate_field("usage"));
+        let mut top = TopLevel::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Usage if top.usage.is_some() => {
+                    return Err(de::Error::duplicate_field("usage"))
                 }
-                usage = Some(map.next_value::<&'de RawValue>()?.get());
-            } else {
-                map.next_value::<IgnoredAny>()?;
+                Key::Usage => top.usage = Some(map.next_value::<&'de RawValue>()?.get()),
+                Key::Error => top.error |= map.next_value::<&'de RawValue>()?.get() != "null",
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(usage)
+        Ok(top)
     }
 }
 
-/// A key, read only to tell whether it is `usage` (no allocation unless the
+/// The top-level keys the gateway reads.
+enum Key {
+    Usage,
+    Error,
+    Other,
+}
+
+/// A key, read only to tell which [`Key`] it is (no allocation unless the
 /// key has escapes).
-struct IsUsage;
+struct KeySeed;
 
-impl<'de> DeserializeSeed<'de> for IsUsage {
-    type Value = bool;
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key, D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
-impl Visitor<'_> for IsUsage {
-    type Value = bool;
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
-        Ok(key == "usage")
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "usage" => Key::Usage,
+            "error" => Key::Error,
+            _ => Key::Other,
+        })
     }
 }
 
@@ -288,6 +336,39 @@ mod tests {
             matches!(result, Err(UpstreamError::Protocol(_))),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn an_error_in_a_success_body_is_the_upstreams_failure() {
+        let result = UpstreamJson::parse(Bytes::from_static(
+            br#"{"id":"x","error":{"message":"Rate limited upstream","code":429}}"#,
+        ));
+        let Err(UpstreamError::Status {
+            status, message, ..
+        }) = result
+        else {
+            panic!("{result:?}");
+        };
+        assert_eq!((status, message.as_str()), (429, "Rate limited upstream"));
+        let result = UpstreamJson::parse(Bytes::from_static(
+            br#"{"error":{"message":"overloaded","code":"server_error"}}"#,
+        ));
+        assert!(
+            matches!(result, Err(UpstreamError::Status { status: 502, .. })),
+            "a code that is no status is a 502: {result:?}"
+        );
+        assert!(upstream(r#"{"id":"x","error":null}"#).usage().is_none());
+    }
+
+    #[test]
+    fn generated_characters_are_counted_from_every_choice() {
+        let text = r#"{"choices":[{"message":{"content":"héllo"}},
+            {"message":{"content":null,"tool_calls":[{"function":{"arguments":"{\"a\":1}"}}]}}]}"#;
+        assert_eq!(upstream(text).generated_chars(), 5 + 7);
+        let translated =
+            Completion::Translated(json!({"choices": [{"message": {"content": "abc"}}]}));
+        assert_eq!(translated.generated_chars(), 3);
+        assert_eq!(upstream(r#"{"data":[]}"#).generated_chars(), 0);
     }
 
     #[test]

@@ -313,7 +313,8 @@ impl ChunkState {
             "created": self.created,
             "model": self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": reason}],
-            "usage": self.usage.unwrap_or_default().to_openai(),
+            // Left out when Gemini sent none: the proxy then counts locally.
+            "usage": self.usage.map(Usage::to_openai),
         })
     }
 

@@ -52,6 +52,16 @@ impl Usage {
         })
     }
 
+    /// A local count, for an answer that never reported its usage: the
+    /// prompt's estimate and ≈4 generated characters a token.
+    pub fn estimated(prompt_tokens: i64, generated_chars: usize) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens: (generated_chars as i64 + 3) / 4,
+            cached_tokens: 0,
+        }
+    }
+
     /// OpenAI's `usage` object.
     pub fn to_openai(self) -> Value {
         json!({
@@ -211,7 +221,24 @@ pub(crate) async fn send(
 /// Reads a provider's error body: OpenAI, Anthropic and Gemini all use `error.message`.
 pub(crate) fn error_from_body(status: u16, text: &str) -> UpstreamError {
     let parsed: Option<Value> = serde_json::from_str(text).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    error_from_json(status, parsed.as_ref(), text)
+}
+
+/// An error that an upstream reported inside a 200 (OpenRouter and other
+/// aggregators do, in a body or a stream chunk): its numeric `code` is the
+/// status when it is one, else 502.
+pub(crate) fn in_band_error(body: &Value) -> UpstreamError {
+    let status = body
+        .pointer("/error/code")
+        .and_then(Value::as_u64)
+        .filter(|code| (400..=599).contains(code))
+        .map_or(502, |code| code as u16);
+    error_from_json(status, Some(body), "upstream error")
+}
+
+/// The error in a parsed body; `text` is quoted when it has no message.
+fn error_from_json(status: u16, parsed: Option<&Value>, text: &str) -> UpstreamError {
+    let error = parsed.and_then(|v| v.get("error"));
     let message = error
         .and_then(|e| {
             e.get("message")
@@ -300,9 +327,27 @@ pub fn unix_now() -> i64 {
 }
 
 /// A rough local token count (≈4 characters a token), for when the upstream
-/// never reported usage (a stream cut short).
+/// never reported usage (a stream cut short, a reply without `usage`).
 pub fn estimate_tokens(text: &str) -> i64 {
     (text.chars().count() as i64 + 3) / 4
+}
+
+/// The characters an assistant message (or a stream delta) generated: its
+/// text and its tool calls' arguments, for a local count of output tokens.
+pub fn generated_chars(message: &Value) -> usize {
+    let text = message
+        .get("content")
+        .and_then(Value::as_str)
+        .map_or(0, |t| t.chars().count());
+    let arguments: usize = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|call| call.pointer("/function/arguments").and_then(Value::as_str))
+        .map(|args| args.chars().count())
+        .sum();
+    text + arguments
 }
 
 /// The text of a message's `content`, whether a string or a list of parts.

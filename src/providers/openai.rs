@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::sse::{self, SseEvent, Step};
-use super::{send, upstream_json, Body, ChunkStream, Completion, Provider, UpstreamError};
+use super::{
+    in_band_error, send, upstream_json, Body, ChunkStream, Completion, Provider, UpstreamError,
+};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 
@@ -149,17 +151,8 @@ fn on_event(_: &mut (), event: &SseEvent) -> Step {
 fn parse_chunk(data: &str) -> Result<Value, UpstreamError> {
     let value: Value = serde_json::from_str(data)
         .map_err(|e| UpstreamError::Protocol(format!("bad chunk: {e}")))?;
-    if let Some(error) = value.get("error") {
-        let message = error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("upstream error")
-            .to_string();
-        return Err(UpstreamError::Status {
-            status: 502,
-            message,
-            code: None,
-        });
+    if value.get("error").is_some_and(|e| !e.is_null()) {
+        return Err(in_band_error(&value));
     }
     Ok(value)
 }

@@ -17,7 +17,7 @@ use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
 use crate::error::AppError;
-use crate::providers::{content_text, estimate_tokens, Body, Completion, UpstreamError};
+use crate::providers::{content_text, estimate_tokens, Body, Completion, UpstreamError, Usage};
 use crate::server::AppState;
 
 /// Chat completions, streaming or not, routed to the model's provider.
@@ -211,13 +211,16 @@ async fn route_chat(
         })
         .await?;
         meter.target(&target);
-        Ok(finish_with_cost(meter, response))
+        Ok(finish_with_cost(meter, response, prompt_tokens))
     }
 }
 
-/// Records the usage of a complete response and reports its cost in `usage.cost`.
-fn finish_with_cost(meter: &mut Meter, completion: Completion) -> Response {
-    let usage = completion.usage().unwrap_or_default();
+/// Records the usage of a complete response and reports its cost in
+/// `usage.cost`. An answer without usage is billed on a local count.
+fn finish_with_cost(meter: &mut Meter, completion: Completion, prompt_estimate: i64) -> Response {
+    let usage = completion
+        .usage()
+        .unwrap_or_else(|| Usage::estimated(prompt_estimate, completion.generated_chars()));
     let cost = meter.cost_of(usage);
     let body = completion.into_body(nanos_to_usd_f64(cost));
     meter.take().finish(200, None, usage, false);
@@ -304,7 +307,7 @@ async fn embed(
             t.provider.client.embeddings(body, &t.model).await
         })
         .await?;
-        Ok(finish_with_cost(&mut meter, response))
+        Ok(finish_with_cost(&mut meter, response, input_tokens))
     }
     .await;
     if let Err(err) = &result {
@@ -313,7 +316,7 @@ async fn embed(
     result
 }
 
-/// A local count of the prompt, used if a stream ends before usage arrives.
+/// A local count of the prompt, used if the upstream never reports usage.
 fn prompt_estimate(body: &Body) -> i64 {
     body.get("messages")
         .and_then(Value::as_array)

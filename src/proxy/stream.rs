@@ -21,7 +21,7 @@ use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::db::usage::UsageRecord;
 use crate::error::AppError;
-use crate::providers::{ChunkStream, Usage};
+use crate::providers::{generated_chars, ChunkStream, Usage};
 
 /// Status recorded for a stream the client walked away from (nginx's convention).
 pub const CLIENT_CLOSED: i32 = 499;
@@ -215,11 +215,8 @@ struct MeteredStream {
 impl MeteredStream {
     /// The usage to bill: the upstream's, or a local count if it never came.
     fn usage(&self) -> Usage {
-        self.usage.unwrap_or(Usage {
-            prompt_tokens: self.prompt_estimate,
-            completion_tokens: (self.generated_chars as i64 + 3) / 4,
-            cached_tokens: 0,
-        })
+        self.usage
+            .unwrap_or_else(|| Usage::estimated(self.prompt_estimate, self.generated_chars))
     }
 
     fn end(&mut self, status: i32, error_code: Option<String>, aborted: bool) {
@@ -240,19 +237,8 @@ impl MeteredStream {
         }
         let choices = chunk.get("choices").and_then(Value::as_array);
         for choice in choices.into_iter().flatten() {
-            let delta = choice.get("delta").unwrap_or(&Value::Null);
-            if let Some(text) = delta.get("content").and_then(Value::as_str) {
-                self.generated_chars += text.chars().count();
-            }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
-                    self.generated_chars += args.chars().count();
-                }
+            if let Some(delta) = choice.get("delta") {
+                self.generated_chars += generated_chars(delta);
             }
         }
         let usage_only = choices.is_some_and(|c| c.is_empty())
