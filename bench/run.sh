@@ -7,8 +7,12 @@
 # latency (p50, p99), the added time to first byte of streams, and the
 # gateway's peak RSS. A second mock, on the gateway's core, shows what a
 # request pays just for crossing between the cores, which the gateway does
-# twice (client to gateway, gateway to mock) and the direct baseline never. Needs a release build (scripts/run.sh or
-# `cargo leptos build --release`) and wrk (apt-get install wrk).
+# twice (client to gateway, gateway to mock) and the direct baseline never;
+# and, at c=1, a byte relay (socat) on the gateway's core, which crosses
+# exactly as the gateway does and does nothing else, shows the floor under
+# any proxy placed so. Needs a release build (scripts/run.sh or
+# `cargo leptos build --release`), wrk and socat (apt-get install wrk socat;
+# without socat the relay is left out).
 #
 #   bench/run.sh [DURATION_SECONDS]
 set -euo pipefail
@@ -21,7 +25,7 @@ command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit
 
 source bench/common.sh
 
-mock_port=4611 gateway_port=4612 far_mock_port=4613
+mock_port=4611 gateway_port=4612 far_mock_port=4613 relay_port=4614
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
 RUST_LOG=warn taskset -c 1 "$bin" mock-provider --port $mock_port >/dev/null 2>&1 &
 pids+=($!)
@@ -30,6 +34,14 @@ pids+=($!)
 RUST_LOG=warn taskset -c 0 "$bin" mock-provider --port $far_mock_port >/dev/null 2>&1 &
 pids+=($!)
 far_mock=http://127.0.0.1:$far_mock_port
+relay=
+if command -v socat >/dev/null; then
+  # One process per connection, so c=1 only.
+  taskset -c 0 socat TCP-LISTEN:$relay_port,fork,reuseaddr,nodelay \
+    TCP:127.0.0.1:$mock_port,nodelay >/dev/null 2>&1 &
+  pids+=($!)
+  relay=http://127.0.0.1:$relay_port
+fi
 export MOCK_URL=http://127.0.0.1:$mock_port BENCH_GATEWAY_PORT=$gateway_port
 export BENCH_DATABASE_URL="sqlite://$work/bench.db"
 RUST_LOG=warn taskset -c 0 "$bin" serve --config bench/config.yml >/dev/null 2>"$work/gateway.err" &
@@ -38,6 +50,7 @@ pids+=($gateway_pid)
 gateway=http://127.0.0.1:$gateway_port
 wait_for "$MOCK_URL/v1/models"
 wait_for "$far_mock/v1/models"
+[[ -z "$relay" ]] || wait_for "$relay/v1/models"
 wait_for "$gateway/health"
 
 key=$(bench_key "$gateway")
@@ -69,7 +82,18 @@ for c in 1 64; do
   read -r _ f_p50 f_p99 < <(load "$far_mock" $c "" gpt-4o-mini)
   printf '| %s | %s | %s | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs | %s µs / %s µs |\n' \
     "$c" "$g_rps" "$m_rps" "$g_p50" "$m_p50" $((g_p50 - m_p50)) "$g_p99" "$m_p99" $((g_p99 - m_p99)) "$f_p50" "$f_p99"
+  if [[ $c == 1 && -n "$relay" ]]; then
+    # Right after the gateway's run, so that both meet the same machine.
+    read -r _ r_p50 r_p99 < <(load "$relay" 1 "" gpt-4o-mini)
+    floor=$(printf '| byte relay (socat) on the gateway'"'"'s core: the floor | %s µs | %s µs |\n| the gateway | %s µs | %s µs |\n| the gateway beyond the relay | %s µs | %s µs |' \
+      $((r_p50 - m_p50)) $((r_p99 - m_p99)) $((g_p50 - m_p50)) $((g_p99 - m_p99)) \
+      $((g_p50 - r_p50)) $((g_p99 - r_p99)))
+  fi
 done
+
+if [[ -n "$relay" ]]; then
+  printf '\n| c=1, added to the mock direct | p50 | p99 |\n|---|---|---|\n%s\n' "$floor"
+fi
 
 read -r _ g_ttfb_p50 _ < <(taskset -c 1 python3 bench/ttfb.py "$gateway/v1/chat/completions" "$key" openai:gpt-4o-mini 500 | sed -E 's/RESULT p50_us=([0-9]+) p99_us=([0-9]+)/x \1 \2/')
 read -r _ m_ttfb_p50 _ < <(taskset -c 1 python3 bench/ttfb.py "$MOCK_URL/v1/chat/completions" "" gpt-4o-mini 500 | sed -E 's/RESULT p50_us=([0-9]+) p99_us=([0-9]+)/x \1 \2/')
