@@ -7,9 +7,9 @@
 //! `[mock first_byte_ms=500 chunks=10 delay_ms=5]`, `[mock malformed]`,
 //! `[mock no_usage]`, and, in OpenAI's format, `[mock in_band_error=429]` (a
 //! 200 whose body, or whose stream after its first chunk, is an error
-//! object, as aggregators such as OpenRouter send). A model name containing `status-503` (any code) fails
-//! with that status, which lets fallbacks be exercised. A request with `tools`
-//! gets a call to its first tool. OpenAI-format non-streaming replies echo the
+//! object, as aggregators such as OpenRouter send). A model name containing
+//! `status-503` (any code) fails with that status, which lets fallbacks be
+//! exercised. A request with `tools` gets a call to its first tool. OpenAI-format non-streaming replies echo the
 //! request they received as `mock_request`.
 
 use axum::body::{Body, Bytes};
