@@ -534,6 +534,33 @@ async fn an_error_sent_with_a_200_is_an_upstream_error() {
 }
 
 #[tokio::test]
+async fn a_stream_that_fails_before_its_first_chunk_is_retried_then_an_http_error() {
+    let app = app().await;
+    let key = app.user_key("fb@example.com").await;
+    for model in MODELS {
+        let mut body = chat(model, "[mock disconnect_after=0]");
+        body["stream"] = json!(true);
+        let response = post(&app, &key, body).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{model}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["message"].is_string(), "{model}: {error}");
+    }
+    let records = app.usage_records(MODELS.len()).await;
+    assert!(records.iter().all(|r| r.status == 502), "{records:?}");
+    // The tests allow one retry: two attempts at each provider.
+    let metrics = app.admin(reqwest::Method::GET, "/metrics").send().await;
+    let metrics = metrics.unwrap().text().await.unwrap();
+    for provider in ["openai", "anthropic", "gemini"] {
+        let line = format!(
+            "llm_gateway_upstream_errors_total{{provider=\"{provider}\",kind=\"connect\"}} 2"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_is_still_billed() {
     let app = app().await;
     let key = app.user_key("cd@example.com").await;

@@ -541,9 +541,6 @@ async fn gemini_generate(
         return error_response(404, "unknown method");
     }
     let mut frames = Vec::new();
-    if plan.malformed {
-        frames.push("data: {malformed\n\n".into());
-    }
     let pieces: Vec<Value> = match &plan.tool {
         Some(name) => vec![tool_part(name)],
         None => plan
@@ -559,6 +556,9 @@ async fn gemini_generate(
             response["usageMetadata"] = usage.clone();
         }
         frames.push(data(&response));
+        if i == 0 && plan.malformed {
+            frames.push("data: {malformed\n\n".into());
+        }
     }
     sse_body(&plan, frames)
 }

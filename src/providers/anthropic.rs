@@ -387,7 +387,7 @@ fn chunk_with_id(id: &str, model: &str, created: i64, delta: Value) -> Value {
 /// Translates Anthropic's event stream into OpenAI chunks.
 fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
     let state = StreamState::new(model);
-    sse::translate(response, state, Vec::new(), on_sse_event, |_| Vec::new())
+    sse::translate(response, state, on_sse_event, |_| Vec::new())
 }
 
 fn on_sse_event(state: &mut StreamState, event: &SseEvent) -> Step {

@@ -244,6 +244,8 @@ struct ChunkState {
     created: i64,
     tool_calls: usize,
     usage: Option<Usage>,
+    /// Whether a stream's first chunk (the assistant role) went out.
+    started: bool,
 }
 
 impl ChunkState {
@@ -254,6 +256,7 @@ impl ChunkState {
             created: unix_now(),
             tool_calls: 0,
             usage: None,
+            started: false,
         }
     }
 
@@ -342,14 +345,7 @@ impl ChunkState {
 /// Translates Gemini's SSE stream into OpenAI chunks, ending with usage.
 fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
     let state = ChunkState::new(&model);
-    let first = chunk(
-        &state.id,
-        &model,
-        state.created,
-        json!({"role": "assistant", "content": ""}),
-        None,
-    );
-    sse::translate(response, state, vec![first], on_sse_event, |state| {
+    sse::translate(response, state, on_sse_event, |state| {
         state
             .usage
             .map(|usage| vec![usage_chunk(&state.id, &state.model, state.created, usage)])
@@ -359,7 +355,18 @@ fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
 
 fn on_sse_event(state: &mut ChunkState, event: &SseEvent) -> Step {
     match serde_json::from_str::<Value>(&event.data) {
-        Ok(value) => Step::Continue(state.chunks(&value)),
+        Ok(value) => {
+            // The role goes out with the first event, not before: until
+            // Gemini has sent something, the stream can still be retried.
+            let mut chunks = Vec::new();
+            if !state.started {
+                state.started = true;
+                let role = json!({"role": "assistant", "content": ""});
+                chunks.push(chunk(&state.id, &state.model, state.created, role, None));
+            }
+            chunks.extend(state.chunks(&value));
+            Step::Continue(chunks)
+        }
         Err(e) => Step::Fail(UpstreamError::Protocol(format!("bad event: {e}"))),
     }
 }

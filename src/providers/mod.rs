@@ -108,13 +108,21 @@ impl UpstreamError {
     pub fn from_reqwest(err: reqwest::Error) -> Self {
         if err.is_timeout() {
             Self::Timeout
-        } else if err.is_decode() {
+        } else if err.is_decode() && !broke_in_transit(&err) {
             Self::Protocol(err.to_string())
         } else {
             // Never include the URL: it may carry an API key (Gemini).
             Self::Connect(err.without_url().to_string())
         }
     }
+}
+
+/// Whether a decode error is a connection that broke: reqwest reports every
+/// failure while streaming a body as one, with the transport's error inside.
+fn broke_in_transit(err: &reqwest::Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<reqwest::Error>())
+        .is_some_and(reqwest::Error::is_body)
 }
 
 /// A stream of OpenAI chat chunks.

@@ -135,7 +135,7 @@ impl Provider for OpenAi {
 
 /// Turns an OpenAI SSE response into chunk values, ending at `[DONE]`.
 fn openai_sse_chunks(response: reqwest::Response) -> ChunkStream {
-    sse::translate(response, (), Vec::new(), on_event, |_| Vec::new())
+    sse::translate(response, (), on_event, |_| Vec::new())
 }
 
 fn on_event(_: &mut (), event: &SseEvent) -> Step {

@@ -70,13 +70,12 @@ pub enum Step {
     Fail(super::UpstreamError),
 }
 
-/// Translates an upstream SSE response into OpenAI chunks. `initial` chunks
-/// come first; `on_event` handles each event; `on_end` may add chunks when the
-/// body ends without a [`Step::Finish`].
+/// Translates an upstream SSE response into OpenAI chunks: `on_event`
+/// handles each event; `on_end` may add chunks when the body ends without a
+/// [`Step::Finish`].
 pub fn translate<S: Send + 'static>(
     response: reqwest::Response,
     state: S,
-    initial: Vec<serde_json::Value>,
     on_event: fn(&mut S, &SseEvent) -> Step,
     on_end: fn(&mut S) -> Vec<serde_json::Value>,
 ) -> super::ChunkStream {
@@ -94,7 +93,7 @@ pub fn translate<S: Send + 'static>(
     let reader = Reader {
         bytes: response.bytes_stream().boxed(),
         parser: SseParser::default(),
-        pending: initial.into_iter().map(Ok).collect(),
+        pending: VecDeque::new(),
         state,
         done: false,
     };

@@ -4,6 +4,7 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use futures::{stream, StreamExt};
 use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -17,7 +18,9 @@ use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::UserPrice;
 use crate::config::ProviderKind;
 use crate::error::AppError;
-use crate::providers::{content_text, estimate_tokens, Body, Completion, UpstreamError, Usage};
+use crate::providers::{
+    content_text, estimate_tokens, Body, ChunkStream, Completion, UpstreamError, Usage,
+};
 use crate::server::AppState;
 
 /// Chat completions, streaming or not, routed to the model's provider.
@@ -194,7 +197,7 @@ async fn route_chat(
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let (target, chunks) = with_retries(state, &targets, |t| async move {
-            t.provider.client.chat_stream(body, &t.model).await
+            with_first_chunk(t.provider.client.chat_stream(body, &t.model).await?).await
         })
         .await?;
         meter.target(&target);
@@ -212,6 +215,18 @@ async fn route_chat(
         .await?;
         meter.target(&target);
         Ok(finish_with_cost(meter, response, prompt_tokens))
+    }
+}
+
+/// Waits for a stream's first chunk and puts it back in front, so that a
+/// stream that fails before anything reaches the client (a connection that
+/// breaks, an error event first) is retried or falls back like a failed
+/// request, and the client gets an HTTP error rather than a broken stream.
+async fn with_first_chunk(mut chunks: ChunkStream) -> Result<ChunkStream, UpstreamError> {
+    match chunks.next().await {
+        Some(Err(err)) => Err(err),
+        Some(Ok(first)) => Ok(stream::iter([Ok(first)]).chain(chunks).boxed()),
+        None => Ok(chunks),
     }
 }
 
