@@ -34,19 +34,48 @@ pub struct Metrics {
     usage_batches: [AtomicU64; 2],
 }
 
-/// `(provider, model)`.
-type ModelLabels = (String, String);
-
 #[derive(Debug, Default)]
 struct Series {
-    requests: BTreeMap<(String, String, i32), u64>,
-    /// Prompt, completion and cached tokens.
-    tokens: BTreeMap<ModelLabels, [i64; 3]>,
-    cost_nanos: BTreeMap<ModelLabels, i64>,
-    latency: BTreeMap<ModelLabels, Histogram>,
-    ttft: BTreeMap<ModelLabels, Histogram>,
+    /// By provider, then model: looked up by `&str`, so that counting a
+    /// request allocates nothing once its model has been seen.
+    models: BTreeMap<String, BTreeMap<String, ModelSeries>>,
     upstream_errors: BTreeMap<(String, String), u64>,
     last_upstream_error: BTreeMap<String, UpstreamFailure>,
+}
+
+/// One provider's model.
+#[derive(Debug, Default)]
+struct ModelSeries {
+    /// Requests by HTTP status.
+    requests: BTreeMap<i32, u64>,
+    /// Prompt, completion and cached tokens.
+    tokens: [i64; 3],
+    cost_nanos: i64,
+    latency: Histogram,
+    /// Streams only; left out while empty.
+    ttft: Histogram,
+}
+
+impl Series {
+    fn model_mut(&mut self, provider: &str, model: &str) -> &mut ModelSeries {
+        if !self.models.contains_key(provider) {
+            self.models.insert(provider.to_owned(), BTreeMap::new());
+        }
+        let models = self.models.get_mut(provider).expect("inserted above");
+        if !models.contains_key(model) {
+            models.insert(model.to_owned(), ModelSeries::default());
+        }
+        models.get_mut(model).expect("inserted above")
+    }
+
+    /// Every model's series with its labels, in label order.
+    fn each_model(&self) -> impl Iterator<Item = (&str, &str, &ModelSeries)> {
+        self.models.iter().flat_map(|(provider, models)| {
+            models
+                .iter()
+                .map(move |(model, series)| (provider.as_str(), model.as_str(), series))
+        })
+    }
 }
 
 /// The latest failure of one provider, for the admin pages.
@@ -80,32 +109,19 @@ impl Histogram {
 impl Metrics {
     /// Counts a finished request from its usage record.
     pub fn observe(&self, record: &UsageRecord) {
-        let labels = (
-            record.provider.clone().unwrap_or_default(),
-            record.model.clone().unwrap_or_default(),
-        );
+        let provider = record.provider.as_deref().unwrap_or_default();
+        let model = record.model.as_deref().unwrap_or_default();
         let mut series = self.lock();
-        *series
-            .requests
-            .entry((labels.0.clone(), labels.1.clone(), record.status))
-            .or_default() += 1;
-        let tokens = series.tokens.entry(labels.clone()).or_default();
-        tokens[0] += record.prompt_tokens;
-        tokens[1] += record.completion_tokens;
-        tokens[2] += record.cached_tokens;
-        *series.cost_nanos.entry(labels.clone()).or_default() += record.cost;
+        let series = series.model_mut(provider, model);
+        *series.requests.entry(record.status).or_default() += 1;
+        series.tokens[0] += record.prompt_tokens;
+        series.tokens[1] += record.completion_tokens;
+        series.tokens[2] += record.cached_tokens;
+        series.cost_nanos += record.cost;
         if let Some(ttft) = record.ttft_ms.filter(|_| record.streamed == 1) {
-            series
-                .ttft
-                .entry(labels.clone())
-                .or_default()
-                .observe(ttft as f64 / 1000.0);
+            series.ttft.observe(ttft as f64 / 1000.0);
         }
-        series
-            .latency
-            .entry(labels)
-            .or_default()
-            .observe(record.latency_ms as f64 / 1000.0);
+        series.latency.observe(record.latency_ms as f64 / 1000.0);
     }
 
     /// Counts a failed upstream call (each retry counts).
@@ -162,17 +178,19 @@ impl Metrics {
             "counter",
             "Requests finished, by provider, model and HTTP status.",
         );
-        for ((provider, model, status), n) in &series.requests {
-            sample(
-                &mut out,
-                "llm_gateway_requests_total",
-                &[
-                    ("provider", provider),
-                    ("model", model),
-                    ("status", &status.to_string()),
-                ],
-                *n as f64,
-            );
+        for (provider, model, series) in series.each_model() {
+            for (status, n) in &series.requests {
+                sample(
+                    &mut out,
+                    "llm_gateway_requests_total",
+                    &[
+                        ("provider", provider),
+                        ("model", model),
+                        ("status", &status.to_string()),
+                    ],
+                    *n as f64,
+                );
+            }
         }
         family(
             &mut out,
@@ -180,13 +198,13 @@ impl Metrics {
             "counter",
             "Tokens billed, by provider, model and kind (prompt, completion, cached).",
         );
-        for ((provider, model), counts) in &series.tokens {
-            for (kind, n) in ["prompt", "completion", "cached"].iter().zip(counts) {
+        for (provider, model, series) in series.each_model() {
+            for (kind, n) in ["prompt", "completion", "cached"].iter().zip(series.tokens) {
                 sample(
                     &mut out,
                     "llm_gateway_tokens_total",
                     &[("provider", provider), ("model", model), ("kind", kind)],
-                    *n as f64,
+                    n as f64,
                 );
             }
         }
@@ -196,25 +214,28 @@ impl Metrics {
             "counter",
             "What users were charged, in USD, by provider and model.",
         );
-        for ((provider, model), nanos) in &series.cost_nanos {
+        for (provider, model, series) in series.each_model() {
             sample(
                 &mut out,
                 "llm_gateway_cost_usd_total",
                 &[("provider", provider), ("model", model)],
-                *nanos as f64 / NANOS_PER_USD as f64,
+                series.cost_nanos as f64 / NANOS_PER_USD as f64,
             );
         }
         histograms(
             &mut out,
             "llm_gateway_request_duration_seconds",
             "Time from request to the last byte, by provider and model.",
-            &series.latency,
+            series.each_model().map(|(p, m, s)| (p, m, &s.latency)),
         );
         histograms(
             &mut out,
             "llm_gateway_time_to_first_token_seconds",
             "Time from request to the first streamed chunk, by provider and model.",
-            &series.ttft,
+            series
+                .each_model()
+                .map(|(p, m, s)| (p, m, &s.ttft))
+                .filter(|(_, _, ttft)| ttft.count > 0),
         );
         family(
             &mut out,
@@ -299,11 +320,16 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     let _ = writeln!(out, " {value}");
 }
 
-fn histograms(out: &mut String, name: &str, help: &str, series: &BTreeMap<ModelLabels, Histogram>) {
+fn histograms<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl Iterator<Item = (&'a str, &'a str, &'a Histogram)>,
+) {
     family(out, name, "histogram", help);
     let bucket = format!("{name}_bucket");
-    for ((provider, model), histogram) in series {
-        let labels = [("provider", provider.as_str()), ("model", model.as_str())];
+    for (provider, model, histogram) in series {
+        let labels = [("provider", provider), ("model", model)];
         for (bound, count) in BUCKETS.iter().zip(histogram.counts) {
             let le = bound.to_string();
             sample(

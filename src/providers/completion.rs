@@ -125,17 +125,28 @@ impl UpstreamJson {
     }
 
     /// The bytes with `cost` added to the usage object; unchanged when there
-    /// is no usage object.
+    /// is no usage object. The field goes in before the object's closing
+    /// brace, unless the upstream sent a `cost` of its own (OpenRouter
+    /// does): then the object is written anew, with the gateway's.
     fn with_cost(self, cost_usd: f64) -> Bytes {
         let Some(Value::Object(mut usage)) = self.usage else {
             return self.bytes;
         };
-        usage.insert("cost".into(), cost_usd.into());
-        let usage = Value::Object(usage).to_string();
-        let mut out = Vec::with_capacity(self.bytes.len() + 32);
-        out.extend_from_slice(&self.bytes[..self.usage_at.start]);
-        out.extend_from_slice(usage.as_bytes());
-        out.extend_from_slice(&self.bytes[self.usage_at.end..]);
+        let cost = Value::from(cost_usd);
+        let (replaced, insert_at) = if usage.contains_key("cost") {
+            usage.insert("cost".into(), cost);
+            (Value::Object(usage).to_string(), self.usage_at.clone())
+        } else {
+            // The raw text of an object ends with its closing brace.
+            let close = self.usage_at.end - 1;
+            debug_assert_eq!(self.bytes[close], b'}');
+            let comma = if usage.is_empty() { "" } else { "," };
+            (format!("{comma}\"cost\":{cost}"), close..close)
+        };
+        let mut out = Vec::with_capacity(self.bytes.len() + replaced.len());
+        out.extend_from_slice(&self.bytes[..insert_at.start]);
+        out.extend_from_slice(replaced.as_bytes());
+        out.extend_from_slice(&self.bytes[insert_at.end..]);
         Bytes::from(out)
     }
 }
@@ -268,6 +279,36 @@ mod tests {
             serde_json::from_slice::<Value>(&out).unwrap(),
             json!({"id": "x", "usage": {"prompt_tokens": 2, "cost": 0.5}})
         );
+    }
+
+    #[test]
+    fn cost_goes_in_before_the_closing_brace() {
+        for (text, expected) in [
+            (
+                r#"{"usage":{"prompt_tokens":2 ,"x":[1] } }"#,
+                r#"{"usage":{"prompt_tokens":2 ,"x":[1] ,"cost":0.5} }"#,
+            ),
+            (r#"{"usage":{ }}"#, r#"{"usage":{ "cost":0.5}}"#),
+        ] {
+            let out = upstream(text).into_body(0.5);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn an_upstreams_own_cost_is_replaced_not_repeated() {
+        for text in [
+            r#"{"id":"x","usage":{"cost":9.5,"prompt_tokens":2}}"#,
+            r#"{"id":"x","usage":{"prompt_tokens":2,"co\u0073t":9.5}}"#,
+        ] {
+            let out = upstream(text).into_body(0.5);
+            let out = std::str::from_utf8(&out).unwrap();
+            assert_eq!(out.matches("cost").count(), 1, "{out}");
+            assert_eq!(
+                serde_json::from_str::<Value>(out).unwrap(),
+                json!({"id": "x", "usage": {"prompt_tokens": 2, "cost": 0.5}})
+            );
+        }
     }
 
     #[test]

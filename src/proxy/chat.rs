@@ -249,27 +249,32 @@ fn priced_targets(
     targets: Vec<Target>,
     meter: &mut Meter,
 ) -> Result<Vec<Target>, AppError> {
-    let primary = targets[0].key();
-    let priced: Vec<(Target, UserPrice)> = targets
-        .into_iter()
-        .filter_map(|t| state.prices.user_price(&t.key()).map(|p| (t, p)))
-        .collect();
-    if priced.first().is_none_or(|(t, _)| t.key() != primary) {
-        return Err(AppError::Forbidden(format!(
-            "The model `{primary}` has no price on this gateway, so it cannot be called."
-        )));
+    let mut priced = Vec::with_capacity(targets.len());
+    let mut dearest: Option<UserPrice> = None;
+    for target in targets {
+        let Some(price) = state.prices.user_price(&target.key()) else {
+            if priced.is_empty() {
+                return Err(AppError::Forbidden(format!(
+                    "The model `{}` has no price on this gateway, so it cannot be called.",
+                    target.key()
+                )));
+            }
+            continue;
+        };
+        dearest = Some(match dearest {
+            None => price,
+            Some(d) => UserPrice {
+                input: d.input.max(price.input),
+                output: d.output.max(price.output),
+                cached_input: d.cached_input.max(price.cached_input),
+            },
+        });
+        priced.push(target);
     }
-    let dearest = priced
-        .iter()
-        .map(|(_, p)| *p)
-        .reduce(|a, b| UserPrice {
-            input: a.input.max(b.input),
-            output: a.output.max(b.output),
-            cached_input: a.cached_input.max(b.cached_input),
-        })
-        .expect("at least the primary");
-    meter.set_price(dearest);
-    Ok(priced.into_iter().map(|(t, _)| t).collect())
+    if let Some(dearest) = dearest {
+        meter.set_price(dearest);
+    }
+    Ok(priced)
 }
 
 /// The model and its fallbacks that the key may call and that have a price;

@@ -123,11 +123,17 @@ impl ModelRouter {
 
     /// The primary target, then its configured fallbacks that resolve.
     pub fn with_fallbacks(&self, primary: Target) -> Vec<Target> {
-        let mut targets = Vec::new();
-        if let Some(fallbacks) = self.fallbacks.get(&primary.key()) {
+        // Without any fallbacks configured, no key is built to look them up.
+        let fallbacks = if self.fallbacks.is_empty() {
+            None
+        } else {
+            self.fallbacks.get(&primary.key())
+        };
+        let mut targets = Vec::with_capacity(1 + fallbacks.map_or(0, Vec::len));
+        targets.push(primary);
+        if let Some(fallbacks) = fallbacks {
             targets.extend(fallbacks.iter().filter_map(|name| self.resolve(name).ok()));
         }
-        targets.insert(0, primary);
         targets
     }
 

@@ -116,7 +116,7 @@ impl Meter {
     pub fn take(&mut self) -> Meter {
         let taken = Meter {
             recorder: self.recorder.clone(),
-            record: self.record.clone(),
+            record: std::mem::take(&mut self.record),
             started: self.started,
             first_byte_ms: self.first_byte_ms,
             price: self.price,
