@@ -27,9 +27,40 @@ use crate::providers::Providers;
 use crate::proxy::recorder::UsageRecorder;
 use crate::proxy::routing::ModelRouter;
 
-/// Everything a handler or server function needs, cloned cheaply per request.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// Everything a handler or server function needs: one [`Arc`], cloned
+/// several times per request (by the router, the middleware and the
+/// extractors), so each clone is a reference count.
+#[derive(Clone)]
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for IdlePoll {
+    fn from_ref(state: &AppState) -> Self {
+        state.idle_poll.clone()
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct SharedState {
     pub leptos_options: LeptosOptions,
     pub db: Db,
     pub config: Arc<Config>,
@@ -137,7 +168,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
     let secure_cookies = config.serves_https();
     let clock = Clock::default();
     let (cut_off, cut_off_signal) = watch::channel(false);
-    let state = AppState {
+    let state = AppState(Arc::new(SharedState {
         leptos_options,
         db,
         config: Arc::new(config),
@@ -148,7 +179,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         clock: clock.clone(),
         cut_off: cut_off_signal,
         idle_poll,
-    };
+    }));
     Ok(App {
         router: router(state, sessions, secure_cookies),
         usage_writer,

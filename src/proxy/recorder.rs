@@ -25,10 +25,17 @@ use crate::error::AppError;
 use crate::idle_poll::IdlePoll;
 use crate::metrics::Metrics;
 
-const BATCH: usize = 256;
+/// The most ops one transaction applies. Above [`BATCH`] / [`LINGER`]
+/// (20,000 a second) batches fill before their linger ends, and a full batch
+/// goes through the normal lane: the writer may be falling behind.
+const BATCH: usize = 1024;
 /// How long the writer waits to gather more usage records into a
-/// transaction, when nobody is waiting on the batch.
-const LINGER: Duration = Duration::from_millis(10);
+/// transaction, when nobody is waiting on the batch and it is not full.
+/// Each commit rewrites the pages it touched at the right edge of every
+/// index (about a millisecond of SQLite's CPU), so at a few thousand
+/// requests a second a 50 ms batch costs each record about 40 % less CPU
+/// than a 10 ms one.
+const LINGER: Duration = Duration::from_millis(50);
 
 struct Message {
     op: WriteOp,
@@ -234,7 +241,7 @@ async fn write_loop(
     let mut lanes = Lanes::new(db.clone());
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        if batch.iter().all(|m| m.reply.is_none()) {
+        if lingers(&batch) {
             tokio::time::sleep(LINGER).await;
             while batch.len() < BATCH {
                 match receiver.try_recv() {
@@ -291,6 +298,12 @@ async fn write_loop(
         }
     }
     lanes.close().await;
+}
+
+/// Whether the writer should wait for more ops before applying `batch`:
+/// not when it is full (the writer may be behind) or someone waits on it.
+fn lingers(batch: &[Message]) -> bool {
+    batch.len() < BATCH && batch.iter().all(|m| m.reply.is_none())
 }
 
 /// How a batch reaches the database.
@@ -564,6 +577,28 @@ mod tests {
             budgeted: false,
             rate_window: None,
         }
+    }
+
+    #[test]
+    fn only_a_partial_batch_nobody_waits_on_lingers() {
+        let record = || Message {
+            op: settle_op("r", "u"),
+            reply: None,
+        };
+        let mut batch: Vec<Message> = (0..BATCH - 1).map(|_| record()).collect();
+        assert!(lingers(&batch));
+        batch.push(record());
+        assert!(!lingers(&batch), "a full batch goes at once");
+
+        let (reply, _answer) = oneshot::channel();
+        let waited_on = vec![
+            record(),
+            Message {
+                op: settle_op("r2", "u"),
+                reply: Some(reply),
+            },
+        ];
+        assert!(!lingers(&waited_on));
     }
 
     #[tokio::test]
