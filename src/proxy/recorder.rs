@@ -11,10 +11,12 @@
 //! requests, so most batches go through a connection at idle CPU priority
 //! that any request preempts ([`Lanes`]).
 
+use futures::FutureExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot::error::TryRecvError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::billing::accounts::LocalAccounts;
 use crate::billing::budget::BudgetLimit;
@@ -30,12 +32,37 @@ use crate::metrics::Metrics;
 /// goes through the normal lane: the writer may be falling behind.
 const BATCH: usize = 1024;
 /// How long the writer waits to gather more usage records into a
-/// transaction, when nobody is waiting on the batch and it is not full.
+/// transaction, when nobody is waiting on the batch and it is not full (it
+/// stops waiting as soon as either changes: see [`next_batch`]).
 /// Each commit rewrites the pages it touched at the right edge of every
 /// index (about a millisecond of SQLite's CPU), so at a few thousand
 /// requests a second a 50 ms batch costs each record about 40 % less CPU
 /// than a 10 ms one.
 const LINGER: Duration = Duration::from_millis(50);
+
+/// What the writer needs to know to end a linger early.
+#[derive(Default)]
+struct Queue {
+    /// Ops sent and not yet taken into a batch.
+    pending: AtomicUsize,
+    /// Rung when someone waits on an op, or a full batch is queued.
+    wake: Notify,
+}
+
+impl Queue {
+    /// Counts an op about to be sent; `urgent` when someone will wait on it.
+    fn add(&self, urgent: bool) {
+        let full = self.pending.fetch_add(1, Ordering::Relaxed) + 1 == BATCH;
+        if urgent || full {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Takes `ops` off the count, once the writer has them.
+    fn took(&self, ops: usize) {
+        self.pending.fetch_sub(ops, Ordering::Relaxed);
+    }
+}
 
 struct Message {
     op: WriteOp,
@@ -59,6 +86,7 @@ pub struct Holds {
 #[derive(Clone)]
 pub struct UsageRecorder {
     sender: mpsc::UnboundedSender<Message>,
+    queue: Arc<Queue>,
     db: Db,
     metrics: Arc<Metrics>,
     /// In-memory accounts, when this process owns its database (SQLite).
@@ -76,16 +104,19 @@ impl UsageRecorder {
         idle_poll: IdlePoll,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
+        let queue = Arc::new(Queue::default());
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
         let task = tokio::spawn(write_loop(
             db.clone(),
             receiver,
+            queue.clone(),
             local.clone(),
             idle_poll,
             metrics.clone(),
         ));
         let recorder = Self {
             sender,
+            queue,
             db,
             metrics,
             local,
@@ -121,6 +152,7 @@ impl UsageRecorder {
             },
             reply: None,
         };
+        self.queue.add(false);
         if let Err(err) = self.sender.send(message) {
             tracing::error!(op = ?err.0.op, "usage writer stopped; record lost");
         }
@@ -179,6 +211,7 @@ impl UsageRecorder {
     async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
         let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
         let (reply, answer) = oneshot::channel();
+        self.queue.add(true);
         self.sender
             .send(Message {
                 op,
@@ -234,22 +267,14 @@ fn log_request(record: &UsageRecord) {
 async fn write_loop(
     db: Db,
     mut receiver: mpsc::UnboundedReceiver<Message>,
+    queue: Arc<Queue>,
     local: Option<Arc<LocalAccounts>>,
     idle_poll: IdlePoll,
     metrics: Arc<Metrics>,
 ) {
     let mut lanes = Lanes::new(db.clone());
     let mut batch = Vec::with_capacity(BATCH);
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        if lingers(&batch) {
-            tokio::time::sleep(LINGER).await;
-            while batch.len() < BATCH {
-                match receiver.try_recv() {
-                    Ok(message) => batch.push(message),
-                    Err(_) => break,
-                }
-            }
-        }
+    while next_batch(&mut receiver, &queue, &mut batch).await {
         let urgent = batch.len() == BATCH || batch.iter().any(|m| m.reply.is_some());
         let (ops, replies): (Vec<WriteOp>, Vec<_>) =
             batch.drain(..).map(|m| (m.op, m.reply)).unzip();
@@ -298,6 +323,37 @@ async fn write_loop(
         }
     }
     lanes.close().await;
+}
+
+/// Takes the next batch into `batch`: the ops queued and, unless that is a
+/// full batch or someone waits on one of them, those that come within
+/// [`LINGER`], or until someone waits on one or a full batch is queued.
+/// `false` once every handle is gone and nothing is left.
+async fn next_batch(
+    receiver: &mut mpsc::UnboundedReceiver<Message>,
+    queue: &Queue,
+    batch: &mut Vec<Message>,
+) -> bool {
+    if receiver.recv_many(batch, BATCH).await == 0 {
+        return false;
+    }
+    if lingers(batch) {
+        tokio::select! {
+            () = tokio::time::sleep(LINGER) => {}
+            () = queue.wake.notified() => {}
+        }
+        while batch.len() < BATCH {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+    }
+    // What rang meanwhile is in hand (or is the next full batch): a permit
+    // left now would cut the next linger short for nothing.
+    let _ = queue.wake.notified().now_or_never();
+    queue.took(batch.len());
+    true
 }
 
 /// Whether the writer should wait for more ops before applying `batch`:
@@ -599,6 +655,74 @@ mod tests {
             },
         ];
         assert!(!lingers(&waited_on));
+    }
+
+    /// Sends a settlement through `queue` and `sender`, as the recorder
+    /// does; `reply` when someone waits on it.
+    fn send(
+        queue: &Queue,
+        sender: &mpsc::UnboundedSender<Message>,
+        reply: Option<oneshot::Sender<Result<bool, ()>>>,
+    ) {
+        queue.add(reply.is_some());
+        let op = settle_op("r", "u");
+        assert!(sender.send(Message { op, reply }).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_ends_early_once_someone_waits_or_a_batch_is_full() {
+        let (sender, mut receiver) = mpsc::unbounded_channel();
+        let queue = Queue::default();
+        let mut batch = Vec::new();
+        let taken = |batch: &mut Vec<Message>| batch.drain(..).count();
+
+        // Records alone: the whole linger.
+        send(&queue, &sender, None);
+        let start = tokio::time::Instant::now();
+        assert!(next_batch(&mut receiver, &queue, &mut batch).await);
+        assert!(start.elapsed() >= LINGER);
+        assert_eq!(taken(&mut batch), 1);
+
+        // Someone waits on an op sent during the linger: it ends then.
+        send(&queue, &sender, None);
+        let start = tokio::time::Instant::now();
+        let (reply, _answer) = oneshot::channel();
+        let (gathered, ()) = tokio::join!(next_batch(&mut receiver, &queue, &mut batch), async {
+            tokio::task::yield_now().await;
+            send(&queue, &sender, Some(reply));
+        });
+        assert!(gathered);
+        assert!(start.elapsed() < LINGER, "{:?}", start.elapsed());
+        assert_eq!(taken(&mut batch), 2);
+
+        // A batch fills during the linger: it ends then.
+        send(&queue, &sender, None);
+        let start = tokio::time::Instant::now();
+        let (gathered, ()) = tokio::join!(next_batch(&mut receiver, &queue, &mut batch), async {
+            tokio::task::yield_now().await;
+            for _ in 1..BATCH {
+                send(&queue, &sender, None);
+            }
+        });
+        assert!(gathered);
+        assert!(start.elapsed() < LINGER, "{:?}", start.elapsed());
+        assert_eq!(taken(&mut batch), BATCH);
+
+        // An op someone waits on, taken without a linger, leaves no bell
+        // ringing for the next batch's.
+        let (reply, _answer) = oneshot::channel();
+        send(&queue, &sender, Some(reply));
+        assert!(next_batch(&mut receiver, &queue, &mut batch).await);
+        assert_eq!(taken(&mut batch), 1);
+        send(&queue, &sender, None);
+        let start = tokio::time::Instant::now();
+        assert!(next_batch(&mut receiver, &queue, &mut batch).await);
+        assert!(start.elapsed() >= LINGER);
+        assert_eq!(taken(&mut batch), 1);
+
+        assert_eq!(queue.pending.load(Ordering::Relaxed), 0);
+        drop(sender);
+        assert!(!next_batch(&mut receiver, &queue, &mut batch).await);
     }
 
     #[tokio::test]
