@@ -50,12 +50,15 @@ struct Queue {
 }
 
 impl Queue {
-    /// Counts an op about to be sent; `urgent` when someone will wait on it.
-    fn add(&self, urgent: bool) {
-        let full = self.pending.fetch_add(1, Ordering::Relaxed) + 1 == BATCH;
-        if urgent || full {
-            self.wake.notify_one();
-        }
+    /// Counts an op about to be sent; `true` when it makes a full batch.
+    fn add(&self) -> bool {
+        self.pending.fetch_add(1, Ordering::Relaxed) + 1 == BATCH
+    }
+
+    /// Rings the writer, once the op that calls for it has been sent (so
+    /// that whatever takes the bell finds the op queued).
+    fn ring(&self) {
+        self.wake.notify_one();
     }
 
     /// Takes `ops` off the count, once the writer has them.
@@ -152,9 +155,12 @@ impl UsageRecorder {
             },
             reply: None,
         };
-        self.queue.add(false);
+        let full = self.queue.add();
         if let Err(err) = self.sender.send(message) {
             tracing::error!(op = ?err.0.op, "usage writer stopped; record lost");
+        }
+        if full {
+            self.queue.ring();
         }
     }
 
@@ -211,13 +217,14 @@ impl UsageRecorder {
     async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
         let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
         let (reply, answer) = oneshot::channel();
-        self.queue.add(true);
+        self.queue.add();
         self.sender
             .send(Message {
                 op,
                 reply: Some(reply),
             })
             .map_err(|_| unavailable())?;
+        self.queue.ring();
         answer
             .await
             .map_err(|_| unavailable())?
@@ -664,9 +671,12 @@ mod tests {
         sender: &mpsc::UnboundedSender<Message>,
         reply: Option<oneshot::Sender<Result<bool, ()>>>,
     ) {
-        queue.add(reply.is_some());
+        let ring = queue.add() || reply.is_some();
         let op = settle_op("r", "u");
         assert!(sender.send(Message { op, reply }).is_ok());
+        if ring {
+            queue.ring();
+        }
     }
 
     #[tokio::test(start_paused = true)]
