@@ -50,15 +50,21 @@ struct Queue {
 }
 
 impl Queue {
-    /// Counts an op about to be sent; `true` when it makes a full batch.
-    fn add(&self) -> bool {
-        self.pending.fetch_add(1, Ordering::Relaxed) + 1 == BATCH
-    }
-
-    /// Rings the writer, once the op that calls for it has been sent (so
-    /// that whatever takes the bell finds the op queued).
-    fn ring(&self) {
-        self.wake.notify_one();
+    /// Sends `message` to the writer through `sender`, counting it, and
+    /// rings the writer if someone waits on it or it makes a full batch
+    /// (after the send, so that whatever takes the bell finds it queued).
+    fn send(
+        &self,
+        sender: &mpsc::UnboundedSender<Message>,
+        message: Message,
+    ) -> Result<(), Box<mpsc::error::SendError<Message>>> {
+        let waited_on = message.reply.is_some();
+        let full = self.pending.fetch_add(1, Ordering::Relaxed) + 1 == BATCH;
+        sender.send(message).map_err(Box::new)?;
+        if waited_on || full {
+            self.wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Takes `ops` off the count, once the writer has them.
@@ -155,12 +161,8 @@ impl UsageRecorder {
             },
             reply: None,
         };
-        let full = self.queue.add();
-        if let Err(err) = self.sender.send(message) {
+        if let Err(err) = self.queue.send(&self.sender, message) {
             tracing::error!(op = ?err.0.op, "usage writer stopped; record lost");
-        }
-        if full {
-            self.queue.ring();
         }
     }
 
@@ -217,14 +219,13 @@ impl UsageRecorder {
     async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
         let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
         let (reply, answer) = oneshot::channel();
-        self.queue.add();
-        self.sender
-            .send(Message {
-                op,
-                reply: Some(reply),
-            })
+        let message = Message {
+            op,
+            reply: Some(reply),
+        };
+        self.queue
+            .send(&self.sender, message)
             .map_err(|_| unavailable())?;
-        self.queue.ring();
         answer
             .await
             .map_err(|_| unavailable())?
@@ -671,12 +672,8 @@ mod tests {
         sender: &mpsc::UnboundedSender<Message>,
         reply: Option<oneshot::Sender<Result<bool, ()>>>,
     ) {
-        let ring = queue.add() || reply.is_some();
         let op = settle_op("r", "u");
-        assert!(sender.send(Message { op, reply }).is_ok());
-        if ring {
-            queue.ring();
-        }
+        assert!(queue.send(sender, Message { op, reply }).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
