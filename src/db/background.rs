@@ -47,9 +47,7 @@ impl Db {
         let Db::Sqlite(pool) = self else {
             return None;
         };
-        let options = (*pool.connect_options())
-            .clone()
-            .thread_name(|_| CONNECTION_THREAD.to_string());
+        let options = super::writer_options(pool).thread_name(|_| CONNECTION_THREAD.to_string());
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let drive = move || {
             lower_priority(idle_priority::apply_to_current);

@@ -96,6 +96,24 @@ impl Db {
         Ok(Db::Sqlite(pool))
     }
 
+    /// The pool the usage writer commits its batches through. On SQLite, a
+    /// connection of its own (see [`writer_options`]): SQLite drops a
+    /// connection's page cache whenever another one has written since, so
+    /// batches taking turns over the shared pool's connections each read
+    /// the indexes' right edges back from disk. On PostgreSQL, the shared
+    /// pool.
+    pub fn writer(&self) -> Db {
+        match self {
+            Db::Sqlite(pool) => Db::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy_with(writer_options(pool)),
+            ),
+            Db::Postgres(_) => self.clone(),
+        }
+    }
+
     /// Applies pending migrations.
     pub async fn migrate(&self) -> Result<(), DbError> {
         with_pool!(self, pool => MIGRATOR.run(pool).await?);
@@ -123,7 +141,62 @@ impl Db {
     }
 }
 
+/// Options for a connection that commits the usage writer's batches, to
+/// the file `pool` opens. A batch's multi-row inserts keep a statement
+/// journal, which SQLite spills to a temporary file past 64 KiB (a file
+/// created, written page by page and deleted on every batch); here it stays
+/// in memory.
+fn writer_options(pool: &SqlitePool) -> SqliteConnectOptions {
+    (*pool.connect_options())
+        .clone()
+        .pragma("temp_store", "memory")
+}
+
 /// The current time in Unix epoch milliseconds, the unit of every time column.
 pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("PRAGMA temp_store")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_writer_has_a_sqlite_connection_of_its_own_with_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/writer.db", dir.path().display()))
+            .await
+            .unwrap();
+        let writer = db.writer();
+        let (Db::Sqlite(shared), Db::Sqlite(own)) = (&db, &writer) else {
+            unreachable!("both are SQLite")
+        };
+        assert_eq!(own.options().get_max_connections(), 1);
+        // 2 is MEMORY; the shared pool keeps SQLite's default, 0.
+        assert_eq!(temp_store(own).await, 2);
+        assert_eq!(temp_store(shared).await, 0);
+        // The same file: what one writes, the other reads.
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(own)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (7)")
+            .execute(own)
+            .await
+            .unwrap();
+        let x: i64 = sqlx::query_scalar("SELECT x FROM t")
+            .fetch_one(shared)
+            .await
+            .unwrap();
+        assert_eq!(x, 7);
+        writer.close().await;
+        db.close().await;
+    }
 }

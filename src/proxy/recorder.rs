@@ -404,6 +404,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(32);
 /// slow: a busy machine leaves background work no CPU, and the writer must
 /// keep up.
 struct Lanes {
+    /// The writer's own pool ([`Db::writer`]).
     normal: Db,
     background: Option<BackgroundWriter>,
     /// Until when batches keep to the normal lane.
@@ -417,7 +418,7 @@ impl Lanes {
     fn new(db: Db) -> Self {
         Self {
             background: db.background_writer(),
-            normal: db,
+            normal: db.writer(),
             normal_until: None,
             backoff: FIRST_BACKOFF,
             unanswered: None,
@@ -533,6 +534,11 @@ impl Lanes {
     async fn close(self) {
         if let Some(background) = self.background {
             background.close().await;
+        }
+        // SQLite's writer has a connection of its own; PostgreSQL's is the
+        // shared pool, which its owner closes.
+        if matches!(self.normal, Db::Sqlite(_)) {
+            self.normal.close().await;
         }
     }
 }
