@@ -131,6 +131,7 @@ impl Metrics {
             UpstreamError::Timeout => "timeout".into(),
             UpstreamError::Connect(_) => "connect".into(),
             UpstreamError::Protocol(_) => "protocol".into(),
+            UpstreamError::Truncated => "truncated".into(),
         };
         let mut series = self.lock();
         *series

@@ -5,7 +5,9 @@
 //! Replies are deterministic. Faults are injected per request by a directive
 //! in the last user message, e.g. `[mock status=503]`, `[mock disconnect_after=2]`,
 //! `[mock first_byte_ms=500 chunks=10 delay_ms=5]`, `[mock malformed]`,
-//! `[mock no_usage]`, and, in OpenAI's format, `[mock in_band_error=429]` (a
+//! `[mock no_usage]`, `[mock end_after=2]` (a stream that ends cleanly, but
+//! unfinished, after two frames), `[mock empty]` (a 200 with an empty body),
+//! and, in OpenAI's format, `[mock in_band_error=429]` (a
 //! 200 whose body, or whose stream after its first chunk, is an error
 //! object, as aggregators such as OpenRouter send). A model name containing
 //! `status-503` (any code) fails with that status, which lets fallbacks be
@@ -64,6 +66,10 @@ struct Plan {
     chunk_delay_ms: u64,
     chunks: usize,
     disconnect_after: Option<usize>,
+    /// A stream ends, without an error, after this many frames.
+    end_after: Option<usize>,
+    /// A 200 with nothing in its body.
+    empty: bool,
     malformed: bool,
     no_usage: bool,
     /// The `code` of an error sent with a 200.
@@ -106,6 +112,8 @@ impl Plan {
                     "delay_ms" => plan.chunk_delay_ms = number.unwrap_or(0),
                     "chunks" => plan.chunks = number.unwrap_or(1).max(1) as usize,
                     "disconnect_after" => plan.disconnect_after = number.map(|n| n as usize),
+                    "end_after" => plan.end_after = number.map(|n| n as usize),
+                    "empty" => plan.empty = true,
                     "malformed" => plan.malformed = true,
                     "no_usage" => plan.no_usage = true,
                     "in_band_error" => plan.in_band_error = Some(number.unwrap_or(500) as u16),
@@ -114,6 +122,17 @@ impl Plan {
             }
         }
         plan
+    }
+
+    /// The non-streaming reply's body when a fault breaks it.
+    fn broken_body(&self) -> Option<Response> {
+        if self.empty {
+            Some(([("content-type", "application/json")], "").into_response())
+        } else if self.malformed {
+            Some(malformed_json())
+        } else {
+            None
+        }
     }
 
     fn pieces(&self) -> Vec<String> {
@@ -195,10 +214,12 @@ fn error_response(status: u16, message: &str) -> Response {
 }
 
 /// An SSE body from frames, honouring the chunk delay; with `disconnect_after`
-/// the connection breaks after that many frames.
+/// the connection breaks after that many frames, with `end_after` (or
+/// `empty`: after none) the body ends there.
 fn sse_body(plan: &Plan, mut frames: Vec<String>) -> Response {
     let delay = Duration::from_millis(plan.chunk_delay_ms);
-    if let Some(n) = plan.disconnect_after {
+    let ends_at = plan.empty.then_some(0).or(plan.end_after);
+    if let Some(n) = plan.disconnect_after.or(ends_at) {
         frames.truncate(n);
     }
     // The break comes a moment after the last frame, so the frames go out first.
@@ -270,8 +291,8 @@ async fn openai_chat(State(options): State<MockOptions>, Json(body): Json<Value>
         call
     };
     if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        if plan.malformed {
-            return malformed_json();
+        if let Some(response) = plan.broken_body() {
+            return response;
         }
         if let Some(code) = plan.in_band_error {
             return Json(in_band_error(code)).into_response();
@@ -409,8 +430,8 @@ async fn anthropic_messages(
         "end_turn"
     };
     if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        if plan.malformed {
-            return malformed_json();
+        if let Some(response) = plan.broken_body() {
+            return response;
         }
         let content = match &plan.tool {
             Some(name) => json!([tool_block(name)]),
@@ -524,8 +545,8 @@ async fn gemini_generate(
     let tool_part =
         |name: &String| json!([{"functionCall": {"name": name, "args": {"query": "mock"}}}]);
     if method == "generateContent" {
-        if plan.malformed {
-            return malformed_json();
+        if let Some(response) = plan.broken_body() {
+            return response;
         }
         let parts = match &plan.tool {
             Some(name) => tool_part(name),

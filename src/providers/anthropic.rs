@@ -73,6 +73,11 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| bad_request("`messages` must be an array"))?;
+    if body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
+        return Err(bad_request(
+            "Anthropic answers with one choice: `n` must be 1 for its models",
+        ));
+    }
     let mut system = Vec::new();
     let mut out: Vec<Value> = Vec::new();
     for message in messages {
@@ -97,7 +102,7 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
                         .unwrap_or("{}");
                     blocks.push(json!({
                         "type": "tool_use",
-                        "id": call.get("id").cloned().unwrap_or(Value::Null),
+                        "id": tool_use_id(call.get("id")),
                         "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
                         "input": serde_json::from_str::<Value>(arguments).unwrap_or_else(|_| json!({})),
                     }));
@@ -107,7 +112,7 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
             "tool" => {
                 let block = json!({
                     "type": "tool_result",
-                    "tool_use_id": message.get("tool_call_id").cloned().unwrap_or(Value::Null),
+                    "tool_use_id": tool_use_id(message.get("tool_call_id")),
                     "content": content_text(&content),
                 });
                 push_message(&mut out, "user", vec![block]);
@@ -124,14 +129,21 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
     request.insert("model".into(), json!(model));
     request.insert("max_tokens".into(), json!(max_tokens));
     request.insert("messages".into(), Value::Array(out));
+    if let Some(format) = output_format(body)? {
+        match format {
+            OutputFormat::AnyJson => system.push(JSON_OBJECT_INSTRUCTION.into()),
+            OutputFormat::Schema(schema) => {
+                request.insert(
+                    "output_config".into(),
+                    json!({"format": {"type": "json_schema", "schema": schema}}),
+                );
+            }
+        }
+    }
     if !system.is_empty() {
         request.insert("system".into(), json!(system.join("\n\n")));
     }
-    for key in ["temperature", "top_p"] {
-        if let Some(value) = body.get(key) {
-            request.insert(key.into(), value.clone());
-        }
-    }
+    insert_sampling(body, &mut request);
     if let Some(stop) = stop_list(body) {
         request.insert("stop_sequences".into(), Value::Array(stop));
     }
@@ -149,17 +161,8 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
             .collect();
         request.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(choice) = body.get("tool_choice") {
-        let mapped = match choice {
-            Value::String(s) if s == "required" => json!({"type": "any"}),
-            Value::String(s) if s == "none" => json!({"type": "none"}),
-            Value::String(_) => json!({"type": "auto"}),
-            other => match other.pointer("/function/name") {
-                Some(name) => json!({"type": "tool", "name": name}),
-                None => json!({"type": "auto"}),
-            },
-        };
-        request.insert("tool_choice".into(), mapped);
+    if let Some(choice) = tool_choice(body) {
+        request.insert("tool_choice".into(), choice);
     }
     if let Some(user) = body.get("user").and_then(Value::as_str) {
         request.insert("metadata".into(), json!({ "user_id": user }));
@@ -168,6 +171,89 @@ pub fn to_anthropic(body: &Body, model: &str, stream: bool) -> Result<Value, Ups
         request.insert("stream".into(), json!(true));
     }
     Ok(Value::Object(request))
+}
+
+/// The system instruction that stands in for OpenAI's JSON mode, which
+/// Anthropic has no switch for.
+const JSON_OBJECT_INSTRUCTION: &str =
+    "Respond with a single valid JSON object and nothing else: no prose, no code fences.";
+
+/// What `response_format` asks of the answer.
+enum OutputFormat {
+    /// `json_object`: any JSON object.
+    AnyJson,
+    /// `json_schema`: JSON that matches this schema (Anthropic's structured
+    /// outputs, `output_config.format`).
+    Schema(Value),
+}
+
+/// Reads `response_format`; `text` (or none) asks for nothing.
+fn output_format(body: &Body) -> Result<Option<OutputFormat>, UpstreamError> {
+    let Some(format) = body.get("response_format").filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(OutputFormat::AnyJson)),
+        Some("json_schema") => format
+            .pointer("/json_schema/schema")
+            .filter(|schema| schema.is_object())
+            .map(|schema| Some(OutputFormat::Schema(schema.clone())))
+            .ok_or_else(|| bad_request("`response_format.json_schema.schema` must be an object")),
+        _ => Err(bad_request(
+            "`response_format.type` must be `text`, `json_object` or `json_schema`",
+        )),
+    }
+}
+
+/// Copies `temperature` and `top_p` within Anthropic's rules: temperature
+/// runs from 0 to 1 (OpenAI's to 2), and recent models refuse both at once,
+/// so temperature wins.
+fn insert_sampling(body: &Body, request: &mut Map<String, Value>) {
+    let temperature = body.get("temperature").and_then(Value::as_f64);
+    if let Some(temperature) = temperature {
+        request.insert("temperature".into(), json!(temperature.clamp(0.0, 1.0)));
+    } else if let Some(top_p) = body.get("top_p").filter(|v| v.is_number()) {
+        request.insert("top_p".into(), top_p.clone());
+    }
+}
+
+/// OpenAI's `tool_choice` and `parallel_tool_calls` as Anthropic's `tool_choice`.
+fn tool_choice(body: &Body) -> Option<Value> {
+    let serial = body.get("parallel_tool_calls").and_then(Value::as_bool) == Some(false);
+    let mut choice = match body.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => return Some(json!({"type": "none"})),
+        Some(Value::String(s)) if s == "required" => json!({"type": "any"}),
+        Some(other) => match other.pointer("/function/name") {
+            Some(name) => json!({"type": "tool", "name": name}),
+            None => json!({"type": "auto"}),
+        },
+        None if serial && body.get("tools").is_some() => json!({"type": "auto"}),
+        None => return None,
+    };
+    if serial {
+        choice["disable_parallel_tool_use"] = json!(true);
+    }
+    Some(choice)
+}
+
+/// A tool call id as Anthropic accepts one: without what another provider
+/// carries in it (Gemini's thought signature), in `[A-Za-z0-9_-]`.
+fn tool_use_id(id: Option<&Value>) -> Value {
+    let Some(id) = id.and_then(Value::as_str) else {
+        return id.cloned().unwrap_or(Value::Null);
+    };
+    let base = id
+        .split_once(super::gemini::SIGNATURE_MARK)
+        .map_or(id, |(base, _)| base);
+    let clean = |c: char| {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            c
+        } else {
+            '_'
+        }
+    };
+    Value::String(base.chars().map(clean).collect())
 }
 
 /// Appends blocks as a message (Anthropic requires alternating roles).
@@ -205,7 +291,7 @@ fn content_blocks(content: &Value) -> Vec<Value> {
 /// Maps Anthropic's `stop_reason` to OpenAI's `finish_reason`.
 pub fn finish_reason(stop_reason: &str) -> &'static str {
     match stop_reason {
-        "max_tokens" => "length",
+        "max_tokens" | "model_context_window_exceeded" => "length",
         "tool_use" => "tool_calls",
         "refusal" => "content_filter",
         _ => "stop",
@@ -274,8 +360,20 @@ struct StreamState {
     created: i64,
     /// From `message_start`; `message_delta` updates the output tokens.
     usage: Option<Usage>,
-    /// Anthropic block index → OpenAI tool call index.
-    tool_index: std::collections::HashMap<u64, usize>,
+    /// Anthropic block index → the tool call it streams.
+    tool_blocks: std::collections::HashMap<u64, ToolBlock>,
+    /// Whether `message_delta` said why the answer stopped.
+    stopped: bool,
+}
+
+/// A `tool_use` block being streamed.
+#[derive(Clone, Copy)]
+struct ToolBlock {
+    /// Its OpenAI tool call index.
+    index: usize,
+    /// Whether any of its input JSON has arrived: a call without arguments
+    /// streams none, and OpenAI's clients expect `{}` then.
+    has_arguments: bool,
 }
 
 impl StreamState {
@@ -285,7 +383,8 @@ impl StreamState {
             model,
             created: unix_now(),
             usage: None,
-            tool_index: Default::default(),
+            tool_blocks: Default::default(),
+            stopped: false,
         }
     }
 
@@ -312,8 +411,12 @@ impl StreamState {
                     return Ok(vec![]);
                 }
                 let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let tool_index = self.tool_index.len();
-                self.tool_index.insert(index, tool_index);
+                let tool_index = self.tool_blocks.len();
+                let block_tool = ToolBlock {
+                    index: tool_index,
+                    has_arguments: false,
+                };
+                self.tool_blocks.insert(index, block_tool);
                 Ok(vec![chunk(
                     json!({"tool_calls": [{
                         "index": tool_index,
@@ -333,15 +436,38 @@ impl StreamState {
                     )]),
                     Some("input_json_delta") => {
                         let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let tool_index = self.tool_index.get(&index).copied().unwrap_or(0);
+                        let partial = delta
+                            .get("partial_json")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        let Some(block) = self.tool_blocks.get_mut(&index) else {
+                            return Ok(vec![]);
+                        };
+                        if partial.is_empty() {
+                            return Ok(vec![]);
+                        }
+                        block.has_arguments = true;
                         Ok(vec![chunk(
                             json!({"tool_calls": [{
-                                "index": tool_index,
-                                "function": {"arguments": delta.get("partial_json").cloned().unwrap_or(json!(""))},
+                                "index": block.index,
+                                "function": {"arguments": partial},
                             }]}),
                             None,
                         )])
                     }
+                    _ => Ok(vec![]),
+                }
+            }
+            "content_block_stop" => {
+                let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match self.tool_blocks.get(&index) {
+                    Some(block) if !block.has_arguments => Ok(vec![chunk(
+                        json!({"tool_calls": [{
+                            "index": block.index,
+                            "function": {"arguments": "{}"},
+                        }]}),
+                        None,
+                    )]),
                     _ => Ok(vec![]),
                 }
             }
@@ -356,13 +482,10 @@ impl StreamState {
                     .pointer("/delta/stop_reason")
                     .and_then(Value::as_str)
                     .unwrap_or("end_turn");
+                self.stopped = true;
                 Ok(vec![chunk(json!({}), Some(finish_reason(stop)))])
             }
-            "message_stop" => Ok(self
-                .usage
-                .map(|usage| usage_chunk(&self.id, &model, created, usage))
-                .into_iter()
-                .collect()),
+            "message_stop" => Ok(self.usage_chunk().into_iter().collect()),
             "error" => Err(UpstreamError::Status {
                 status: 502,
                 message: event
@@ -380,6 +503,24 @@ impl StreamState {
     }
 }
 
+impl StreamState {
+    /// The last chunk, with usage, if Anthropic reported it.
+    fn usage_chunk(&self) -> Option<Value> {
+        self.usage
+            .map(|usage| usage_chunk(&self.id, &self.model, self.created, usage))
+    }
+
+    /// A body that ends without `message_stop` is complete only if
+    /// `message_delta` said why the answer stopped.
+    fn on_end(&mut self) -> Result<Vec<Value>, UpstreamError> {
+        if self.stopped {
+            Ok(self.usage_chunk().into_iter().collect())
+        } else {
+            Err(UpstreamError::Truncated)
+        }
+    }
+}
+
 fn chunk_with_id(id: &str, model: &str, created: i64, delta: Value) -> Value {
     chunk(id, model, created, delta, None)
 }
@@ -387,7 +528,7 @@ fn chunk_with_id(id: &str, model: &str, created: i64, delta: Value) -> Value {
 /// Translates Anthropic's event stream into OpenAI chunks.
 fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
     let state = StreamState::new(model);
-    sse::translate(response, state, on_sse_event, |_| Vec::new())
+    sse::translate(response, state, on_sse_event, StreamState::on_end)
 }
 
 fn on_sse_event(state: &mut StreamState, event: &SseEvent) -> Step {
@@ -444,6 +585,16 @@ mod tests {
         assert_eq!(request["messages"][1]["content"][0]["type"], "tool_use");
         assert_eq!(request["messages"][1]["content"][0]["input"]["q"], 1);
         assert_eq!(request["messages"][2]["content"][0]["type"], "tool_result");
+        assert_eq!(request["messages"][1]["content"][0]["id"], "call_1");
+        assert_eq!(
+            request["messages"][2]["content"][0]["tool_use_id"],
+            "call_1"
+        );
+        assert_eq!(
+            tool_use_id(Some(&json!("call_ab__thought__c2ln-_A"))),
+            "call_ab"
+        );
+        assert_eq!(tool_use_id(Some(&json!("call.x:1"))), "call_x_1");
         assert_eq!(request["tools"][0]["input_schema"]["type"], "object");
         assert_eq!(request["tool_choice"]["type"], "any");
         assert_eq!(request["stop_sequences"][0], "END");
@@ -507,6 +658,102 @@ mod tests {
         assert_eq!(chunks[5]["usage"]["prompt_tokens"], 7);
         assert_eq!(chunks[5]["usage"]["completion_tokens"], 12);
         assert_eq!(chunks[5]["id"], "msg_9");
+    }
+
+    #[test]
+    fn a_tool_call_without_arguments_streams_an_empty_object() {
+        let mut state = StreamState::new("claude-x".into());
+        let events = [
+            json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "tu", "name": "now", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "tu2", "name": "at", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"x\":1}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+        ];
+        let mut arguments = ["".to_string(), "".to_string()];
+        for event in &events {
+            for chunk in state.on_event(event).unwrap() {
+                for call in chunk["choices"][0]["delta"]["tool_calls"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let index = call["index"].as_u64().unwrap() as usize;
+                    arguments[index].push_str(call["function"]["arguments"].as_str().unwrap());
+                }
+            }
+        }
+        assert_eq!(arguments, ["{}", "{\"x\":1}"]);
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_stop_reason_is_truncated() {
+        let mut state = StreamState::new("claude-x".into());
+        let start =
+            json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}});
+        state.on_event(&start).unwrap();
+        assert!(matches!(state.on_end(), Err(UpstreamError::Truncated)));
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}});
+        state.on_event(&delta).unwrap();
+        let last = state.on_end().unwrap();
+        assert_eq!(last[0]["usage"]["completion_tokens"], 2, "{last:?}");
+    }
+
+    #[test]
+    fn sampling_response_format_and_serial_tools_follow_anthropics_rules() {
+        let request = |extra: Value| {
+            let mut value = json!({
+                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            });
+            value
+                .as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            to_anthropic(&body(value), "claude-x", false)
+        };
+        let out = request(json!({"temperature": 1.7, "top_p": 0.5, "parallel_tool_calls": false}))
+            .unwrap();
+        assert_eq!(out["temperature"], 1.0);
+        assert!(out.get("top_p").is_none(), "{out}");
+        assert_eq!(
+            out["tool_choice"],
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+        let out = request(json!({"top_p": 0.5, "tool_choice": "none"})).unwrap();
+        assert_eq!(out["top_p"], 0.5);
+        assert_eq!(out["tool_choice"], json!({"type": "none"}));
+
+        let out = request(json!({"response_format": {"type": "json_object"}})).unwrap();
+        assert!(
+            out["system"]
+                .as_str()
+                .unwrap()
+                .starts_with("Be brief.\n\nRespond with a single valid JSON object"),
+            "{out}"
+        );
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let out = request(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}})).unwrap();
+        assert_eq!(
+            out["output_config"]["format"],
+            json!({"type": "json_schema", "schema": schema})
+        );
+        assert_eq!(out["system"], "Be brief.");
+        let out = request(json!({"response_format": {"type": "text"}})).unwrap();
+        assert!(out.get("output_config").is_none());
+        let err = request(json!({"response_format": {"type": "xml"}})).unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Status { status: 400, .. }),
+            "{err:?}"
+        );
+        assert_eq!(finish_reason("model_context_window_exceeded"), "length");
+        let err = request(json!({"n": 2})).unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Status { status: 400, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ impl UpstreamJson {
         // Checked as a whole first: the values skipped below are not.
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| UpstreamError::Protocol(format!("the body is not UTF-8: {e}")))?;
+        if text.trim_start().is_empty() {
+            return Err(UpstreamError::Truncated);
+        }
         // Said here, so that the error never quotes the body (serde would).
         if !text.trim_start().starts_with('{') {
             return Err(UpstreamError::Protocol(
@@ -354,7 +357,6 @@ mod tests {
     #[test]
     fn anything_but_one_json_object_is_a_protocol_error() {
         for text in [
-            "",
             "{not json",
             "[1,2]",
             "\"text\"",
@@ -366,6 +368,17 @@ mod tests {
             assert!(
                 matches!(result, Err(UpstreamError::Protocol(_))),
                 "{text}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_body_is_an_answer_cut_short() {
+        for text in ["", " \n"] {
+            let result = UpstreamJson::parse(Bytes::from(text));
+            assert!(
+                matches!(result, Err(UpstreamError::Truncated)),
+                "{text:?}: {result:?}"
             );
         }
     }

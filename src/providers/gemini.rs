@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::sse::{self, SseEvent, Step};
 use super::{
@@ -12,6 +12,10 @@ use super::{
 };
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
+/// Joins a tool call id and the thought signature it carries (as LiteLLM does).
+pub(crate) const SIGNATURE_MARK: &str = "__thought__";
+/// Google's documented stand-in for a function call that has no signature.
+const DUMMY_SIGNATURE: &str = "skip_thought_signature_validator";
 
 /// A client for the Gemini API.
 pub struct Gemini {
@@ -96,32 +100,53 @@ pub fn to_gemini(body: &Body) -> Result<Value, UpstreamError> {
                         .pointer("/function/name")
                         .and_then(Value::as_str)
                         .unwrap_or("");
-                    if let Some(id) = call.get("id").and_then(Value::as_str) {
-                        tool_names.insert(id.to_string(), name.to_string());
-                    }
+                    let (id, signature) =
+                        split_call_id(call.get("id").and_then(Value::as_str).unwrap_or(""));
+                    tool_names.insert(id.to_string(), name.to_string());
                     let arguments = call
                         .pointer("/function/arguments")
                         .and_then(Value::as_str)
                         .unwrap_or("{}");
                     let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
-                    parts.push(json!({"functionCall": {"name": name, "args": args}}));
+                    let mut function_call = json!({"name": name, "args": args});
+                    if !id.is_empty() {
+                        function_call["id"] = json!(id);
+                    }
+                    let mut part = json!({ "functionCall": function_call });
+                    if let Some(signature) = signature {
+                        part["thoughtSignature"] = json!(standard_base64(signature));
+                    }
+                    parts.push(part);
                 }
                 push_content(&mut contents, "model", parts);
             }
             "tool" => {
-                let id = message
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                let (id, _) = split_call_id(
+                    message
+                        .get("tool_call_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                );
                 let name = tool_names
                     .get(id)
                     .cloned()
                     .unwrap_or_else(|| id.to_string());
-                let part = json!({"functionResponse": {"name": name, "response": {"content": content_text(&content)}}});
-                push_content(&mut contents, "user", vec![part]);
+                let mut response =
+                    json!({"name": name, "response": {"content": content_text(&content)}});
+                if !id.is_empty() {
+                    response["id"] = json!(id);
+                }
+                push_content(
+                    &mut contents,
+                    "user",
+                    vec![json!({ "functionResponse": response })],
+                );
             }
             _ => push_content(&mut contents, "user", parts_of(&content)),
         }
+    }
+    for content in contents.iter_mut().filter(|c| c["role"] == "model") {
+        sign_first_call(content);
     }
     let mut request = Map::new();
     request.insert("contents".into(), Value::Array(contents));
@@ -147,6 +172,24 @@ pub fn to_gemini(body: &Body) -> Result<Value, UpstreamError> {
     if let Some(stop) = stop_list(body) {
         generation.insert("stopSequences".into(), Value::Array(stop));
     }
+    if let Some(format) = body.get("response_format").filter(|f| !f.is_null()) {
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some(kind @ ("json_object" | "json_schema")) => {
+                generation.insert("responseMimeType".into(), json!("application/json"));
+                let schema = format.pointer("/json_schema/schema");
+                if let Some(schema) = schema.filter(|_| kind == "json_schema") {
+                    generation.insert("responseJsonSchema".into(), schema.clone());
+                }
+            }
+            other => {
+                return Err(bad_request(format!(
+                    "unsupported `response_format` type {}: expected \"text\", \"json_object\" or \"json_schema\"",
+                    other.map_or_else(|| "(none)".to_string(), |t| format!("{t:?}"))
+                )))
+            }
+        }
+    }
     if !generation.is_empty() {
         request.insert("generationConfig".into(), Value::Object(generation));
     }
@@ -159,8 +202,10 @@ pub fn to_gemini(body: &Body) -> Result<Value, UpstreamError> {
                     "name": f.get("name").cloned().unwrap_or(Value::Null),
                     "description": f.get("description").cloned().unwrap_or(json!("")),
                 });
+                // Full JSON Schema; `parameters` is an OpenAPI subset that
+                // rejects `additionalProperties`, `$ref` and the like.
                 if let Some(parameters) = f.get("parameters") {
-                    declaration["parameters"] = parameters.clone();
+                    declaration["parametersJsonSchema"] = parameters.clone();
                 }
                 declaration
             })
@@ -193,6 +238,77 @@ fn push_content(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
     push_merged(contents, role, "parts", parts);
 }
 
+/// A tool call id's base and the thought signature carried in it, if any.
+fn split_call_id(id: &str) -> (&str, Option<&str>) {
+    match id.split_once(SIGNATURE_MARK) {
+        Some((base, signature)) if !signature.is_empty() => (base, Some(signature)),
+        Some((base, _)) => (base, None),
+        None => (id, None),
+    }
+}
+
+/// A signature (standard base64) in the URL-safe alphabet, unpadded, so that
+/// the id keeps to the characters every provider accepts in a tool call id
+/// (Anthropic's are `[A-Za-z0-9_-]`).
+fn url_safe_base64(signature: &str) -> String {
+    let swap = |c| match c {
+        '+' => '-',
+        '/' => '_',
+        c => c,
+    };
+    signature.trim_end_matches('=').chars().map(swap).collect()
+}
+
+/// The signature back in standard, padded base64, as Gemini sent it.
+fn standard_base64(signature: &str) -> String {
+    let swap = |c| match c {
+        '-' => '+',
+        '_' => '/',
+        c => c,
+    };
+    let mut standard: String = signature.chars().map(swap).collect();
+    while !standard.len().is_multiple_of(4) {
+        standard.push('=');
+    }
+    standard
+}
+
+/// Gives a model turn's first function call Google's stand-in signature when
+/// none of its calls carries one (history from another provider or client):
+/// Gemini 3 rejects function calls without it.
+fn sign_first_call(content: &mut Value) {
+    let Some(parts) = content["parts"].as_array_mut() else {
+        return;
+    };
+    let is_call = |part: &&mut Value| part.get("functionCall").is_some();
+    if parts
+        .iter_mut()
+        .filter(is_call)
+        .any(|part| part.get("thoughtSignature").is_some())
+    {
+        return;
+    }
+    if let Some(first) = parts.iter_mut().find(is_call) {
+        first["thoughtSignature"] = json!(DUMMY_SIGNATURE);
+    }
+}
+
+/// The image type a URL's extension suggests; JPEG when it suggests none.
+fn image_mime(url: &str) -> &'static str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let extension = path
+        .rsplit_once('.')
+        .map_or(String::new(), |(_, e)| e.to_ascii_lowercase());
+    match extension.as_str() {
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        _ => "image/jpeg",
+    }
+}
+
 fn parts_of(content: &Value) -> Vec<Value> {
     match content {
         Value::String(text) if !text.is_empty() => vec![json!({"text": text})],
@@ -208,7 +324,7 @@ fn parts_of(content: &Value) -> Vec<Value> {
                         Some((mime, data)) => {
                             json!({"inlineData": {"mimeType": mime, "data": data}})
                         }
-                        None => json!({"fileData": {"fileUri": url}}),
+                        None => json!({"fileData": {"mimeType": image_mime(url), "fileUri": url}}),
                     })
                 }
                 _ => None,
@@ -237,15 +353,46 @@ fn usage_of(metadata: &Value) -> Usage {
     }
 }
 
-/// Numbering of tool calls across a response or stream.
+/// One candidate of a response, as an OpenAI choice.
+struct Choice {
+    index: u64,
+    text: String,
+    calls: Vec<Value>,
+    /// OpenAI's `finish_reason`, once the candidate has one.
+    finish: Option<&'static str>,
+}
+
+/// The id of a tool call: Gemini's own, else a fresh one, with the part's
+/// thought signature appended (see [`split_call_id`]).
+fn call_id(call: &Value, part: &Value) -> String {
+    let base = call
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map_or_else(
+            || format!("call_{}", uuid::Uuid::new_v4().simple()),
+            str::to_owned,
+        );
+    match part.get("thoughtSignature").and_then(Value::as_str) {
+        Some(signature) if !signature.is_empty() => {
+            format!("{base}{SIGNATURE_MARK}{}", url_safe_base64(signature))
+        }
+        _ => base,
+    }
+}
+
+/// State across a response or stream: ids, usage and tool call numbering.
 struct ChunkState {
     id: String,
     model: String,
     created: i64,
-    tool_calls: usize,
+    /// Tool calls so far, by choice index.
+    tool_calls: HashMap<u64, usize>,
     usage: Option<Usage>,
-    /// Whether a stream's first chunk (the assistant role) went out.
-    started: bool,
+    /// The choices whose first chunk (the assistant role) went out.
+    started: HashSet<u64>,
+    /// Whether a candidate said why it finished.
+    finished: bool,
 }
 
 impl ChunkState {
@@ -254,18 +401,47 @@ impl ChunkState {
             id: format!("gemini-{}", uuid::Uuid::new_v4().simple()),
             model: model.to_string(),
             created: unix_now(),
-            tool_calls: 0,
+            tool_calls: HashMap::new(),
             usage: None,
-            started: false,
+            started: HashSet::new(),
+            finished: false,
         }
     }
 
-    /// Text and tool calls of the first candidate, with its finish reason.
-    fn read(&mut self, response: &Value) -> (String, Vec<Value>, Option<String>) {
+    /// Every candidate of a response; a blocked prompt (no candidates, a
+    /// `promptFeedback.blockReason`) is one choice, filtered out.
+    fn read(&mut self, response: &Value) -> Vec<Choice> {
         if let Some(metadata) = response.get("usageMetadata") {
             self.usage = Some(usage_of(metadata));
         }
-        let candidate = response.pointer("/candidates/0").unwrap_or(&Value::Null);
+        let candidates = response
+            .get("candidates")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if candidates.is_empty() && response.pointer("/promptFeedback/blockReason").is_some() {
+            return vec![Choice {
+                index: 0,
+                text: String::new(),
+                calls: Vec::new(),
+                finish: Some("content_filter"),
+            }];
+        }
+        candidates
+            .iter()
+            .enumerate()
+            .map(|(position, candidate)| self.read_candidate(position, candidate))
+            .collect()
+    }
+
+    /// Text and tool calls of one candidate, with its finish reason.
+    fn read_candidate(&mut self, position: usize, candidate: &Value) -> Choice {
+        // Gemini leaves `index` out when it is 0.
+        let index = candidate
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(position as u64);
+        let count = self.tool_calls.entry(index).or_default();
         let mut text = String::new();
         let mut calls = Vec::new();
         for part in candidate
@@ -279,64 +455,99 @@ impl ChunkState {
                     text.push_str(t);
                 }
             } else if let Some(call) = part.get("functionCall") {
-                let index = self.tool_calls;
-                self.tool_calls += 1;
                 calls.push(json!({
-                    "index": index,
-                    "id": format!("call_{index}"),
+                    "index": *count,
+                    "id": call_id(call, part),
                     "type": "function",
                     "function": {
                         "name": call.get("name").cloned().unwrap_or(Value::Null),
                         "arguments": call.get("args").map(Value::to_string).unwrap_or_else(|| "{}".into()),
                     },
                 }));
+                *count += 1;
             }
         }
         let finish = candidate
             .get("finishReason")
             .and_then(Value::as_str)
-            .map(str::to_owned);
-        (text, calls, finish)
+            .map(|reason| finish_reason(reason, *count > 0));
+        Choice {
+            index,
+            text,
+            calls,
+            finish,
+        }
     }
 
     /// A whole `chat.completion` from a `generateContent` response.
     fn completion(&mut self, response: &Value) -> Value {
-        let (text, mut calls, finish) = self.read(response);
-        let mut message = json!({"role": "assistant", "content": text});
-        if !calls.is_empty() {
-            for call in &mut calls {
-                call.as_object_mut().map(|c| c.remove("index"));
-            }
-            message["tool_calls"] = Value::Array(calls);
+        let mut choices = self.read(response);
+        if choices.is_empty() {
+            choices.push(Choice {
+                index: 0,
+                text: String::new(),
+                calls: Vec::new(),
+                finish: None,
+            });
         }
-        let reason = finish_reason(finish.as_deref().unwrap_or("STOP"), self.tool_calls > 0);
+        let choices: Vec<Value> = choices
+            .into_iter()
+            .map(|choice| {
+                let finish = choice
+                    .finish
+                    .unwrap_or_else(|| finish_reason("STOP", !choice.calls.is_empty()));
+                let mut message = json!({"role": "assistant", "content": choice.text});
+                if !choice.calls.is_empty() {
+                    let mut calls = choice.calls;
+                    for call in &mut calls {
+                        call.as_object_mut().map(|c| c.remove("index"));
+                    }
+                    message["tool_calls"] = Value::Array(calls);
+                }
+                json!({"index": choice.index, "message": message, "finish_reason": finish})
+            })
+            .collect();
         json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reason}],
+            "choices": choices,
             // Left out when Gemini sent none: the proxy then counts locally.
             "usage": self.usage.map(Usage::to_openai),
         })
     }
 
-    /// The chunks for one streamed response piece.
+    /// A chunk for the choice at `index`.
+    fn choice_chunk(&self, index: u64, delta: Value, finish: Option<&str>) -> Value {
+        let mut out = chunk(&self.id, &self.model, self.created, delta, finish);
+        out["choices"][0]["index"] = json!(index);
+        out
+    }
+
+    /// The assistant role chunk of a choice, the first time it is asked for.
+    fn role(&mut self, index: u64) -> Option<Value> {
+        self.started
+            .insert(index)
+            .then(|| self.choice_chunk(index, json!({"role": "assistant", "content": ""}), None))
+    }
+
+    /// The chunks for one streamed response piece, per candidate.
     fn chunks(&mut self, response: &Value) -> Vec<Value> {
-        let (text, calls, finish) = self.read(response);
         let mut out = Vec::new();
-        let mut delta = json!({});
-        if !text.is_empty() {
-            delta["content"] = json!(text);
-        }
-        if !calls.is_empty() {
-            delta["tool_calls"] = Value::Array(calls);
-        }
-        let reason = finish
-            .as_deref()
-            .map(|f| finish_reason(f, self.tool_calls > 0));
-        if delta.as_object().is_some_and(|d| !d.is_empty()) || reason.is_some() {
-            out.push(chunk(&self.id, &self.model, self.created, delta, reason));
+        for choice in self.read(response) {
+            self.finished |= choice.finish.is_some();
+            out.extend(self.role(choice.index));
+            let mut delta = json!({});
+            if !choice.text.is_empty() {
+                delta["content"] = json!(choice.text);
+            }
+            if !choice.calls.is_empty() {
+                delta["tool_calls"] = Value::Array(choice.calls);
+            }
+            if delta.as_object().is_some_and(|d| !d.is_empty()) || choice.finish.is_some() {
+                out.push(self.choice_chunk(choice.index, delta, choice.finish));
+            }
         }
         out
     }
@@ -345,12 +556,21 @@ impl ChunkState {
 /// Translates Gemini's SSE stream into OpenAI chunks, ending with usage.
 fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
     let state = ChunkState::new(&model);
-    sse::translate(response, state, on_sse_event, |state| {
-        state
+    sse::translate(response, state, on_sse_event, ChunkState::on_end)
+}
+
+impl ChunkState {
+    /// Gemini's stream has no end event: it is complete if an answer said
+    /// why it finished, and then its usage goes last.
+    fn on_end(&mut self) -> Result<Vec<Value>, UpstreamError> {
+        if !self.finished {
+            return Err(UpstreamError::Truncated);
+        }
+        Ok(self
             .usage
-            .map(|usage| vec![usage_chunk(&state.id, &state.model, state.created, usage)])
-            .unwrap_or_default()
-    })
+            .map(|usage| vec![usage_chunk(&self.id, &self.model, self.created, usage)])
+            .unwrap_or_default())
+    }
 }
 
 fn on_sse_event(state: &mut ChunkState, event: &SseEvent) -> Step {
@@ -358,12 +578,7 @@ fn on_sse_event(state: &mut ChunkState, event: &SseEvent) -> Step {
         Ok(value) => {
             // The role goes out with the first event, not before: until
             // Gemini has sent something, the stream can still be retried.
-            let mut chunks = Vec::new();
-            if !state.started {
-                state.started = true;
-                let role = json!({"role": "assistant", "content": ""});
-                chunks.push(chunk(&state.id, &state.model, state.created, role, None));
-            }
+            let mut chunks: Vec<Value> = state.role(0).into_iter().collect();
             chunks.extend(state.chunks(&value));
             Step::Continue(chunks)
         }
@@ -406,6 +621,14 @@ mod tests {
             "weather"
         );
         assert_eq!(
+            request["contents"][2]["parts"][0]["functionResponse"]["id"],
+            "call_0"
+        );
+        assert_eq!(
+            request["contents"][1]["parts"][0]["thoughtSignature"],
+            DUMMY_SIGNATURE
+        );
+        assert_eq!(
             request["tools"][0]["functionDeclarations"][0]["name"],
             "weather"
         );
@@ -441,5 +664,251 @@ mod tests {
         );
         assert_eq!(finish_reason("MAX_TOKENS", false), "length");
         assert_eq!(finish_reason("SAFETY", false), "content_filter");
+    }
+
+    fn body(value: Value) -> Body {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn event(value: Value) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: value.to_string(),
+        }
+    }
+
+    fn stream(state: &mut ChunkState, value: Value) -> Vec<Value> {
+        match on_sse_event(state, &event(value)) {
+            Step::Continue(chunks) => chunks,
+            _ => panic!("the stream stopped"),
+        }
+    }
+
+    #[test]
+    fn a_stream_ends_complete_only_after_a_finish_reason() {
+        let mut state = ChunkState::new("gemini-x");
+        state.chunks(&json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}));
+        assert!(matches!(state.on_end(), Err(UpstreamError::Truncated)));
+        state.chunks(&json!({
+            "candidates": [{"content": {"parts": [{"text": "lo"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1}
+        }));
+        let last = state.on_end().unwrap();
+        assert_eq!(last[0]["usage"]["prompt_tokens"], 2, "{last:?}");
+    }
+
+    #[test]
+    fn thought_signatures_ride_in_tool_call_ids() {
+        let mut state = ChunkState::new("gemini-3");
+        let completion = state.completion(&json!({"candidates": [{"content": {"parts": [
+            {"functionCall": {"name": "weather", "args": {}}, "thoughtSignature": "c2ln+/A="}
+        ]}, "finishReason": "STOP"}]}));
+        let id = completion["choices"][0]["message"]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (base, signature) = split_call_id(&id);
+        assert!(base.starts_with("call_"), "{id}");
+        assert_eq!(signature, Some("c2ln-_A"));
+        assert_eq!(id, format!("{base}__thought__c2ln-_A"));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            "{id}"
+        );
+
+        let request = to_gemini(&body(json!({"messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": "weather", "arguments": "{}"}},
+                {"id": "second", "type": "function", "function": {"name": "time", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": id, "content": "cold"},
+            {"role": "tool", "tool_call_id": "second", "content": "noon"}
+        ]})))
+        .unwrap();
+        let model = &request["contents"][1]["parts"];
+        assert_eq!(model[0]["thoughtSignature"], "c2ln+/A=");
+        assert_eq!(model[0]["functionCall"]["id"], base);
+        // A signed turn gets no stand-in signature anywhere.
+        assert!(model[1].get("thoughtSignature").is_none());
+        let responses = &request["contents"][2]["parts"];
+        assert_eq!(responses[0]["functionResponse"]["name"], "weather");
+        assert_eq!(responses[0]["functionResponse"]["id"], base);
+        assert_eq!(responses[1]["functionResponse"]["name"], "time");
+        assert_eq!(responses[1]["functionResponse"]["id"], "second");
+    }
+
+    #[test]
+    fn unsigned_model_turns_get_the_stand_in_on_their_first_call() {
+        let request = to_gemini(&body(json!({"messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "Checking.", "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}},
+                {"id": "toolu_2", "type": "function", "function": {"name": "time", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "cold"},
+            {"role": "tool", "tool_call_id": "toolu_2", "content": "noon"},
+            {"role": "assistant", "content": "Cold at noon."}
+        ]})))
+        .unwrap();
+        let model = &request["contents"][1]["parts"];
+        assert!(model[0].get("thoughtSignature").is_none()); // the text
+        assert_eq!(model[1]["thoughtSignature"], DUMMY_SIGNATURE);
+        assert!(model[2].get("thoughtSignature").is_none());
+        assert!(request["contents"][3]["parts"][0]
+            .get("thoughtSignature")
+            .is_none());
+    }
+
+    #[test]
+    fn tool_call_ids_are_unique_and_gemini_ids_are_kept() {
+        let response = json!({"candidates": [{"content": {"parts": [
+            {"functionCall": {"name": "a", "args": {}}},
+            {"functionCall": {"name": "b", "args": {}, "id": "fc-7"}}
+        ]}}]});
+        let first = ChunkState::new("g").completion(&response);
+        let second = ChunkState::new("g").completion(&response);
+        let id = |c: &Value, i: usize| {
+            c["choices"][0]["message"]["tool_calls"][i]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(id(&first, 0).starts_with("call_"));
+        assert_ne!(id(&first, 0), "call_0");
+        assert_ne!(id(&first, 0), id(&second, 0));
+        assert_eq!(id(&first, 1), "fc-7");
+
+        // In a stream, calls keep counting and each keeps its own id.
+        let mut state = ChunkState::new("g");
+        let piece = json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": "a", "args": {}}}]}}]});
+        let one = stream(&mut state, piece.clone());
+        let two = stream(&mut state, piece);
+        let call = |chunks: &[Value]| {
+            chunks.last().unwrap()["choices"][0]["delta"]["tool_calls"][0].clone()
+        };
+        assert_eq!(call(&one)["index"], 0);
+        assert_eq!(call(&two)["index"], 1);
+        assert_ne!(call(&one)["id"], call(&two)["id"]);
+    }
+
+    #[test]
+    fn tools_send_full_json_schema() {
+        let schema = json!({"type": "object", "additionalProperties": false,
+            "properties": {"a": {"$ref": "#/$defs/A"}}, "$defs": {"A": {"const": 1}}});
+        let request = to_gemini(&body(json!({
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+        })))
+        .unwrap();
+        let declaration = &request["tools"][0]["functionDeclarations"][0];
+        assert_eq!(declaration["parametersJsonSchema"], schema);
+        assert!(declaration.get("parameters").is_none());
+    }
+
+    #[test]
+    fn response_format_asks_for_json() {
+        let config = |format: Value| {
+            to_gemini(&body(
+                json!({"messages": [{"role": "user", "content": "hi"}], "response_format": format}),
+            ))
+            .map(|request| request["generationConfig"].clone())
+        };
+        let object = config(json!({"type": "json_object"})).unwrap();
+        assert_eq!(object["responseMimeType"], "application/json");
+        assert!(object.get("responseJsonSchema").is_none());
+        let schema = json!({"type": "object", "additionalProperties": false});
+        let typed =
+            config(json!({"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}))
+                .unwrap();
+        assert_eq!(typed["responseMimeType"], "application/json");
+        assert_eq!(typed["responseJsonSchema"], schema);
+        assert_eq!(config(json!({"type": "text"})).unwrap(), Value::Null);
+        let err = config(json!({"type": "xml"})).unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::Status { status: 400, message, .. } if message.contains("response_format")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn blocked_prompts_finish_with_content_filter() {
+        let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"},
+            "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}});
+        let completion = ChunkState::new("g").completion(&blocked);
+        assert_eq!(completion["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(completion["choices"][0]["message"]["content"], "");
+
+        let mut state = ChunkState::new("g");
+        let chunks = stream(&mut state, blocked);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[1]["choices"][0]["finish_reason"], "content_filter");
+    }
+
+    #[test]
+    fn every_candidate_is_a_choice() {
+        let response = json!({"candidates": [
+            {"content": {"parts": [{"text": "A"}]}, "finishReason": "STOP"},
+            {"index": 1, "content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]}, "finishReason": "STOP"}
+        ], "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 6}});
+        let completion = ChunkState::new("g").completion(&response);
+        let choices = completion["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 2);
+        assert_eq!(choices[0]["index"], 0);
+        assert_eq!(choices[0]["message"]["content"], "A");
+        assert_eq!(choices[0]["finish_reason"], "stop");
+        assert_eq!(choices[1]["index"], 1);
+        assert_eq!(
+            choices[1]["message"]["tool_calls"][0]["function"]["name"],
+            "f"
+        );
+        assert_eq!(choices[1]["finish_reason"], "tool_calls");
+
+        let mut state = ChunkState::new("g");
+        let chunks = stream(&mut state, response);
+        let summary: Vec<(Value, Value, Value)> = chunks
+            .iter()
+            .map(|c| {
+                let choice = &c["choices"][0];
+                (
+                    choice["index"].clone(),
+                    choice["delta"]["role"].clone(),
+                    choice["finish_reason"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (json!(0), json!("assistant"), Value::Null),
+                (json!(0), Value::Null, json!("stop")),
+                (json!(1), json!("assistant"), Value::Null),
+                (json!(1), Value::Null, json!("tool_calls")),
+            ]
+        );
+        assert_eq!(
+            chunks[3]["choices"][0]["delta"]["tool_calls"][0]["index"],
+            0
+        );
+    }
+
+    #[test]
+    fn image_urls_carry_a_mime_type() {
+        let parts = parts_of(&json!([
+            {"type": "image_url", "image_url": {"url": "https://x.test/a/cat.PNG?size=2"}},
+            {"type": "image_url", "image_url": {"url": "https://x.test/photo"}},
+            {"type": "image_url", "image_url": {"url": "https://x.test/p.webp#frag"}}
+        ]));
+        assert_eq!(parts[0]["fileData"]["mimeType"], "image/png");
+        assert_eq!(
+            parts[0]["fileData"]["fileUri"],
+            "https://x.test/a/cat.PNG?size=2"
+        );
+        assert_eq!(parts[1]["fileData"]["mimeType"], "image/jpeg");
+        assert_eq!(parts[2]["fileData"]["mimeType"], "image/webp");
+        assert_eq!(image_mime("https://x.test/i.heic"), "image/heic");
+        assert_eq!(image_mime("https://x.test/i.gif"), "image/gif");
     }
 }

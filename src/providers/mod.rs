@@ -92,6 +92,10 @@ pub enum UpstreamError {
     /// The provider answered something we cannot read.
     #[error("the upstream provider sent an invalid response: {0}")]
     Protocol(String),
+    /// The provider closed its answer (a stream, or an empty body) before
+    /// finishing it.
+    #[error("the upstream provider ended its answer before finishing it")]
+    Truncated,
 }
 
 impl UpstreamError {
@@ -99,9 +103,15 @@ impl UpstreamError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => *status == 429 || *status >= 500,
-            Self::Connect(_) | Self::Timeout => true,
+            Self::Connect(_) | Self::Timeout | Self::Truncated => true,
             Self::Protocol(_) => false,
         }
+    }
+
+    /// Whether the provider refused the gateway's own credentials (401): the
+    /// operator's problem, not the client's, and another provider may serve.
+    pub fn is_gateway_credentials(&self) -> bool {
+        matches!(self, Self::Status { status: 401, .. })
     }
 
     /// Classifies a reqwest failure.
@@ -244,8 +254,16 @@ pub(crate) fn in_band_error(body: &Value) -> UpstreamError {
     error_from_json(status, Some(body), "upstream error")
 }
 
-/// The error in a parsed body; `text` is quoted when it has no message.
+/// The error in a parsed body; `text` is quoted when it has no message. A
+/// 401's message is never kept: providers quote part of the key they refused.
 fn error_from_json(status: u16, parsed: Option<&Value>, text: &str) -> UpstreamError {
+    if status == 401 {
+        return UpstreamError::Status {
+            status,
+            message: "the provider rejected the gateway's API key for it".into(),
+            code: Some("invalid_api_key".into()),
+        };
+    }
     let error = parsed.and_then(|v| v.get("error"));
     let message = error
         .and_then(|e| {
@@ -286,6 +304,9 @@ pub(crate) async fn json_body(response: reqwest::Response) -> Result<Value, Upst
         .bytes()
         .await
         .map_err(UpstreamError::from_reqwest)?;
+    if bytes.trim_ascii().is_empty() {
+        return Err(UpstreamError::Truncated);
+    }
     serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Protocol(e.to_string()))
 }
 
@@ -432,6 +453,17 @@ mod tests {
         assert!(err.to_string().contains("bad gateway"));
         assert!(error_from_body(429, "").is_retryable());
         assert!(!error_from_body(400, "").is_retryable());
+    }
+
+    #[test]
+    fn a_refused_provider_key_is_never_quoted() {
+        let err = error_from_body(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided: sk-proj-****abcd","code":"invalid_api_key"}}"#,
+        );
+        assert!(err.is_gateway_credentials());
+        assert!(!err.to_string().contains("abcd"), "{err}");
+        assert!(!error_from_body(403, "").is_gateway_credentials());
     }
 
     #[test]

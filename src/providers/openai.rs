@@ -135,17 +135,45 @@ impl Provider for OpenAi {
 
 /// Turns an OpenAI SSE response into chunk values, ending at `[DONE]`.
 fn openai_sse_chunks(response: reqwest::Response) -> ChunkStream {
-    sse::translate(response, (), on_event, |_| Vec::new())
+    sse::translate(response, Finished::default(), on_event, on_end)
 }
 
-fn on_event(_: &mut (), event: &SseEvent) -> Step {
+/// Whether a stream's answer finished: some choice had a `finish_reason`.
+#[derive(Default)]
+struct Finished(bool);
+
+fn on_event(finished: &mut Finished, event: &SseEvent) -> Step {
     if event.data == "[DONE]" {
         return Step::Finish(Vec::new());
     }
     match parse_chunk(&event.data) {
-        Ok(chunk) => Step::Continue(vec![chunk]),
+        Ok(chunk) => {
+            finished.0 |= has_finish_reason(&chunk);
+            Step::Continue(vec![chunk])
+        }
         Err(err) => Step::Fail(err),
     }
+}
+
+/// A body that ends without `[DONE]` is complete only if its answer finished
+/// (some servers leave `[DONE]` out); otherwise it was cut short.
+fn on_end(finished: &mut Finished) -> Result<Vec<Value>, UpstreamError> {
+    if finished.0 {
+        Ok(Vec::new())
+    } else {
+        Err(UpstreamError::Truncated)
+    }
+}
+
+fn has_finish_reason(chunk: &Value) -> bool {
+    chunk
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|choices| {
+            choices
+                .iter()
+                .any(|c| c.get("finish_reason").is_some_and(|r| !r.is_null()))
+        })
 }
 
 fn parse_chunk(data: &str) -> Result<Value, UpstreamError> {
@@ -229,6 +257,30 @@ mod tests {
             ok.chat_url.unwrap().as_str(),
             "http://127.0.0.1:9/v1/chat/completions"
         );
+    }
+
+    #[test]
+    fn a_stream_that_stops_before_its_answer_finished_is_truncated() {
+        let mut finished = Finished::default();
+        let event = |data: &str| SseEvent {
+            event: None,
+            data: data.into(),
+        };
+        let partial = r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#;
+        assert!(matches!(
+            on_event(&mut finished, &event(partial)),
+            Step::Continue(_)
+        ));
+        assert!(matches!(
+            on_end(&mut finished),
+            Err(UpstreamError::Truncated)
+        ));
+        let last = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        assert!(matches!(
+            on_event(&mut finished, &event(last)),
+            Step::Continue(_)
+        ));
+        assert!(matches!(on_end(&mut finished), Ok(chunks) if chunks.is_empty()));
     }
 
     #[test]

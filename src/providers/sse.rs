@@ -70,14 +70,18 @@ pub enum Step {
     Fail(super::UpstreamError),
 }
 
+/// What an adapter makes of a body that ended without a [`Step::Finish`]:
+/// the last chunks of a complete answer, or [`super::UpstreamError::Truncated`].
+pub type OnEnd<S> = fn(&mut S) -> Result<Vec<serde_json::Value>, super::UpstreamError>;
+
 /// Translates an upstream SSE response into OpenAI chunks: `on_event`
-/// handles each event; `on_end` may add chunks when the body ends without a
-/// [`Step::Finish`].
+/// handles each event; `on_end` decides what a body that ends without a
+/// [`Step::Finish`] means.
 pub fn translate<S: Send + 'static>(
     response: reqwest::Response,
     state: S,
     on_event: fn(&mut S, &SseEvent) -> Step,
-    on_end: fn(&mut S) -> Vec<serde_json::Value>,
+    on_end: OnEnd<S>,
 ) -> super::ChunkStream {
     use futures::StreamExt;
     use std::collections::VecDeque;
@@ -129,8 +133,10 @@ pub fn translate<S: Send + 'static>(
                     r.done = true;
                 }
                 None => {
-                    let chunks = on_end(&mut r.state);
-                    r.pending.extend(chunks.into_iter().map(Ok));
+                    match on_end(&mut r.state) {
+                        Ok(chunks) => r.pending.extend(chunks.into_iter().map(Ok)),
+                        Err(err) => r.pending.push_back(Err(err)),
+                    }
                     r.done = true;
                 }
             }
