@@ -748,3 +748,192 @@ async fn every_response_carries_a_request_id() {
     assert!(id_of(&unusable).starts_with("req_"));
     app.stop().await;
 }
+
+/// A price for the catalog, in USD per million tokens.
+fn price(input: f64, output: f64) -> llm_gateway::config::PriceConfig {
+    llm_gateway::config::PriceConfig {
+        input_price_per_million: input,
+        output_price_per_million: output,
+        cached_input_price_per_million: None,
+        margin_percent: None,
+    }
+}
+
+#[tokio::test]
+async fn a_request_is_billed_at_the_price_of_the_model_that_answered() {
+    // Two models at one price; a dearer fallback behind one of them.
+    let app = app_with(|c| {
+        c.pricing
+            .insert("anthropic:claude-3-5-haiku".into(), price(3.0, 15.0));
+        for model in ["openai:gpt-4o-mini", "openai:gpt-status-503"] {
+            c.fallbacks
+                .insert(model.into(), vec!["anthropic:claude-3-5-haiku".into()]);
+        }
+    })
+    .await;
+    let key = app.user_key("price@example.com").await;
+    let mut streamed = chat("openai:gpt-4o-mini", "one two three");
+    streamed["stream"] = json!(true);
+    let requests = [
+        chat("openai:gpt-4o-mini", "one two three"),
+        streamed,
+        chat("groq:llama-3.1-8b", "one two three"),
+        chat("openai:gpt-status-503", "one two three"),
+    ];
+    for body in requests {
+        let response = post(&app, &key, body).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
+    }
+    let records = app.usage_records(4).await;
+    let cost_of = |provider: &str, streamed: i32| {
+        let record = records
+            .iter()
+            .find(|r| r.provider.as_deref() == Some(provider) && r.streamed == streamed)
+            .unwrap_or_else(|| panic!("{provider}: {records:?}"));
+        assert_eq!((record.prompt_tokens, record.completion_tokens), (3, 6));
+        record.cost
+    };
+    let at_the_models_price = cost_of("groq", 0);
+    assert!(at_the_models_price > 0);
+    assert_eq!(cost_of("openai", 0), at_the_models_price);
+    assert_eq!(cost_of("openai", 1), at_the_models_price);
+    // The fallback that did answer is billed at its own, higher price.
+    assert!(cost_of("anthropic", 0) > 10 * at_the_models_price);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_pays_its_prompt_and_holds_nothing() {
+    let app = app().await;
+    let key = app.user_key("early@example.com").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    for stream in [false, true] {
+        let mut body = chat("gpt-4o-mini", "[mock first_byte_ms=1500] one two three");
+        body["stream"] = json!(stream);
+        let sent = impatient
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await;
+        assert!(sent.is_err(), "the client gave up before the answer");
+    }
+    let records = app.usage_records(2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    for record in &records {
+        assert_eq!((record.status, record.aborted), (499, 1), "{record:?}");
+        assert!(record.prompt_tokens > 0 && record.cost > 0, "{record:?}");
+        assert_eq!(record.completion_tokens, 0, "{record:?}");
+    }
+    let info: Value = reqwest::Client::new()
+        .get(app.url("/v1/key"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["data"]["available"], info["data"]["balance"],
+        "no reservation is left held: {info}"
+    );
+    assert!(info["data"]["balance"].as_f64().unwrap() < 10.0, "{info}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_that_ends_unfinished_is_an_upstream_error() {
+    let app = app().await;
+    let key = app.user_key("cut@example.com").await;
+    for model in MODELS {
+        // Cut after a few frames, cleanly: one error event ends the stream.
+        let mut body = chat(model, "[mock end_after=3]");
+        body["stream"] = json!(true);
+        let events = sse_events(post(&app, &key, body).await).await;
+        let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+        assert_eq!(
+            last["error"]["code"], "upstream_error",
+            "{model}: {events:?}"
+        );
+        assert!(!events.iter().any(|e| e == "[DONE]"), "{model}: {events:?}");
+
+        // Nothing at all, streaming or not: retried, then a 502.
+        for stream in [true, false] {
+            let mut body = chat(model, "[mock empty]");
+            body["stream"] = json!(stream);
+            let response = post(&app, &key, body).await;
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{model}");
+            let error: Value = response.json().await.unwrap();
+            let message = error["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("before finishing"), "{model}: {error}");
+        }
+    }
+    let records = app.usage_records(3 * MODELS.len()).await;
+    assert!(records.iter().all(|r| r.status == 502), "{records:?}");
+    assert_eq!(
+        records.iter().filter(|r| r.aborted == 1).count(),
+        MODELS.len()
+    );
+    let metrics = app.admin(reqwest::Method::GET, "/metrics").send().await;
+    let metrics = metrics.unwrap().text().await.unwrap();
+    for provider in ["openai", "anthropic", "gemini"] {
+        // Two empty answers, each tried twice, and one cut stream.
+        let line = format!(
+            "llm_gateway_upstream_errors_total{{provider=\"{provider}\",kind=\"truncated\"}} 5"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_refusing_the_gateways_key_is_a_bad_gateway_and_falls_back() {
+    let app = app_with(|c| {
+        c.pricing
+            .insert("openai:gpt-status-401".into(), price(0.15, 0.6));
+        c.fallbacks.insert(
+            "openai:gpt-status-401".into(),
+            vec!["anthropic:claude-3-5-haiku".into()],
+        );
+    })
+    .await;
+    let key = app.user_key("401@example.com").await;
+    for model in MODELS {
+        let response = post(&app, &key, chat(model, "[mock status=401]")).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{model}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("gateway's credentials"),
+            "{model}: {error}"
+        );
+        assert!(!message.contains("mock failure"), "{model}: {error}");
+    }
+    let response = post(&app, &key, chat("openai:gpt-status-401", "hi")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let records = app.usage_records(MODELS.len() + 1).await;
+    assert!(records
+        .iter()
+        .any(|r| r.status == 200 && r.provider.as_deref() == Some("anthropic")));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_choice_asked_for_is_reserved() {
+    let app = app().await;
+    let key = app.user_key("n@example.com").await;
+    // $10 of credit: one choice of 10M tokens fits, two do not.
+    let mut body = chat("gpt-4o-mini", "hi");
+    body["max_tokens"] = json!(10_000_000);
+    let response = post(&app, &key, body.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    body["n"] = json!(2);
+    let response = post(&app, &key, body).await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    app.stop().await;
+}

@@ -131,11 +131,23 @@ async fn prepare(
 
 /// Reads the body within the size limit and parses it as a JSON object.
 async fn read_body(state: &AppState, body: HttpBody) -> Result<Body, AppError> {
-    let limit = state.config.max_request_bytes;
-    let bytes = axum::body::to_bytes(body, limit + 1).await.map_err(|_| {
-        AppError::PayloadTooLarge(format!(
-            "The request body is over the limit of {limit} bytes."
-        ))
+    read_json(body, state.config.max_request_bytes).await
+}
+
+/// Reads up to `limit` bytes of JSON object: 413 past the limit, 400 for a
+/// body that breaks off or is not one.
+async fn read_json(body: HttpBody, limit: usize) -> Result<Body, AppError> {
+    let bytes = axum::body::to_bytes(body, limit + 1).await.map_err(|err| {
+        if err.into_inner().is::<http_body_util::LengthLimitError>() {
+            AppError::PayloadTooLarge(format!(
+                "The request body is over the limit of {limit} bytes."
+            ))
+        } else {
+            AppError::Validation {
+                field: None,
+                message: "The request body could not be read in full.".into(),
+            }
+        }
     })?;
     parse_body(&bytes, limit)
 }
@@ -180,15 +192,10 @@ async fn route_chat(
     let primary = state.models.resolve(model)?;
     meter.target(&primary);
     let targets = allowed_targets(state, limits, primary, meter)?;
-    let max_output = body
-        .get("max_completion_tokens")
-        .or_else(|| body.get("max_tokens"))
-        .and_then(Value::as_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(state.config.reserve_output_tokens);
     let prompt_tokens = prompt_estimate(body);
     admit_rate(state, limits, meter, prompt_tokens, rate).await?;
-    reserve(state, limits, meter, prompt_tokens, max_output).await?;
+    reserve(state, limits, meter, prompt_tokens, max_output(state, body)).await?;
+    meter.sent_upstream(prompt_tokens);
 
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let include_usage = body
@@ -196,11 +203,11 @@ async fn route_chat(
             .and_then(|options| options.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let (target, chunks) = with_retries(state, &targets, |t| async move {
+        let (answered, chunks) = with_retries(state, &targets, |t| async move {
             with_first_chunk(t.provider.client.chat_stream(body, &t.model).await?).await
         })
         .await?;
-        meter.target(&target);
+        answered.bill(meter);
         Ok(sse_response(
             chunks,
             meter.take(),
@@ -209,11 +216,11 @@ async fn route_chat(
             state.cut_off.clone(),
         ))
     } else {
-        let (target, response) = with_retries(state, &targets, |t| async move {
+        let (answered, response) = with_retries(state, &targets, |t| async move {
             t.provider.client.chat(body, &t.model).await
         })
         .await?;
-        meter.target(&target);
+        answered.bill(meter);
         Ok(finish_with_cost(meter, response, prompt_tokens))
     }
 }
@@ -222,11 +229,12 @@ async fn route_chat(
 /// stream that fails before anything reaches the client (a connection that
 /// breaks, an error event first) is retried or falls back like a failed
 /// request, and the client gets an HTTP error rather than a broken stream.
+/// A stream that ends with nothing in it failed too.
 async fn with_first_chunk(mut chunks: ChunkStream) -> Result<ChunkStream, UpstreamError> {
     match chunks.next().await {
         Some(Err(err)) => Err(err),
         Some(Ok(first)) => Ok(stream::iter([Ok(first)]).chain(chunks).boxed()),
-        None => Ok(chunks),
+        None => Err(UpstreamError::Truncated),
     }
 }
 
@@ -242,15 +250,30 @@ fn finish_with_cost(meter: &mut Meter, completion: Completion, prompt_estimate: 
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A target the request may go to, and the caller's price there.
+struct Priced {
+    target: Target,
+    price: UserPrice,
+}
+
+impl Priced {
+    /// Bills the request to this target, the one that answered, at its own
+    /// price: the reservation was made at the dearest of the model and its
+    /// fallbacks, but the charge is what was used.
+    fn bill(&self, meter: &mut Meter) {
+        meter.target(&self.target);
+        meter.set_price(self.price);
+    }
+}
+
 /// Keeps the targets that have a price; the primary must have one. The
-/// request is billed at the dearest of them (a fallback may cost more).
+/// request is reserved at the dearest of them (a fallback may cost more).
 fn priced_targets(
     state: &AppState,
     targets: Vec<Target>,
     meter: &mut Meter,
-) -> Result<Vec<Target>, AppError> {
-    let mut priced = Vec::with_capacity(targets.len());
-    let mut dearest: Option<UserPrice> = None;
+) -> Result<Vec<Priced>, AppError> {
+    let mut priced: Vec<Priced> = Vec::with_capacity(targets.len());
     for target in targets {
         let Some(price) = state.prices.user_price(&target.key()) else {
             if priced.is_empty() {
@@ -261,16 +284,13 @@ fn priced_targets(
             }
             continue;
         };
-        dearest = Some(match dearest {
-            None => price,
-            Some(d) => UserPrice {
-                input: d.input.max(price.input),
-                output: d.output.max(price.output),
-                cached_input: d.cached_input.max(price.cached_input),
-            },
-        });
-        priced.push(target);
+        priced.push(Priced { target, price });
     }
+    let dearest = priced.iter().map(|p| p.price).reduce(|a, b| UserPrice {
+        input: a.input.max(b.input),
+        output: a.output.max(b.output),
+        cached_input: a.cached_input.max(b.cached_input),
+    });
     if let Some(dearest) = dearest {
         meter.set_price(dearest);
     }
@@ -284,11 +304,28 @@ fn allowed_targets(
     limits: &Limits,
     primary: Target,
     meter: &mut Meter,
-) -> Result<Vec<Target>, AppError> {
+) -> Result<Vec<Priced>, AppError> {
     limits.check_model(&primary.provider.name, &primary.model)?;
     let mut targets = state.models.with_fallbacks(primary);
     targets.retain(|t| limits.allows(&t.provider.name, &t.model));
     priced_targets(state, targets, meter)
+}
+
+/// The most output tokens the request may generate, across all its
+/// choices: what its reservation covers.
+fn max_output(state: &AppState, body: &Body) -> i64 {
+    let per_choice = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(state.config.reserve_output_tokens);
+    let choices = body
+        .get("n")
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 1)
+        .unwrap_or(1);
+    per_choice.saturating_mul(choices)
 }
 
 async fn embed(
@@ -323,10 +360,12 @@ async fn embed(
             estimate_tokens(&body.get("input").map(Value::to_string).unwrap_or_default());
         admit_rate(state, &limits, &mut meter, input_tokens, rate).await?;
         reserve(state, &limits, &mut meter, input_tokens, 0).await?;
-        let (_, response) = with_retries(state, &targets, |t| async move {
+        meter.sent_upstream(input_tokens);
+        let (answered, response) = with_retries(state, &targets, |t| async move {
             t.provider.client.embeddings(body, &t.model).await
         })
         .await?;
+        answered.bill(&mut meter);
         Ok(finish_with_cost(&mut meter, response, input_tokens))
     }
     .await;
@@ -354,11 +393,11 @@ fn prompt_estimate(body: &Body) -> i64 {
 /// Calls each target in turn (the model, then its fallbacks), retrying
 /// retryable failures with exponential backoff. A client error (4xx other
 /// than 429) is returned at once: another provider would refuse it too.
-async fn with_retries<T, F, Fut>(
+async fn with_retries<'t, T, F, Fut>(
     state: &AppState,
-    targets: &[Target],
+    targets: &'t [Priced],
     mut call: F,
-) -> Result<(Target, T), AppError>
+) -> Result<(&'t Priced, T), AppError>
 where
     F: FnMut(Target) -> Fut,
     Fut: Future<Output = Result<T, UpstreamError>>,
@@ -366,11 +405,12 @@ where
     let retries = state.config.upstream.max_retries;
     let backoff = Duration::from_millis(state.config.upstream.retry_backoff_ms);
     let mut last = None;
-    for target in targets {
+    for priced in targets {
+        let target = &priced.target;
         for attempt in 0..=retries {
             let started = Instant::now();
             match call(target.clone()).await {
-                Ok(value) => return Ok((target.clone(), value)),
+                Ok(value) => return Ok((priced, value)),
                 Err(err) => {
                     let metrics = state.recorder.metrics();
                     metrics.upstream_error(&target.provider.name, &err, state.clock.now_ms());
@@ -379,6 +419,10 @@ where
                         elapsed_ms = started.elapsed().as_millis() as u64, error = %err,
                         "upstream call failed"
                     );
+                    if err.is_gateway_credentials() {
+                        last = Some(err);
+                        break; // The next provider may take the request.
+                    }
                     if !err.is_retryable() {
                         return Err(upstream_to_app(err));
                     }
@@ -398,6 +442,11 @@ where
 /// How an upstream failure reaches the client.
 pub fn upstream_to_app(err: UpstreamError) -> AppError {
     match err {
+        // The client's own key was fine; the gateway's was not.
+        err if err.is_gateway_credentials() => AppError::BadGateway(
+            "The upstream provider rejected the gateway's credentials; the operator must check its API key."
+                .into(),
+        ),
         UpstreamError::Status {
             status,
             message,
@@ -416,5 +465,29 @@ pub fn upstream_to_app(err: UpstreamError) -> AppError {
             AppError::GatewayTimeout("The upstream provider timed out.".into())
         }
         other => AppError::BadGateway(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_is_a_bad_request_and_a_long_one_too_large() {
+        let parts: [Result<Bytes, std::io::Error>; 2] = [
+            Ok(Bytes::from_static(b"{\"model\"")),
+            Err(std::io::Error::other("connection reset")),
+        ];
+        let broken = HttpBody::from_stream(stream::iter(parts));
+        let err = read_json(broken, 100).await.unwrap_err();
+        assert_eq!(err.status(), 400, "{err}");
+
+        let long = HttpBody::from(format!("{{\"a\":\"{}\"}}", "x".repeat(200)));
+        let err = read_json(long, 100).await.unwrap_err();
+        assert_eq!(err.status(), 413, "{err}");
+
+        let fine = HttpBody::from(r#"{"model":"m"}"#);
+        assert_eq!(read_json(fine, 100).await.unwrap()["model"], "m");
     }
 }

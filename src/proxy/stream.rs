@@ -35,6 +35,9 @@ pub struct Meter {
     price: Option<UserPrice>,
     /// What the request holds, released when it is settled.
     holds: Holds,
+    /// The prompt's local count, once the request went to a provider: what a
+    /// request dropped before its answer is billed.
+    sent_prompt_tokens: Option<i64>,
     done: bool,
 }
 
@@ -61,6 +64,7 @@ impl Meter {
             first_byte_ms: None,
             price: None,
             holds: Holds::default(),
+            sent_prompt_tokens: None,
             done: false,
         }
     }
@@ -106,6 +110,12 @@ impl Meter {
         self.price.map_or(0, |price| price.cost(usage))
     }
 
+    /// Notes that the request is going to a provider, with a prompt of
+    /// about `prompt_tokens`.
+    pub fn sent_upstream(&mut self, prompt_tokens: i64) {
+        self.sent_prompt_tokens = Some(prompt_tokens);
+    }
+
     /// Notes where the request went.
     pub fn target(&mut self, target: &Target) {
         self.record.provider = Some(target.provider.name.clone());
@@ -121,6 +131,7 @@ impl Meter {
             first_byte_ms: self.first_byte_ms,
             price: self.price,
             holds: self.holds,
+            sent_prompt_tokens: self.sent_prompt_tokens,
             done: false,
         };
         self.done = true;
@@ -162,6 +173,23 @@ impl Meter {
             ..std::mem::take(&mut self.record)
         };
         self.recorder.record(record, self.holds);
+    }
+}
+
+impl Drop for Meter {
+    /// The request was dropped unsettled: the client went away while it
+    /// waited (for a provider, a retry's backoff, or a stream's first chunk).
+    /// It is recorded, and its holds released, like a stream the client
+    /// left; a provider that had the prompt is paid for it.
+    fn drop(&mut self) {
+        if !self.done {
+            let usage = Usage {
+                prompt_tokens: self.sent_prompt_tokens.unwrap_or(0),
+                ..Usage::default()
+            };
+            self.take()
+                .finish(CLIENT_CLOSED, Some("client_closed".into()), usage, true);
+        }
     }
 }
 
