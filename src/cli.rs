@@ -100,14 +100,65 @@ pub enum PricingCommand {
         model_key: String,
         input_per_million: String,
         output_per_million: String,
+        /// Prompt tokens read from the cache (unset: the input price).
+        #[arg(long, alias = "cached-input-per-million")]
+        cache_read_per_million: Option<String>,
+        /// Prompt tokens written to the cache for 5 minutes (unset: the input price).
         #[arg(long)]
-        cached_input_per_million: Option<String>,
+        cache_write_per_million: Option<String>,
+        /// Prompt tokens written to the cache for an hour (unset: the 5-minute price).
+        #[arg(long)]
+        cache_write_1h_per_million: Option<String>,
         /// This model's margin, overriding the global one.
         #[arg(long)]
         margin_percent: Option<String>,
     },
+    /// Delete a model's price: it cannot be called until it is set again,
+    /// and neither the config nor the built-in table brings it back.
+    Delete {
+        /// `provider:model`.
+        model_key: String,
+    },
     /// List every price.
     List,
+}
+
+/// `llm-gateway audit`: how to print the report.
+#[derive(Args, Clone, Copy, Default)]
+pub struct AuditOptions {
+    /// Print the reconciliation as CSV (the checks go to standard error).
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// Print the whole report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Reconcile the last this many days (UTC, today included); 0: all time.
+    #[arg(long, default_value_t = 0)]
+    pub days: i64,
+}
+
+/// Runs the audit; its report, rendered, and whether every check held.
+pub async fn audit(db: &Db, options: AuditOptions) -> Result<(String, bool), String> {
+    const DAY: i64 = 86_400_000;
+    let now = crate::db::now_ms();
+    let since = match options.days {
+        days if days > 0 => (now / DAY - (days - 1)) * DAY,
+        _ => 0,
+    };
+    let report = crate::billing::audit::run(db, now, since)
+        .await
+        .map_err(db_error)?;
+    let rendered = if options.json {
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    } else if options.csv {
+        for finding in &report.findings {
+            eprintln!("{} {}: {}", finding.check, finding.subject, finding.detail);
+        }
+        report.to_csv()
+    } else {
+        report.to_text()
+    };
+    Ok((rendered, report.passed()))
 }
 
 /// Output options shared by every operator command.
@@ -397,7 +448,9 @@ pub async fn pricing(db: &Db, command: PricingCommand) -> CliResult {
             model_key,
             input_per_million,
             output_per_million,
-            cached_input_per_million,
+            cache_read_per_million,
+            cache_write_per_million,
+            cache_write_1h_per_million,
             margin_percent,
         } => {
             if !model_key
@@ -422,7 +475,9 @@ pub async fn pricing(db: &Db, command: PricingCommand) -> CliResult {
             let price = Price {
                 input: amount(&input_per_million)?,
                 output: amount(&output_per_million)?,
-                cached_input: cached_input_per_million
+                cached_input: cache_read_per_million.as_deref().map(amount).transpose()?,
+                cache_write: cache_write_per_million.as_deref().map(amount).transpose()?,
+                cache_write_1h: cache_write_1h_per_million
                     .as_deref()
                     .map(amount)
                     .transpose()?,
@@ -438,6 +493,17 @@ pub async fn pricing(db: &Db, command: PricingCommand) -> CliResult {
                     format_usd(price.output)
                 ),
                 json: price_json(&model_key, &price),
+            })
+        }
+        PricingCommand::Delete { model_key } => {
+            if !prices::remove(db, &model_key).await.map_err(db_error)? {
+                return Err(format!("`{model_key}` has no price"));
+            }
+            Ok(Printed {
+                text: format!(
+                    "{model_key}: deleted (running gateways stop serving it within a minute)"
+                ),
+                json: json!({"model_key": model_key, "deleted": true}),
             })
         }
         PricingCommand::List => {
@@ -474,7 +540,9 @@ fn price_json(model_key: &str, price: &Price) -> Value {
         "model_key": model_key,
         "input_price_per_million": format_usd(price.input),
         "output_price_per_million": format_usd(price.output),
-        "cached_input_price_per_million": price.cached_input.map(format_usd),
+        "cache_read_price_per_million": price.cached_input.map(format_usd),
+        "cache_write_price_per_million": price.cache_write.map(format_usd),
+        "cache_write_1h_price_per_million": price.cache_write_1h.map(format_usd),
         "margin_percent": price.margin_bp.map(|bp| bp as f64 / 100.0),
     })
 }

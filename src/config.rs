@@ -182,8 +182,15 @@ pub enum ProviderKind {
 pub struct PriceConfig {
     pub input_price_per_million: f64,
     pub output_price_per_million: f64,
+    /// Prompt tokens read from the provider's cache; unset, the input price.
+    #[serde(default, alias = "cached_input_price_per_million")]
+    pub cache_read_price_per_million: Option<f64>,
+    /// Prompt tokens written to the cache for 5 minutes; unset, the input price.
     #[serde(default)]
-    pub cached_input_price_per_million: Option<f64>,
+    pub cache_write_price_per_million: Option<f64>,
+    /// Prompt tokens written to the cache for an hour; unset, the 5-minute price.
+    #[serde(default)]
+    pub cache_write_1h_price_per_million: Option<f64>,
     #[serde(default)]
     pub margin_percent: Option<f64>,
 }
@@ -487,7 +494,9 @@ impl Config {
             let prices = [
                 Some(price.input_price_per_million),
                 Some(price.output_price_per_million),
-                price.cached_input_price_per_million,
+                price.cache_read_price_per_million,
+                price.cache_write_price_per_million,
+                price.cache_write_1h_price_per_million,
                 price.margin_percent,
             ];
             if prices

@@ -44,6 +44,15 @@ pub enum AppError {
     /// The request body is over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request body is not in a format the route reads (not JSON).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A request with this `Idempotency-Key` is still being answered.
+    #[error("{0}")]
+    IdempotencyInFlight(String),
+    /// This `Idempotency-Key` was used with a different request body.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
     /// No such model, or no provider offers it.
     #[error("{0}")]
     ModelNotFound(String),
@@ -98,6 +107,9 @@ impl AppError {
             Self::Conflict(_) => 409,
             Self::TooManyRequests { .. } => 429,
             Self::PayloadTooLarge(_) => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::IdempotencyInFlight(_) => 409,
+            Self::IdempotencyMismatch(_) => 422,
             Self::PaymentRequired { .. } => 402,
             Self::ModelNotFound(_) => 404,
             Self::Upstream { status, .. } => *status,
@@ -115,6 +127,9 @@ impl AppError {
             | Self::Conflict(_)
             | Self::NotFound(_)
             | Self::PayloadTooLarge(_)
+            | Self::UnsupportedMediaType(_)
+            | Self::IdempotencyInFlight(_)
+            | Self::IdempotencyMismatch(_)
             | Self::ModelNotFound(_) => "invalid_request_error",
             Self::PaymentRequired { .. } => "insufficient_quota",
             Self::Upstream { status: 401, .. } => "authentication_error",
@@ -133,6 +148,9 @@ impl AppError {
     pub fn code(&self) -> &str {
         match self {
             Self::PayloadTooLarge(_) => "request_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::IdempotencyInFlight(_) => "idempotency_key_in_use",
+            Self::IdempotencyMismatch(_) => "idempotency_key_reused",
             Self::PaymentRequired { code, .. } => code,
             Self::ModelNotFound(_) => "model_not_found",
             Self::Upstream { code, .. } => code.as_deref().unwrap_or("upstream_error"),

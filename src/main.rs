@@ -1,4 +1,5 @@
-//! The `llm-gateway` command: `serve` and `migrate`.
+//! The `llm-gateway` command: `serve`, `migrate`, the operator commands
+//! (`users`, `keys`, `pricing`, `audit`) and the mock provider.
 
 use clap::{Args, Parser, Subcommand};
 use llm_gateway::cli;
@@ -45,7 +46,7 @@ enum Command {
         #[command(flatten)]
         output: cli::Output,
     },
-    /// Manage prices: set, list.
+    /// Manage prices: set, delete, list.
     Pricing {
         #[command(subcommand)]
         command: cli::PricingCommand,
@@ -53,6 +54,15 @@ enum Command {
         config: ConfigArgs,
         #[command(flatten)]
         output: cli::Output,
+    },
+    /// Check the books (ledger = balance, each usage record's cost = its
+    /// debit, no stale hold, every debt recorded) and reconcile usage by
+    /// provider and day. Exits 1 on any mismatch.
+    Audit {
+        #[command(flatten)]
+        options: cli::AuditOptions,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -133,6 +143,7 @@ async fn main() -> ExitCode {
             config,
             output,
         } => operate(config, output, |db| Box::pin(cli::pricing(db, command))).await,
+        Command::Audit { options, config } => audit(config, options).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +207,25 @@ where
     db.close().await;
     println!("{}", result?.render(output));
     Ok(())
+}
+
+/// Runs the audit on the configured database: the report on standard
+/// output, and a failure (exit 1) when a check did not hold.
+async fn audit(args: ConfigArgs, options: cli::AuditOptions) -> Result<(), String> {
+    let config = args.load()?;
+    let db = Db::connect(&config.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    db.migrate().await.map_err(|e| e.to_string())?;
+    let result = cli::audit(&db, options).await;
+    db.close().await;
+    let (report, passed) = result?;
+    print!("{report}");
+    if passed {
+        Ok(())
+    } else {
+        Err("the audit found mismatches (listed above)".into())
+    }
 }
 
 async fn mock_provider(args: MockArgs) -> Result<(), String> {

@@ -117,8 +117,13 @@ pub struct Generation {
         (status = 200, description = "A completion, or an SSE stream of chunks", body = ChatCompletion),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 402, description = "`insufficient_credits` or `budget_exceeded`", body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is in flight", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used with another body", body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Answers a repeat with the same body (within 24 hours) with the first answer, billed once")),
     security(("api_key" = []), ("master_key" = [])))]
 #[allow(dead_code)]
 fn chat_completions() {}
@@ -126,7 +131,11 @@ fn chat_completions() {}
 /// Creates embeddings (OpenAI-compatible providers).
 #[utoipa::path(post, path = "/v1/embeddings", operation_id = "create_embeddings", tag = "openai", request_body = EmbeddingRequest,
     responses((status = 200, body = EmbeddingResponse), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 429, body = ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 402, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Answers a repeat with the same body (within 24 hours) with the first answer, billed once")),
     security(("api_key" = []), ("master_key" = [])))]
 #[allow(dead_code)]
 fn embeddings() {}
@@ -205,6 +214,7 @@ impl Modify for Security {
         crate::admin::budgets::update, crate::admin::budgets::delete,
         crate::admin::pricing::list, crate::admin::pricing::show, crate::admin::pricing::set,
         crate::admin::pricing::delete, crate::admin::pricing::history,
+        crate::admin::audit::reconciliation, crate::admin::audit::debts,
     ),
     modifiers(&Security),
     tags(
@@ -213,6 +223,7 @@ impl Modify for Security {
         (name = "keys", description = "API keys and their limits (master key)"),
         (name = "budgets", description = "Spending limits for users (master key)"),
         (name = "pricing", description = "The price catalog"),
+        (name = "billing", description = "The books: reconciliation and debts (master key)"),
     )
 )]
 pub struct ApiDoc;

@@ -105,6 +105,8 @@ pub struct RunningServer {
     usage_writer: tokio::task::JoinHandle<()>,
     cut_off: watch::Sender<bool>,
     grace: Duration,
+    db: Db,
+    replica_id: Arc<str>,
 }
 
 impl RunningServer {
@@ -125,6 +127,10 @@ impl RunningServer {
             let _ = (&mut self.task).await;
         }
         let _ = self.usage_writer.await;
+        // Everything is settled: nothing of this replica's is left to release.
+        if let Err(err) = db::replicas::unregister(&self.db, &self.replica_id).await {
+            tracing::warn!(%err, "could not unregister this replica");
+        }
     }
 }
 
@@ -135,7 +141,17 @@ pub struct App {
     pub clock: Clock,
     /// Set to true to end the open streams (see [`AppState::cut_off`]).
     pub cut_off: watch::Sender<bool>,
+    pub db: Db,
+    /// This process's id among the replicas sharing the database.
+    pub replica_id: Arc<str>,
 }
+
+/// How often a replica on PostgreSQL says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a replica may stay silent before the others release what it
+/// held: its reservations and budget holds come back within this plus one
+/// [`HEARTBEAT`].
+pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Opens and migrates the database, then builds the state and router.
 pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App, StartError> {
@@ -161,21 +177,34 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         &config,
         prices.keys(),
     ));
+    let replica_id: Arc<str> = format!("rep_{}", uuid::Uuid::new_v4().simple()).into();
+    let keys = Arc::new(KeyCache::default());
+    if let Db::Postgres(_) = db {
+        db::replicas::register(&db, &replica_id, db::now_ms())
+            .await
+            .map_err(DbError::from)?;
+        spawn_liveness(db.clone(), replica_id.clone());
+    }
+    listen_for_changes(&db, keys.clone(), prices.clone(), models.clone());
     spawn_maintenance(db.clone(), sessions.clone(), prices.clone(), models.clone());
     let idle_poll = IdlePoll::start(Duration::from_micros(config.idle_poll_us));
-    let (recorder, usage_writer) =
-        UsageRecorder::start(db.clone(), Arc::default(), idle_poll.clone());
+    let (recorder, usage_writer) = UsageRecorder::start(
+        db.clone(),
+        Arc::default(),
+        idle_poll.clone(),
+        replica_id.clone(),
+    );
     let secure_cookies = config.serves_https();
     let clock = Clock::default();
     let (cut_off, cut_off_signal) = watch::channel(false);
     let state = AppState(Arc::new(SharedState {
         leptos_options,
-        db,
+        db: db.clone(),
         config: Arc::new(config),
         models,
         prices,
         recorder,
-        keys: Arc::new(KeyCache::default()),
+        keys,
         clock: clock.clone(),
         cut_off: cut_off_signal,
         idle_poll,
@@ -185,7 +214,77 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         usage_writer,
         clock,
         cut_off,
+        db,
+        replica_id,
     })
+}
+
+/// Beats this replica's heartbeat, and releases what replicas that
+/// stopped beating held (PostgreSQL).
+fn spawn_liveness(db: Db, replica_id: Arc<str>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let now = db::now_ms();
+            match db::replicas::heartbeat(&db, &replica_id, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("this replica was given up for dead; registering again");
+                    if let Err(err) = db::replicas::register(&db, &replica_id, now).await {
+                        tracing::warn!(%err, "registering this replica failed");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "heartbeat failed"),
+            }
+            let stale_before = now - REPLICA_TIMEOUT.as_millis() as i64;
+            match db::replicas::release_dead(&db, stale_before).await {
+                Ok(released) if released != Default::default() => tracing::warn!(
+                    reservations = released.reservations,
+                    idempotency_claims = released.idempotency_claims,
+                    "released what a replica that stopped held"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, "releasing a dead replica's holds failed"),
+            }
+        }
+    });
+}
+
+/// Drops cached keys and reloads prices as soon as any replica changes
+/// them (PostgreSQL); the caches' own expiry stays as a fallback.
+fn listen_for_changes(
+    db: &Db,
+    keys: Arc<KeyCache>,
+    prices: Arc<PriceBook>,
+    models: Arc<ModelRouter>,
+) {
+    use db::changes::Change;
+    let reload_db = db.clone();
+    db::changes::listen(
+        db,
+        Box::new(move |change| {
+            let (keys, prices, models, db) = (
+                keys.clone(),
+                prices.clone(),
+                models.clone(),
+                reload_db.clone(),
+            );
+            Box::pin(async move {
+                match &change {
+                    Change::User(user_id) => keys.forget_user(user_id),
+                    Change::AllKeys | Change::Everything => keys.forget_all(),
+                    Change::Prices => {}
+                }
+                if matches!(change, Change::Prices | Change::Everything) {
+                    match prices.reload(&db).await {
+                        Ok(()) => models.refresh_catalog(prices.keys()),
+                        Err(err) => tracing::warn!(%err, "reloading prices failed"),
+                    }
+                }
+            })
+        }),
+    );
 }
 
 fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Router {
@@ -237,6 +336,8 @@ pub async fn spawn(
         usage_writer,
         clock,
         cut_off,
+        db,
+        replica_id,
     } = build(config, leptos_options).await?;
     let listener = TcpListener::bind(&bind_addr)
         .await
@@ -267,6 +368,8 @@ pub async fn spawn(
         usage_writer,
         cut_off,
         grace,
+        db,
+        replica_id,
     })
 }
 
@@ -312,8 +415,9 @@ async fn health(State(db): State<Db>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// Periodically deletes expired sessions and old sign-in failures, releases
-/// reservations whose requests died, and reloads prices changed elsewhere.
+/// Periodically deletes expired sessions, old sign-in failures and the
+/// idempotent answers older than a day, releases reservations whose
+/// requests died, and reloads prices changed elsewhere.
 fn spawn_maintenance(
     db: Db,
     sessions: SessionBackend,
@@ -341,6 +445,9 @@ fn spawn_maintenance(
             let cutoff = db::now_ms() - crate::auth::throttle::WINDOW_MS;
             if let Err(err) = db::login_failures::prune(&db, cutoff).await {
                 tracing::warn!(%err, "pruning sign-in failures failed");
+            }
+            if let Err(err) = db::idempotency::prune(&db, db::now_ms()).await {
+                tracing::warn!(%err, "deleting expired idempotent answers failed");
             }
         }
     });

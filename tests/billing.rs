@@ -1,5 +1,6 @@
 //! Prepaid billing: prices with margin, reservations, an exact ledger, and
-//! a balance that never goes negative, on SQLite and PostgreSQL.
+//! charges taken in full (a debt when they pass the balance), on SQLite
+//! and PostgreSQL.
 #![cfg(feature = "ssr")]
 
 mod common;
@@ -17,7 +18,7 @@ on_both_backends!(
     concurrent_requests_never_overdraw,
     key_holders_see_their_usage_and_generations,
     client_request_ids_are_echoed_and_find_the_request,
-    settlements_written_in_bulk_never_overdraw_and_apply_once,
+    settlements_written_in_bulk_charge_in_full_and_apply_once,
     the_dashboard_shows_balance_usage_and_exports,
 );
 
@@ -164,7 +165,9 @@ async fn free_and_unpriced_models(backend: Backend) {
             llm_gateway::config::PriceConfig {
                 input_price_per_million: 0.0,
                 output_price_per_million: 0.0,
-                cached_input_price_per_million: None,
+                cache_read_price_per_million: None,
+                cache_write_price_per_million: None,
+                cache_write_1h_price_per_million: None,
                 margin_percent: None,
             },
         );
@@ -194,8 +197,12 @@ async fn free_and_unpriced_models(backend: Backend) {
 }
 
 async fn concurrent_requests_never_overdraw(backend: Backend) {
-    // Each request reserves (6 + 10) tokens' worth and costs 1 × 180 + 6 × 720.
-    let estimate = 6 * INPUT_NANOS + 10 * OUTPUT_NANOS;
+    // Each request reserves its prompt estimate and 10 output tokens, and
+    // costs 1 × 180 + 6 × 720 (the mock's count).
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hello"}]});
+    let prompt = llm_gateway::billing::estimate::prompt_tokens(body.as_object().unwrap(), &[]);
+    let estimate = prompt * INPUT_NANOS + 10 * OUTPUT_NANOS;
     let cost = INPUT_NANOS + 6 * OUTPUT_NANOS;
     let credit = 50 * estimate;
     let app = billing_app(backend, credit as f64 / 1e9).await;
@@ -375,11 +382,10 @@ async fn client_request_ids_are_echoed_and_find_the_request(backend: Backend) {
     app.stop().await;
 }
 
-/// The writer's bulk settlement: charges decided in memory are written in a
-/// few statements; if the database holds less than memory thought (changed
-/// elsewhere), the earliest charges take what is left and the records' costs
-/// say so; a batch applied twice bills, and counts against rate limits, once.
-async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Backend) {
+/// Settlements written in bulk take each request's whole cost, even past
+/// the balance (the database then holds a debt, with its record); a batch
+/// applied twice bills, and counts against rate limits, once.
+async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Backend) {
     use llm_gateway::db::ledger::{apply_batch, WriteOp};
     use llm_gateway::db::usage::UsageRecord;
     let database = common::TestDatabase::create(&backend).await;
@@ -396,22 +402,22 @@ async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Back
     ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, 100, None)
         .await
         .unwrap();
-    let settle = |id: &str, user: &str, charged: i64| WriteOp::Settle {
+    let settle = |id: &str, user: &str, cost: i64| WriteOp::Settle {
         record: UsageRecord {
             id: id.into(),
             user_id: user.into(),
             endpoint: "chat.completions".into(),
             status: 200,
-            cost: charged,
+            cost,
             created_at: 1_000,
+            tokens_source: "upstream".into(),
             ..UsageRecord::default()
         },
-        charged: Some(charged),
+        in_memory: true,
         budgeted: false,
         rate_window: None,
     };
-    // 70 in the middle of 40 (rich) and 50 + 0 (poor): memory believed
-    // "poor" had 120 to spend; the database has 100.
+    // "poor" has 100 and is charged 120: the second charge takes it to -20.
     let ops = [
         settle("r1", "rich", 40),
         settle("p1", "poor", 70),
@@ -428,17 +434,24 @@ async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Back
         async move { ledger::balance(&db, user).await.unwrap().unwrap().0 }
     };
     assert_eq!(balance("rich").await, 900);
-    assert_eq!(balance("poor").await, 0, "never below zero");
+    assert_eq!(balance("poor").await, -20, "charged in full, past zero");
     for user in ["rich", "poor"] {
         let sum = ledger::ledger_sum(&db, user).await.unwrap();
         assert_eq!(sum, balance(user).await, "the ledger and the balance agree");
     }
+    let debt = ledger::debt(&db, "poor")
+        .await
+        .unwrap()
+        .expect("a debt record");
+    assert_eq!((debt.amount, debt.request_id.as_deref()), (20, Some("p2")));
+    assert_eq!(ledger::debt(&db, "rich").await.unwrap(), None);
     let records = llm_gateway::db::usage::all(&db).await.unwrap();
     let cost = |id: &str| records.iter().find(|r| r.id == id).unwrap().cost;
     assert_eq!(records.len(), 5, "each record once");
     assert_eq!(
         [cost("r1"), cost("r2"), cost("p1"), cost("p2"), cost("p3")],
-        [40, 60, 70, 30, 0]
+        [40, 60, 70, 50, 0],
+        "every record keeps its whole cost"
     );
     let entries = ledger::entries(&db, "poor", 10, 0).await.unwrap();
     let mut usage: Vec<(i64, i64)> = entries
@@ -449,8 +462,23 @@ async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Back
     usage.sort();
     assert_eq!(
         usage,
-        [(-70, 30), (-30, 0)],
+        [(-70, 30), (-50, -20)],
         "one entry per charge, with the running balance"
+    );
+    // A top-up pays the debt off first; the record goes once it is paid.
+    ledger::credit(&db, "poor", ledger::EntryKind::TopUp, 15, None)
+        .await
+        .unwrap();
+    assert_eq!(ledger::debt(&db, "poor").await.unwrap().unwrap().amount, 5);
+    ledger::credit(&db, "poor", ledger::EntryKind::TopUp, 5, None)
+        .await
+        .unwrap();
+    assert_eq!(ledger::debt(&db, "poor").await.unwrap(), None);
+    assert!(
+        ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, -1, None)
+            .await
+            .is_err(),
+        "an operator's removal never makes a debt"
     );
 
     // A settlement against the database (not in memory) that counts its
@@ -479,9 +507,10 @@ async fn settlements_written_in_bulk_never_overdraw_and_apply_once(backend: Back
             status: 200,
             completion_tokens: 7,
             created_at: 1_000,
+            tokens_source: "upstream".into(),
             ..UsageRecord::default()
         },
-        charged: None,
+        in_memory: false,
         budgeted: false,
         rate_window: Some(window),
     }];

@@ -35,6 +35,12 @@ fn small_chat() -> Value {
            "messages": [{"role": "user", "content": "one two three"}]})
 }
 
+/// The prompt estimate of [`small_chat`]: what its reservation and its
+/// rate-limit count start from.
+fn small_chat_prompt() -> i64 {
+    llm_gateway::billing::estimate::prompt_tokens(small_chat().as_object().unwrap(), &[])
+}
+
 /// Creates a funded user and a key with `settings`; returns the key.
 async fn funded_key(app: &TestApp, user_id: &str, settings: Value) -> (String, String) {
     send(
@@ -116,9 +122,14 @@ async fn concurrent_requests_never_overshoot_a_budget(backend: Backend) {
         }
     }
     assert_eq!(ok + over_budget, 200);
-    // Each request holds its estimate (8 prompt tokens counted locally), so
-    // at least max / estimate fit at once; never more than the budget pays for.
-    assert!((42..=50).contains(&ok), "{ok} requests succeeded");
+    // Each request holds its estimate (its prompt counted locally and 6
+    // output tokens), so at least max / estimate fit at once; never more
+    // than the budget pays for.
+    let estimate = small_chat_prompt() * 180 + 6 * 720;
+    assert!(
+        (max / estimate..=50).contains(&ok),
+        "{ok} requests succeeded"
+    );
     app.usage_records(200).await;
     let (spent, balance) = settled_spend(&app.db.url, "spender", &format!("key:{key_id}")).await;
     assert_eq!(spent, ok * COST, "the budget counts what was charged");
@@ -207,9 +218,12 @@ async fn rate_limits_answer_429_with_headers(backend: Backend) {
         header(&response, "x-ratelimit-limit-tokens").as_deref(),
         Some("20")
     );
+    let prompt = small_chat_prompt();
+    assert!(prompt > 7, "{prompt}");
+    let remaining = |left: i64| Some(left.to_string());
     assert_eq!(
-        header(&response, "x-ratelimit-remaining-tokens").as_deref(),
-        Some("12")
+        header(&response, "x-ratelimit-remaining-tokens"),
+        remaining(20 - prompt)
     );
     assert!(header(&response, "x-ratelimit-limit-requests").is_none());
     app.usage_records(7).await;
@@ -218,11 +232,11 @@ async fn rate_limits_answer_429_with_headers(backend: Backend) {
     assert_eq!(
         response.status(),
         StatusCode::TOO_MANY_REQUESTS,
-        "8 + 6 + 8 > 20"
+        "the prompt, its 6 completion tokens and the prompt again pass 20"
     );
     assert_eq!(
-        header(&response, "x-ratelimit-remaining-tokens").as_deref(),
-        Some("6")
+        header(&response, "x-ratelimit-remaining-tokens"),
+        remaining(20 - prompt - 6)
     );
     app.stop().await;
 }

@@ -412,6 +412,22 @@ async fn the_document_matches_every_answer() {
     )
     .await;
 
+    // The books.
+    c.call(
+        get.clone(),
+        "/v1/reconciliation",
+        c.admin(get.clone(), "/v1/reconciliation?days=7"),
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        get.clone(),
+        "/v1/debts",
+        c.admin(get.clone(), "/v1/debts"),
+        StatusCode::OK,
+    )
+    .await;
+
     // Deletions.
     c.call(
         delete.clone(),

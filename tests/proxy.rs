@@ -754,7 +754,9 @@ fn price(input: f64, output: f64) -> llm_gateway::config::PriceConfig {
     llm_gateway::config::PriceConfig {
         input_price_per_million: input,
         output_price_per_million: output,
-        cached_input_price_per_million: None,
+        cache_read_price_per_million: None,
+        cache_write_price_per_million: None,
+        cache_write_1h_price_per_million: None,
         margin_percent: None,
     }
 }

@@ -2,6 +2,7 @@
 //! credits, keys, budgets and pricing under `/v1` (and `/api/v1`). Every
 //! route but `GET /v1/pricing` needs the master key.
 
+pub mod audit;
 pub mod budgets;
 pub mod keys;
 pub mod pricing;
@@ -32,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/users/{user_id}/usage", get(users::usage))
         .route("/users/{user_id}/credits", post(users::credit))
+        .route("/debts", get(audit::debts))
+        .route("/reconciliation", get(audit::reconciliation))
         .route("/keys", post(keys::create).get(keys::list))
         .route(
             "/keys/{key_id}",

@@ -30,8 +30,16 @@ pub struct SetPrice {
     input_price_per_million: Value,
     #[schema(value_type = String, example = "0.60")]
     output_price_per_million: Value,
+    /// Prompt tokens read from the provider's cache; unset, the input price.
+    #[schema(value_type = Option<String>, example = "0.075")]
+    #[serde(alias = "cached_input_price_per_million")]
+    cache_read_price_per_million: Option<Value>,
+    /// Prompt tokens written to the cache for 5 minutes; unset, the input price.
     #[schema(value_type = Option<String>)]
-    cached_input_price_per_million: Option<Value>,
+    cache_write_price_per_million: Option<Value>,
+    /// Prompt tokens written to the cache for an hour; unset, the 5-minute price.
+    #[schema(value_type = Option<String>)]
+    cache_write_1h_price_per_million: Option<Value>,
     /// This model's margin, overriding the global one.
     #[schema(value_type = Option<String>, example = "20")]
     margin_percent: Option<Value>,
@@ -51,16 +59,26 @@ pub struct PriceOut {
     model_key: String,
     user_input_price_per_million: Option<f64>,
     user_output_price_per_million: Option<f64>,
-    user_cached_input_price_per_million: Option<f64>,
+    /// What users pay for prompt tokens read from the cache.
+    user_cache_read_price_per_million: Option<f64>,
+    /// What users pay for prompt tokens written to the cache for 5 minutes,
+    /// and for an hour.
+    user_cache_write_price_per_million: Option<f64>,
+    user_cache_write_1h_price_per_million: Option<f64>,
     /// The provider's cost (master key only).
     #[serde(skip_serializing_if = "Option::is_none")]
     input_price_per_million: Option<f64>,
     /// The provider's cost (master key only).
     #[serde(skip_serializing_if = "Option::is_none")]
     output_price_per_million: Option<f64>,
-    /// The provider's cost of cached input, when it has one (master key only).
+    /// The provider's cost of cache reads, when it has one (master key only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    cached_input_price_per_million: Option<f64>,
+    cache_read_price_per_million: Option<f64>,
+    /// The provider's cost of cache writes, when it has one (master key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_write_price_per_million: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_write_1h_price_per_million: Option<f64>,
     /// This model's own margin, when it has one (master key only).
     #[serde(skip_serializing_if = "Option::is_none")]
     margin_percent: Option<f64>,
@@ -77,7 +95,9 @@ pub struct PriceChangeOut {
     action: String,
     input_price_per_million: Option<f64>,
     output_price_per_million: Option<f64>,
-    cached_input_price_per_million: Option<f64>,
+    cache_read_price_per_million: Option<f64>,
+    cache_write_price_per_million: Option<f64>,
+    cache_write_1h_price_per_million: Option<f64>,
     margin_percent: Option<f64>,
     changed_at: String,
 }
@@ -127,12 +147,18 @@ pub async fn set(
     let price = Price {
         input: price_field("input_price_per_million", &body.input_price_per_million)?,
         output: price_field("output_price_per_million", &body.output_price_per_million)?,
-        cached_input: body
-            .cached_input_price_per_million
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .map(|v| price_field("cached_input_price_per_million", v))
-            .transpose()?,
+        cached_input: optional_price(
+            "cache_read_price_per_million",
+            &body.cache_read_price_per_million,
+        )?,
+        cache_write: optional_price(
+            "cache_write_price_per_million",
+            &body.cache_write_price_per_million,
+        )?,
+        cache_write_1h: optional_price(
+            "cache_write_1h_price_per_million",
+            &body.cache_write_1h_price_per_million,
+        )?,
         margin_bp: body
             .margin_percent
             .as_ref()
@@ -202,7 +228,9 @@ pub async fn history(
             .map(|c| PriceChangeOut {
                 input_price_per_million: c.input_per_million.map(usd),
                 output_price_per_million: c.output_per_million.map(usd),
-                cached_input_price_per_million: c.cached_input_per_million.map(usd),
+                cache_read_price_per_million: c.cached_input_per_million.map(usd),
+                cache_write_price_per_million: c.cache_write_per_million.map(usd),
+                cache_write_1h_price_per_million: c.cache_write_1h_per_million.map(usd),
                 margin_percent: c.margin_bp.map(|bp| bp as f64 / 100.0),
                 changed_at: rfc3339(c.changed_at),
                 model_key: c.model_key,
@@ -212,7 +240,8 @@ pub async fn history(
     ))
 }
 
-/// Applies a change to this process at once (other replicas reload within a minute).
+/// Applies a change to this process at once (other replicas hear of it
+/// from the database, or reload within a minute).
 async fn reload(state: &AppState) -> Result<(), AppError> {
     state.prices.reload(&state.db).await?;
     state.models.refresh_catalog(state.prices.keys());
@@ -251,6 +280,15 @@ pub fn price_field(field: &str, value: &Value) -> Result<i64, AppError> {
     Ok(nanos)
 }
 
+/// An optional price field: absent or `null` is unset.
+fn optional_price(field: &str, value: &Option<Value>) -> Result<Option<i64>, AppError> {
+    value
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .map(|v| price_field(field, v))
+        .transpose()
+}
+
 /// A margin in percent (up to two decimals) as basis points.
 pub fn margin_bp(value: &Value) -> Result<i64, AppError> {
     // Percent with two decimals is basis points: parse it as an amount with
@@ -276,10 +314,14 @@ fn view(state: &AppState, row: &PriceRow, full: bool) -> PriceOut {
         model_key: row.model_key.clone(),
         user_input_price_per_million: user.map(|p| usd(p.input)),
         user_output_price_per_million: user.map(|p| usd(p.output)),
-        user_cached_input_price_per_million: user.map(|p| usd(p.cached_input)),
+        user_cache_read_price_per_million: user.map(|p| usd(p.cached_input)),
+        user_cache_write_price_per_million: user.map(|p| usd(p.cache_write)),
+        user_cache_write_1h_price_per_million: user.map(|p| usd(p.cache_write_1h)),
         input_price_per_million: full.then(|| usd(row.input_per_million)),
         output_price_per_million: full.then(|| usd(row.output_per_million)),
-        cached_input_price_per_million: row.cached_input_per_million.filter(|_| full).map(usd),
+        cache_read_price_per_million: row.cached_input_per_million.filter(|_| full).map(usd),
+        cache_write_price_per_million: row.cache_write_per_million.filter(|_| full).map(usd),
+        cache_write_1h_price_per_million: row.cache_write_1h_per_million.filter(|_| full).map(usd),
         margin_percent: row.margin_bp.filter(|_| full).map(percent),
         effective_margin_percent: full.then(|| percent(margin)),
     }

@@ -70,10 +70,17 @@ pub struct UserOut {
     email: Option<String>,
     /// `user` or `admin`.
     role: String,
-    /// USD.
+    /// USD; below zero when the user owes (see `debt`).
     balance: f64,
     /// The balance in nano-USD, exactly.
     balance_nanos: i64,
+    /// What the user owes, in USD: usage that cost more than their
+    /// balance held. Every paid call is refused until credit covers it.
+    debt: f64,
+    debt_nanos: i64,
+    /// When the balance went below zero, and the request that took it there.
+    in_debt_since: Option<String>,
+    debt_request_id: Option<String>,
     /// Spent in the current budget period, in USD.
     spend: f64,
     budget_id: Option<String>,
@@ -96,10 +103,19 @@ pub struct UsageItem {
     model: Option<String>,
     prompt_tokens: i64,
     completion_tokens: i64,
+    /// Prompt tokens read from the provider's cache.
     cached_tokens: i64,
-    /// USD.
+    /// Prompt tokens written to the cache for 5 minutes, and for an hour.
+    cache_write_tokens: i64,
+    cache_write_1h_tokens: i64,
+    /// How the tokens were known: `upstream`, `local_count`,
+    /// `client_aborted`, `upstream_cut` or `shutdown`.
+    tokens_source: String,
+    /// What the user paid, in USD.
     cost: f64,
     cost_nanos: i64,
+    /// What the provider charges for it, in nano-USD (`cost` less the margin).
+    provider_cost_nanos: i64,
     status: i32,
     error_code: Option<String>,
     latency_ms: i64,
@@ -303,6 +319,10 @@ pub async fn usage(
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
             cached_tokens: r.cached_tokens,
+            cache_write_tokens: r.cache_write_tokens,
+            cache_write_1h_tokens: r.cache_write_1h_tokens,
+            tokens_source: r.tokens_source,
+            provider_cost_nanos: r.provider_cost,
             status: r.status,
             error_code: r.error_code,
             latency_ms: r.latency_ms,
@@ -349,7 +369,8 @@ pub async fn credit(
 }
 
 /// Adds `amount` nano-USD (negative to remove) to a live user's balance as
-/// an adjustment, never below zero; returns the new balance.
+/// an adjustment; a removal may not take it below zero (only usage makes a
+/// debt), an addition pays a debt off first. Returns the new balance.
 pub async fn adjust_credit(
     state: &AppState,
     user_id: &str,
@@ -475,6 +496,7 @@ async fn view(state: &AppState, row: &AdminUserRow) -> Result<UserOut, AppError>
             reset_at = reset;
         }
     }
+    let debt = ledger::debt(&state.db, &row.id).await?;
     Ok(UserOut {
         user_id: row.id.clone(),
         alias: row.alias.clone(),
@@ -482,6 +504,10 @@ async fn view(state: &AppState, row: &AdminUserRow) -> Result<UserOut, AppError>
         role: row.role.clone(),
         balance: usd(row.balance),
         balance_nanos: row.balance,
+        debt: usd(row.balance.min(0).abs()),
+        debt_nanos: row.balance.min(0).abs(),
+        in_debt_since: debt.as_ref().map(|d| rfc3339(d.since)),
+        debt_request_id: debt.and_then(|d| d.request_id),
         spend: usd(spend),
         budget_id: row.budget_id.clone(),
         budget_started_at: opt_rfc3339(period_start),

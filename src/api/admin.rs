@@ -44,7 +44,11 @@ pub struct AdminPrice {
     pub model_key: String,
     pub input: i64,
     pub output: i64,
+    /// Cache reads, and cache writes for 5 minutes and for an hour; `None`
+    /// bills them at the input price (a 1-hour write at the 5-minute one).
     pub cached_input: Option<i64>,
+    pub cache_write: Option<i64>,
+    pub cache_write_1h: Option<i64>,
     /// This model's own margin, in basis points.
     pub margin_bp: Option<i64>,
     pub user_input: i64,
@@ -244,6 +248,8 @@ pub async fn admin_prices() -> Result<PriceCatalog, AppError> {
                         input: row.input_per_million,
                         output: row.output_per_million,
                         cached_input: row.cached_input_per_million,
+                        cache_write: row.cache_write_per_million,
+                        cache_write_1h: row.cache_write_1h_per_million,
                         margin_bp: row.margin_bp,
                     }
                 })
@@ -257,12 +263,16 @@ pub async fn admin_prices() -> Result<PriceCatalog, AppError> {
     )
 }
 
-/// Sets a model's provider cost (USD per 1M tokens) and optional margin (%).
+/// Sets a model's provider cost (USD per 1M tokens), its optional cache
+/// prices (empty: unset) and optional margin (%).
 #[server(prefix = "/rpc", endpoint = "admin_set_price")]
 pub async fn admin_set_price(
     model_key: String,
     input: String,
     output: String,
+    #[server(default)] cache_read: String,
+    #[server(default)] cache_write: String,
+    #[server(default)] cache_write_1h: String,
     margin_percent: String,
 ) -> Result<(), AppError> {
     use crate::admin::pricing::{checked_model_key, margin_bp, price_field, set_price};
@@ -273,11 +283,18 @@ pub async fn admin_set_price(
             let (state, _) = require_admin().await?;
             let model_key = checked_model_key(&model_key)?;
             let text = |s: &str| Value::String(s.trim().to_string());
+            let optional = |field: &str, s: &str| {
+                (!s.trim().is_empty())
+                    .then(|| price_field(field, &text(s)))
+                    .transpose()
+            };
             let margin = margin_percent.trim();
             let price = crate::billing::pricing::Price {
                 input: price_field("input", &text(&input))?,
                 output: price_field("output", &text(&output))?,
-                cached_input: None,
+                cached_input: optional("cache_read", &cache_read)?,
+                cache_write: optional("cache_write", &cache_write)?,
+                cache_write_1h: optional("cache_write_1h", &cache_write_1h)?,
                 margin_bp: (!margin.is_empty())
                     .then(|| margin_bp(&text(margin)))
                     .transpose()?,

@@ -9,8 +9,13 @@ use crate::error::AppError;
 /// The overview's figures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountFigures {
+    /// Below zero when the user owes.
     pub balance: i64,
     pub available: i64,
+    /// What the user owes (usage that cost more than the balance held),
+    /// and since when; zero and `None` when the balance is not negative.
+    pub debt: i64,
+    pub in_debt_since: Option<i64>,
     pub spend_today: i64,
     pub spend_month: i64,
     pub requests_month: i64,
@@ -67,6 +72,14 @@ pub struct UsageLine {
     pub model: Option<String>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Prompt tokens read from the cache, and written to it for 5 minutes
+    /// and for an hour (parts of `prompt_tokens`).
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    /// How the tokens were known: `upstream`, `local_count`,
+    /// `client_aborted`, `upstream_cut` or `shutdown`.
+    pub tokens_source: String,
     pub cost: i64,
     pub latency_ms: i64,
     pub status: i32,
@@ -149,6 +162,10 @@ mod server {
                 model: r.model,
                 prompt_tokens: r.prompt_tokens,
                 completion_tokens: r.completion_tokens,
+                cache_read_tokens: r.cached_tokens,
+                cache_write_tokens: r.cache_write_tokens,
+                cache_write_1h_tokens: r.cache_write_1h_tokens,
+                tokens_source: r.tokens_source,
                 cost: r.cost,
                 latency_ms: r.latency_ms,
                 status: r.status,
@@ -185,9 +202,12 @@ pub async fn account_summary() -> Result<AccountFigures, AppError> {
             let today = usage::user_totals(&state.db, &user.id, day).await?;
             let this_month = usage::user_totals(&state.db, &user.id, month).await?;
             let (balance, available) = state.recorder.balance(&user.id).await?;
+            let debt = crate::db::ledger::debt(&state.db, &user.id).await?;
             Ok(AccountFigures {
                 balance,
                 available,
+                debt: balance.min(0).abs(),
+                in_debt_since: debt.map(|d| d.since),
                 spend_today: today.cost,
                 spend_month: this_month.cost,
                 requests_month: this_month.requests,

@@ -1,14 +1,17 @@
 //! `GET /export/usage.csv`: the signed-in user's filtered requests as CSV.
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::billing::{usage_filter, usage_lines};
+use super::billing::usage_filter;
 use crate::auth::session;
 use crate::billing::money::format_usd;
+use crate::db::usage::{self, ExportRow};
 use crate::db::users;
 use crate::error::AppError;
 use crate::server::AppState;
@@ -23,10 +26,14 @@ pub struct UsageQuery {
     model: String,
 }
 
-/// The most rows one export returns.
-const MAX_ROWS: i64 = 100_000;
+/// The CSV's first line.
+const HEADER: &str = "time_utc,request_id,key,model,prompt_tokens,completion_tokens,\
+    cache_read_tokens,cache_write_tokens,cache_write_1h_tokens,tokens_source,cost_usd,latency_ms,status\n";
+/// Rows read ahead of the client: all the export holds in memory.
+const ROWS_AHEAD: usize = 256;
 
-/// Streams the filtered usage as a CSV download.
+/// Streams the filtered usage as a CSV download: every matching request,
+/// however many, in constant memory (rows are read as the client takes them).
 pub async fn usage_csv(
     State(state): State<AppState>,
     session: Session,
@@ -39,26 +46,21 @@ pub async fn usage_csv(
         .filter(|u| u.is_active())
         .ok_or_else(unauthorized)?;
     let filter = usage_filter(&query.from, &query.to, &query.key, &query.model)?;
-    let (rows, _) = usage_lines(&state.db, &user.id, &filter, MAX_ROWS, 0).await?;
-    let mut csv = String::from(
-        "time_utc,request_id,key,model,prompt_tokens,completion_tokens,cost_usd,latency_ms,status\n",
-    );
-    for row in rows {
-        let fields = [
-            crate::app::format::datetime(row.created_at),
-            row.id,
-            row.key_prefix.unwrap_or_default(),
-            row.model.unwrap_or_default(),
-            row.prompt_tokens.to_string(),
-            row.completion_tokens.to_string(),
-            format_usd(row.cost),
-            row.latency_ms.to_string(),
-            row.status.to_string(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        csv.push_str(&line.join(","));
-        csv.push('\n');
-    }
+    let (rows, received) = tokio::sync::mpsc::channel(ROWS_AHEAD);
+    let db = state.db.clone();
+    tokio::spawn(async move { usage::export_for_user(&db, &user.id, &filter, rows).await });
+    let lines = futures::stream::unfold(received, |mut received| async move {
+        let line = match received.recv().await? {
+            Ok(row) => Ok(Bytes::from(csv_line(row))),
+            Err(err) => {
+                tracing::error!(%err, "the usage export failed part-way");
+                Err(std::io::Error::other("the usage export failed"))
+            }
+        };
+        Some((line, received))
+    });
+    let body =
+        futures::stream::once(async { Ok(Bytes::from_static(HEADER.as_bytes())) }).chain(lines);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -67,9 +69,36 @@ pub async fn usage_csv(
                 "attachment; filename=\"usage.csv\"",
             ),
         ],
-        csv,
+        Body::from_stream(body),
     )
         .into_response())
+}
+
+/// One request as a CSV line.
+pub fn csv_line(row: ExportRow) -> String {
+    let r = row.record;
+    let fields = [
+        crate::app::format::datetime(r.created_at),
+        r.id,
+        row.key_prefix.unwrap_or_default(),
+        r.model.unwrap_or_default(),
+        r.prompt_tokens.to_string(),
+        r.completion_tokens.to_string(),
+        r.cached_tokens.to_string(),
+        r.cache_write_tokens.to_string(),
+        r.cache_write_1h_tokens.to_string(),
+        r.tokens_source,
+        format_usd(r.cost),
+        r.latency_ms.to_string(),
+        r.status.to_string(),
+    ];
+    let mut line: String = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
 }
 
 /// Quotes a CSV field when needed, and defuses spreadsheet formulas.

@@ -224,7 +224,7 @@ pub fn AdminPricingPage() -> impl IntoView {
         <h1>"Pricing"</h1>
         <section class="card">
             <h2>"Set a price"</h2>
-            <p class="hint">"Provider cost in USD per million tokens. Leave the margin empty to use the global one. A change applies from the next request."</p>
+            <p class="hint">"Provider cost in USD per million tokens. Cache prices left empty bill those tokens as input (a 1-hour write at the 5-minute price); an empty margin uses the global one. A change applies from the next request."</p>
             <ActionForm action=set attr:class="form inline">
                 <label for="price-model">"Model"</label>
                 <input id="price-model" name="model_key" placeholder="openai:gpt-4o-mini" required />
@@ -232,6 +232,12 @@ pub fn AdminPricingPage() -> impl IntoView {
                 <input id="price-input" name="input" inputmode="decimal" placeholder="0.15" required size="8" />
                 <label for="price-output">"Output"</label>
                 <input id="price-output" name="output" inputmode="decimal" placeholder="0.60" required size="8" />
+                <label for="price-cache-read">"Cache read"</label>
+                <input id="price-cache-read" name="cache_read" inputmode="decimal" placeholder="input" size="8" />
+                <label for="price-cache-write">"Cache write 5 min"</label>
+                <input id="price-cache-write" name="cache_write" inputmode="decimal" placeholder="input" size="8" />
+                <label for="price-cache-write-1h">"Cache write 1 h"</label>
+                <input id="price-cache-write-1h" name="cache_write_1h" inputmode="decimal" placeholder="5 min" size="8" />
                 <label for="price-margin">"Margin %"</label>
                 <input id="price-margin" name="margin_percent" inputmode="decimal" placeholder="global" size="6" />
                 <button type="submit" class="button primary" disabled=move || set.pending().get()>"Save price"</button>
@@ -268,6 +274,8 @@ fn PriceTable(catalog: PriceCatalog, delete: ServerAction<AdminDeletePrice>) -> 
                     <td><code>{price.model_key}</code></td>
                     <td class="num">{usd(price.input)}</td>
                     <td class="num">{usd(price.output)}</td>
+                    <td class="num">{price.cached_input.map(usd).unwrap_or_else(|| "input".into())}</td>
+                    <td class="num">{cache_writes(price.cache_write, price.cache_write_1h)}</td>
                     <td class="num">{margin}</td>
                     <td class="num" data-testid="user-input-price">{usd(price.user_input)}</td>
                     <td class="num" data-testid="user-output-price">{usd(price.user_output)}</td>
@@ -287,12 +295,20 @@ fn PriceTable(catalog: PriceCatalog, delete: ServerAction<AdminDeletePrice>) -> 
             <thead>
                 <tr>
                     <th>"Model"</th><th class="num">"Cost in"</th><th class="num">"Cost out"</th>
+                    <th class="num">"Cache read"</th><th class="num">"Cache write 5 min / 1 h"</th>
                     <th class="num">"Margin"</th><th class="num">"User pays in"</th><th class="num">"User pays out"</th><th></th>
                 </tr>
             </thead>
             <tbody>{rows}</tbody>
         </table>
     }
+}
+
+/// The cache-write prices as the table shows them.
+fn cache_writes(five_minutes: Option<i64>, one_hour: Option<i64>) -> String {
+    let five = five_minutes.map(usd).unwrap_or_else(|| "input".into());
+    let hour = one_hour.map(usd).unwrap_or_else(|| five.clone());
+    format!("{five} / {hour}")
 }
 
 /// The configured providers and their latest upstream errors.

@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
+use super::dashboard::DebtNotice;
 use super::{format, ErrorMessage};
 use crate::api::billing::{account_summary, ledger_page, AddCredits, LedgerLine, MAX_TOP_UP_USD};
 use crate::billing::money::format_usd;
@@ -37,9 +38,10 @@ pub fn BalancePage() -> impl IntoView {
                 };
                 view! {
                     <section class="card">
+                        <DebtNotice debt=figures.debt since=figures.in_debt_since />
                         <p class="big-figure">
                             <span class="label">"Balance"</span>
-                            <strong data-testid="balance">{format!("${}", format_usd(figures.balance))}</strong>
+                            <strong data-testid="balance">{format::dollars(figures.balance)}</strong>
                         </p>
                         <p class="muted">
                             "Available now: $" {format_usd(figures.available)}
@@ -93,7 +95,7 @@ fn LedgerTable(lines: Vec<LedgerLine>, page: u32, has_more: bool) -> impl IntoVi
                     <td>{format::datetime(line.created_at)}</td>
                     <td>{kind_label(&line.kind)}</td>
                     <td class="num">{format!("{sign}${}", format_usd(line.amount.abs()))}</td>
-                    <td class="num">{format!("${}", format_usd(line.balance_after))}</td>
+                    <td class="num">{format::dollars(line.balance_after)}</td>
                     <td class="muted">{detail}</td>
                 </tr>
             }

@@ -7,10 +7,26 @@ use leptos_router::hooks::use_location;
 
 use super::auth::encode_component;
 use super::chart::SpendChart;
+use super::format::{datetime, dollars};
 use crate::api::auth::{me, SignOut};
 use crate::api::billing::{account_summary, daily_spend, AccountFigures};
 use crate::api::UserView;
 use crate::billing::money::format_usd;
+
+/// Says what the user owes, when their balance is below zero: usage cost
+/// more than it held, and paid calls are refused until credit covers it.
+#[component]
+pub fn DebtNotice(debt: i64, since: Option<i64>) -> impl IntoView {
+    (debt > 0).then(|| {
+        let since = since.map(|at| format!(" since {}", datetime(at))).unwrap_or_default();
+        view! {
+            <p class="notice warning" role="alert" data-testid="debt">
+                {format!("You owe ${}{since}: your last requests cost more than your balance held. ", format_usd(debt))}
+                "Calls to paid models are refused until credit brings your balance above zero."
+            </p>
+        }
+    })
+}
 
 /// Guards every `/dashboard` page: renders the shell for a signed-in user,
 /// and otherwise redirects to `/login?next=<this page>` (a 302 on the server).
@@ -118,10 +134,11 @@ pub fn Overview() -> impl IntoView {
 fn Figures(figures: AccountFigures) -> impl IntoView {
     let usd = |nanos: i64| format!("${}", format_usd(nanos));
     view! {
+        <DebtNotice debt=figures.debt since=figures.in_debt_since />
         <div class="figures">
             <div class="figure">
                 <span class="label">"Balance"</span>
-                <strong data-testid="balance">{usd(figures.balance)}</strong>
+                <strong data-testid="balance">{dollars(figures.balance)}</strong>
             </div>
             <div class="figure">
                 <span class="label">"Spend today"</span>

@@ -12,6 +12,16 @@ pub fn datetime(ms: i64) -> String {
     )
 }
 
+/// Formats nano-USD as dollars with the sign in front: `$1.50`, `-$0.40`.
+pub fn dollars(nanos: i64) -> String {
+    let amount = crate::billing::money::format_usd(nanos.abs());
+    if nanos < 0 {
+        format!("-${amount}")
+    } else {
+        format!("${amount}")
+    }
+}
+
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Howard Hinnant's algorithm.
@@ -37,5 +47,12 @@ mod tests {
         assert_eq!(datetime(951_782_400_000), "2000-02-29 00:00 UTC");
         assert_eq!(datetime(1_795_444_140_000), "2026-11-23 14:29 UTC");
         assert_eq!(datetime(-1), "1969-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn dollars_put_the_sign_first() {
+        assert_eq!(dollars(1_500_000_000), "$1.50");
+        assert_eq!(dollars(-400_000_000), "-$0.40");
+        assert_eq!(dollars(0), "$0.00");
     }
 }

@@ -122,6 +122,32 @@ fn UsageBody(data: UsageView, filters: Filters) -> impl IntoView {
     }
 }
 
+/// The cache buckets of a request, or a dash when it used none.
+fn cache_cell(row: &UsageLine) -> String {
+    let (read, write, hour) = (
+        row.cache_read_tokens,
+        row.cache_write_tokens,
+        row.cache_write_1h_tokens,
+    );
+    if read == 0 && write == 0 && hour == 0 {
+        "–".into()
+    } else {
+        format!("{read} / {write} / {hour}")
+    }
+}
+
+/// How a request's tokens were known, in words.
+fn source_label(source: &str) -> &'static str {
+    match source {
+        "upstream" => "provider",
+        "local_count" => "local count",
+        "client_aborted" => "client left",
+        "upstream_cut" => "provider cut off",
+        "shutdown" => "shutdown",
+        _ => "–",
+    }
+}
+
 #[component]
 fn UsageTable(rows: Vec<UsageLine>) -> impl IntoView {
     if rows.is_empty() {
@@ -130,12 +156,16 @@ fn UsageTable(rows: Vec<UsageLine>) -> impl IntoView {
     let rows: Vec<_> = rows
         .into_iter()
         .map(|row| {
+            let cache = cache_cell(&row);
+            let source = source_label(&row.tokens_source);
             view! {
                 <tr data-request-id=row.id.clone()>
                     <td>{format::datetime(row.created_at)}</td>
                     <td><code>{row.source()}</code></td>
                     <td>{row.model.unwrap_or_default()}</td>
                     <td class="num">{row.prompt_tokens}" / "{row.completion_tokens}</td>
+                    <td class="num" data-testid="cache">{cache}</td>
+                    <td data-testid="tokens-source">{source}</td>
                     <td class="num" data-testid="cost">{format!("${}", format_usd(row.cost))}</td>
                     <td class="num">{format!("{} ms", row.latency_ms)}</td>
                     <td>{row.status}</td>
@@ -148,6 +178,8 @@ fn UsageTable(rows: Vec<UsageLine>) -> impl IntoView {
             <thead>
                 <tr>
                     <th>"Time"</th><th>"Key"</th><th>"Model"</th><th class="num">"Tokens in / out"</th>
+                    <th class="num" title="Prompt tokens read from the cache / written for 5 minutes / written for an hour">"Cache read / write / 1 h"</th>
+                    <th title="How the tokens were known">"Counted by"</th>
                     <th class="num">"Cost"</th><th class="num">"Latency"</th><th>"Status"</th>
                 </tr>
             </thead>

@@ -10,7 +10,8 @@
 //! [`REFRESH_AFTER`] has passed or a reservation would be refused, so changes
 //! made outside the process (another tool writing the file) are seen. A
 //! crash loses only in-memory holds, which nothing then needs to release.
-//! The writer never takes a balance below zero, whatever the memory says.
+//! A settlement charges the whole cost, even past zero: the balance then
+//! shows a debt, and no reservation fits until credit covers it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,13 +63,6 @@ enum Decision {
         credits: u64,
         version: Option<u64>,
     },
-}
-
-/// What a settlement charges, computed in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Charge {
-    /// What is taken from the balance: the cost, or all that is left.
-    pub charged: i64,
 }
 
 impl LocalAccounts {
@@ -142,18 +136,19 @@ impl LocalAccounts {
         }
     }
 
-    /// Releases a request's hold and charges its cost, never below zero.
-    /// `None` when the user has no account here (nothing was held): the
-    /// writer then settles against the database alone.
-    pub fn settle(&self, user_id: &str, held: i64, cost: i64) -> Option<Charge> {
+    /// Releases a request's hold and charges its whole cost, below zero if
+    /// need be. `false` when the user has no account here (nothing was
+    /// held): the writer then settles against the database alone.
+    pub fn settle(&self, user_id: &str, held: i64, cost: i64) -> bool {
         let mut state = self.lock();
-        let account = state.accounts.get_mut(user_id)?;
+        let Some(account) = state.accounts.get_mut(user_id) else {
+            return false;
+        };
         account.held = (account.held - held).max(0);
-        let charged = cost.clamp(0, account.balance.max(0));
-        account.balance -= charged;
+        account.balance -= cost.max(0);
         account.unwritten += 1;
         account.version += 1;
-        Some(Charge { charged })
+        true
     }
 
     /// The writer has committed (or given up on) one settlement per user listed.
@@ -172,7 +167,7 @@ impl LocalAccounts {
         let mut state = self.lock();
         state.credits += 1;
         if let Some(account) = state.accounts.get_mut(user_id) {
-            account.balance = (account.balance + amount).max(0);
+            account.balance += amount;
             account.version += 1;
         }
     }
@@ -218,18 +213,23 @@ mod tests {
     fn settling_charges_the_cost_and_releases_the_rest() {
         let accounts = with_balance("u", 100);
         assert!(hold(&accounts, "u", 60));
-        assert_eq!(accounts.settle("u", 60, 25), Some(Charge { charged: 25 }));
+        assert!(accounts.settle("u", 60, 25));
         assert_eq!(accounts.held("u"), 0);
         assert!(hold(&accounts, "u", 75));
         assert!(!hold(&accounts, "u", 1));
     }
 
     #[test]
-    fn a_charge_never_takes_the_balance_below_zero() {
+    fn a_charge_is_taken_whole_and_a_debt_refuses_every_hold() {
         let accounts = with_balance("u", 10);
         assert!(hold(&accounts, "u", 10));
-        assert_eq!(accounts.settle("u", 10, 500), Some(Charge { charged: 10 }));
-        assert_eq!(accounts.settle("unknown", 0, 5), None);
+        assert!(accounts.settle("u", 10, 500));
+        assert!(!hold(&accounts, "u", 1), "a debt of 490 holds nothing");
+        accounts.credited("u", 480);
+        assert!(!hold(&accounts, "u", 1), "still 10 in debt");
+        accounts.credited("u", 11);
+        assert!(hold(&accounts, "u", 1), "one nano above zero");
+        assert!(!accounts.settle("unknown", 0, 5));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use super::money::usd_to_nanos;
-use super::pricing::{Price, UserPrice, BUILT_IN};
+use super::pricing::{Price, Quote, UserPrice, BUILT_IN};
 use crate::config::Config;
 use crate::db::{prices, Db};
 
@@ -25,26 +25,30 @@ struct Catalog {
 }
 
 impl PriceBook {
-    /// Seeds the catalog (config first, then the built-in table; existing rows
-    /// win) and loads it.
+    /// Seeds the catalog (config first, then the built-in table; existing
+    /// rows win, and models an operator deleted stay deleted) and loads it.
     pub async fn load(db: &Db, config: &Config) -> Result<Self, sqlx::Error> {
         for (key, price) in &config.pricing {
             let price = Price {
                 input: usd_to_nanos(price.input_price_per_million),
                 output: usd_to_nanos(price.output_price_per_million),
-                cached_input: price.cached_input_price_per_million.map(usd_to_nanos),
+                cached_input: price.cache_read_price_per_million.map(usd_to_nanos),
+                cache_write: price.cache_write_price_per_million.map(usd_to_nanos),
+                cache_write_1h: price.cache_write_1h_price_per_million.map(usd_to_nanos),
                 margin_bp: price.margin_percent.map(percent_to_bp),
             };
             prices::seed(db, key, &price, "config").await?;
         }
-        for (key, input, output, cached) in BUILT_IN {
+        for built_in in BUILT_IN {
             let price = Price {
-                input: usd_to_nanos(*input),
-                output: usd_to_nanos(*output),
-                cached_input: cached.map(usd_to_nanos),
+                input: usd_to_nanos(built_in.input),
+                output: usd_to_nanos(built_in.output),
+                cached_input: built_in.cache_read.map(usd_to_nanos),
+                cache_write: built_in.cache_write.map(usd_to_nanos),
+                cache_write_1h: built_in.cache_write_1h.map(usd_to_nanos),
                 margin_bp: None,
             };
-            prices::seed(db, key, &price, "built-in").await?;
+            prices::seed(db, built_in.model_key, &price, "built-in").await?;
         }
         let book = Self {
             prices: RwLock::default(),
@@ -86,6 +90,15 @@ impl PriceBook {
             .map(|p| p.for_user(self.default_margin_bp))
     }
 
+    /// The user's and the provider's prices for `provider:model`, if it has one.
+    pub fn quote(&self, model_key: &str) -> Option<Quote> {
+        let catalog = self.prices.read().unwrap_or_else(|e| e.into_inner());
+        catalog
+            .prices
+            .get(model_key)
+            .map(|p| p.quote(self.default_margin_bp))
+    }
+
     /// The global margin, in basis points.
     pub fn default_margin_bp(&self) -> i64 {
         self.default_margin_bp
@@ -122,6 +135,8 @@ mod tests {
             input: 1_000,
             output: 2_000,
             cached_input: None,
+            cache_write: None,
+            cache_write_1h: None,
             margin_bp: None,
         };
         HashMap::from([(model_key.to_string(), price)])

@@ -87,7 +87,7 @@ pub async fn update(
         "UPDATE budgets SET max_budget = $2, budget_duration_sec = $3, period = $4, updated_at = $5 \
          WHERE id = $1 RETURNING {COLUMNS}"
     );
-    with_pool!(db, pool => {
+    let row = with_pool!(db, pool => {
         sqlx::query_as::<_, BudgetRow>(&sql)
             .bind(id)
             .bind(settings.max_budget)
@@ -96,7 +96,11 @@ pub async fn update(
             .bind(now_ms())
             .fetch_optional(pool)
             .await
-    })
+    })?;
+    if row.is_some() {
+        super::announce(db, super::Change::AllKeys).await?;
+    }
+    Ok(row)
 }
 
 /// Deletes a budget, detaching its users first. Returns whether it existed.
@@ -113,6 +117,9 @@ pub async fn delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
             .await?
             .rows_affected()
             == 1;
+        if deleted {
+            super::notify(&mut tx, super::Change::AllKeys).await?;
+        }
         tx.commit().await?;
         Ok(deleted)
     })

@@ -15,8 +15,9 @@ const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
 /// The columns of a usage record, in the order [`usage_insert_sql`] binds them.
 pub const USAGE_COLUMNS: &str = "id, user_id, key_id, endpoint, provider, model, \
     prompt_tokens, completion_tokens, cached_tokens, status, error_code, latency_ms, ttft_ms, \
-    streamed, aborted, created_at, cost, client_request_id";
-const USAGE_ARITY: usize = 18;
+    streamed, aborted, created_at, cost, client_request_id, cache_write_tokens, \
+    cache_write_1h_tokens, provider_cost, tokens_source";
+const USAGE_ARITY: usize = 22;
 const LEDGER_ARITY: usize = 7;
 
 /// Splits `items` into runs whose lengths are powers of two, at most [`MAX_ROWS`].
@@ -136,41 +137,25 @@ pub fn lock_users_sql(rows: usize) -> &'static str {
     })
 }
 
-/// Charges in the order they were made, cut so their sum fits in
-/// `available`: each takes what it costs while the balance lasts.
-pub fn cap_in_order(charges: &[i64], available: i64) -> Vec<i64> {
-    let mut left = available.max(0);
-    charges
-        .iter()
-        .map(|&charge| {
-            let take = charge.clamp(0, left);
-            left -= take;
-            take
-        })
-        .collect()
-}
-
 /// The records grouped by user, users in order of first appearance and
 /// records in order within each.
-pub fn by_user<'a>(
-    records: &[(&'a UsageRecord, i64)],
-) -> Vec<(&'a str, Vec<(&'a UsageRecord, i64)>)> {
+pub fn by_user<'a>(records: &[&'a UsageRecord]) -> Vec<(&'a str, Vec<&'a UsageRecord>)> {
     let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut groups: Vec<(&str, Vec<(&UsageRecord, i64)>)> = Vec::new();
-    for &(record, charge) in records {
+    let mut groups: Vec<(&str, Vec<&UsageRecord>)> = Vec::new();
+    for &record in records {
         let slot = *index.entry(record.user_id.as_str()).or_insert_with(|| {
             groups.push((record.user_id.as_str(), Vec::new()));
             groups.len() - 1
         });
-        groups[slot].1.push((record, charge));
+        groups[slot].1.push(record);
     }
     groups
 }
 
 /// Each key's latest use among `records`.
-pub fn last_use_by_key<'a>(records: &[(&'a UsageRecord, i64)]) -> Vec<(&'a str, i64)> {
+pub fn last_use_by_key<'a>(records: &[&'a UsageRecord]) -> Vec<(&'a str, i64)> {
     let mut latest: Vec<(&str, i64)> = Vec::new();
-    for (record, _) in records {
+    for record in records {
         let Some(key_id) = record.key_id.as_deref() else {
             continue;
         };
@@ -205,12 +190,12 @@ mod tests {
     fn statements_have_one_placeholder_per_value() {
         use Placeholders::{Numbered, Positional};
         let sql = usage_insert_sql(4, Numbered);
-        assert!(sql.contains("$72)") && !sql.contains("$73"), "{sql}");
+        assert!(sql.contains("$88)") && !sql.contains("$89"), "{sql}");
         assert_eq!(sql.matches("), ($").count(), 3, "four rows");
         let sql = ledger_insert_sql(2, Numbered);
         assert!(sql.contains("($8, $9, $10, $11, $12, $13, $14)"), "{sql}");
         let sql = usage_insert_sql(4, Positional);
-        assert_eq!(sql.matches('?').count(), 72);
+        assert_eq!(sql.matches('?').count(), 88);
         assert!(!sql.contains('$'), "{sql}");
         assert_eq!(
             ledger_insert_sql(64, Positional).matches('?').count(),
@@ -222,15 +207,6 @@ mod tests {
         );
         assert_eq!(Placeholders::of::<sqlx::Sqlite>(), Positional);
         assert_eq!(Placeholders::of::<sqlx::Postgres>(), Numbered);
-    }
-
-    #[test]
-    fn charges_are_capped_in_order() {
-        assert_eq!(cap_in_order(&[5, 7, 3], 100), [5, 7, 3]);
-        assert_eq!(cap_in_order(&[5, 7, 3], 10), [5, 5, 0]);
-        assert_eq!(cap_in_order(&[5, 7, 3], 0), [0, 0, 0]);
-        assert_eq!(cap_in_order(&[5, 7], -3), [0, 0]);
-        assert_eq!(cap_in_order(&[], 10), Vec::<i64>::new());
     }
 
     fn record(id: &str, user_id: &str, key_id: Option<&str>, at: i64) -> UsageRecord {
@@ -251,11 +227,11 @@ mod tests {
             record("r3", "u1", Some("k2"), 20),
             record("r4", "u1", Some("k1"), 20),
         ];
-        let charged: Vec<(&UsageRecord, i64)> = records.iter().zip([1, 2, 3, 4]).collect();
+        let charged: Vec<&UsageRecord> = records.iter().collect();
         let groups = by_user(&charged);
         let shape: Vec<(&str, Vec<&str>)> = groups
             .iter()
-            .map(|(user, rs)| (*user, rs.iter().map(|(r, _)| r.id.as_str()).collect()))
+            .map(|(user, rs)| (*user, rs.iter().map(|r| r.id.as_str()).collect()))
             .collect();
         assert_eq!(shape, [("u1", vec!["r1", "r3", "r4"]), ("u2", vec!["r2"])]);
         assert_eq!(last_use_by_key(&charged), [("k1", 30), ("k2", 20)]);

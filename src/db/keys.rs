@@ -67,6 +67,9 @@ pub async fn revoke_for_user(db: &Db, user_id: &str, key_id: &str) -> Result<boo
     let result = with_pool!(db, pool => {
         sqlx::query(sql).bind(now_ms()).bind(key_id).bind(user_id).execute(pool).await?.rows_affected()
     });
+    if result == 1 {
+        super::announce(db, super::Change::User(user_id.to_string())).await?;
+    }
     Ok(result == 1)
 }
 
@@ -299,7 +302,7 @@ pub async fn update_settings(
          tpm_limit = $6, max_budget = $7, budget_duration_sec = $8, metadata = $9, revoked_at = $10 \
          WHERE id = $1 RETURNING {ADMIN_COLUMNS}"
     );
-    with_pool!(db, pool => {
+    let row = with_pool!(db, pool => {
         sqlx::query_as::<_, AdminKeyRow>(&sql)
             .bind(id)
             .bind(&settings.name)
@@ -313,15 +316,21 @@ pub async fn update_settings(
             .bind(settings.revoked_at)
             .fetch_optional(pool)
             .await
-    })
+    })?;
+    if let Some(row) = &row {
+        super::announce(db, super::Change::User(row.user_id.clone())).await?;
+    }
+    Ok(row)
 }
 
 /// Revokes every active key of a user; returns how many.
 pub async fn revoke_all_for_user(db: &Db, user_id: &str) -> Result<u64, sqlx::Error> {
     let sql = "UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
-    Ok(with_pool!(db, pool => {
+    let revoked = with_pool!(db, pool => {
         sqlx::query(sql).bind(now_ms()).bind(user_id).execute(pool).await?.rows_affected()
-    }))
+    });
+    super::announce(db, super::Change::User(user_id.to_string())).await?;
+    Ok(revoked)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The ledger, balances and reservations. Every balance change happens in the
 //! same transaction as the ledger entry that explains it.
 
+use std::sync::Arc;
+
 use super::usage::UsageRecord;
 use super::{bulk, now_ms, Db};
 use crate::billing::budget::BudgetLimit;
@@ -58,7 +60,9 @@ fn entry_id() -> String {
 }
 
 /// Adds `amount` (negative to remove) to a user's balance with its ledger
-/// entry, atomically. Refuses to take the balance below zero.
+/// entry, atomically. A removal may not take the balance below zero (only
+/// usage makes a debt); an addition always applies, and one that brings a
+/// debt back to zero or above clears its record. Returns the new balance.
 pub async fn credit(
     db: &Db,
     user_id: &str,
@@ -71,7 +75,7 @@ pub async fn credit(
         let mut tx = pool.begin().await?;
         let balance: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET balance = balance + $1, updated_at = $2 \
-             WHERE id = $3 AND balance + $1 >= 0 RETURNING balance",
+             WHERE id = $3 AND ($1 >= 0 OR balance + $1 >= 0) RETURNING balance",
         )
         .bind(amount)
         .bind(now)
@@ -98,8 +102,57 @@ pub async fn credit(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if balance < 0 {
+            sqlx::query(NOTE_DEBT)
+                .bind(user_id)
+                .bind(-balance)
+                .bind(now)
+                .bind(None::<&str>)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM debts WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(balance)
+    })
+}
+
+/// A user's debt: what they owe, since when, and the request that took
+/// their balance below zero.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct Debt {
+    pub user_id: String,
+    pub amount: i64,
+    pub since: i64,
+    pub request_id: Option<String>,
+}
+
+/// The user's debt, if their balance is below zero.
+pub async fn debt(db: &Db, user_id: &str) -> Result<Option<Debt>, sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query_as("SELECT user_id, amount, since, request_id FROM debts WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Every debt, largest first.
+pub async fn debts(db: &Db, limit: i64, offset: i64) -> Result<Vec<Debt>, sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query_as(
+            "SELECT user_id, amount, since, request_id FROM debts \
+             ORDER BY amount DESC, user_id LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await
     })
 }
 
@@ -147,8 +200,15 @@ pub async fn entries(
 
 /// Releases reservations that expired before `now` (their requests died).
 pub async fn release_expired(db: &Db, now: i64) -> Result<u64, sqlx::Error> {
-    release_budget_holds(db, "expires_at < $1", now).await?;
-    release_where(db, "expires_at < $1", now).await
+    release_matching(db, "expires_at < $1", now).await
+}
+
+/// Releases the reservations and budget holds matching `condition` (SQL
+/// over either table's columns, with `arg` as `$1`), charging nothing;
+/// returns how many reservations it released.
+pub async fn release_matching(db: &Db, condition: &str, arg: i64) -> Result<u64, sqlx::Error> {
+    release_budget_holds(db, condition, arg).await?;
+    release_where(db, condition, arg).await
 }
 
 /// Releases every open reservation (SQLite at startup: no other process can hold one).
@@ -170,11 +230,15 @@ async fn release_budget_holds(db: &Db, condition: &str, arg: i64) -> Result<(), 
     })
 }
 
-/// Takes `$1` from user `$2`'s balance if it holds that much; returns the balance after.
-const DEBIT: &str =
-    "UPDATE users SET balance = balance - $1 WHERE id = $2 AND balance >= $1 RETURNING balance";
-/// Sets what request `$2` was charged.
-const RECOST: &str = "UPDATE usage_records SET cost = $1 WHERE id = $2";
+/// Takes `$1` from user `$2`'s balance, below zero if need be; returns
+/// the balance after.
+const DEBIT: &str = "UPDATE users SET balance = balance - $1 WHERE id = $2 RETURNING balance";
+/// Records that user `$1` owes `$2` (their balance is `-$2`): in debt
+/// since `$3`, taken there by request `$4`; a debt already recorded keeps
+/// its start and request, and only its amount changes (at `$5`).
+const NOTE_DEBT: &str = "INSERT INTO debts (user_id, amount, since, request_id, updated_at) \
+    VALUES ($1, $2, $3, $4, $5) \
+    ON CONFLICT (user_id) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at";
 /// Notes key `$2`'s use at `$1` (the latest use wins).
 const TOUCH: &str = "UPDATE api_keys SET last_used_at = $1 \
     WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)";
@@ -218,12 +282,14 @@ async fn release_where(db: &Db, condition: &str, arg: i64) -> Result<u64, sqlx::
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum WriteOp {
-    /// Hold `amount` of the user's available balance for a request.
+    /// Hold `amount` of the user's available balance for a request, on
+    /// behalf of replica `replica_id` (released should it die).
     Reserve {
         request_id: String,
         user_id: String,
         amount: i64,
         expires_at: i64,
+        replica_id: Arc<str>,
     },
     /// Hold `amount` of each budget the request must fit in; all or none.
     /// Every budget belongs to the one user whose request it is.
@@ -234,13 +300,15 @@ pub enum WriteOp {
         amount: i64,
         now: i64,
         expires_at: i64,
+        replica_id: Arc<str>,
     },
-    /// Write a usage record and settle its billing. `charged` is what the
-    /// in-memory accounts already took (SQLite); `None` settles against the
-    /// database alone, releasing the request's reservation row.
+    /// Write a usage record and settle its billing: the whole cost is
+    /// taken, below zero if need be. `in_memory` when the in-memory
+    /// accounts already held and charged it (SQLite); otherwise the
+    /// request's reservation row is released here.
     Settle {
         record: UsageRecord,
-        charged: Option<i64>,
+        in_memory: bool,
         /// Whether the request holds budgets, to release and charge.
         budgeted: bool,
         /// The key's rate-limit window to count the completion tokens in.
@@ -257,17 +325,16 @@ impl WriteOp {
         }
     }
 
-    /// A settlement whose charge was decided in memory, with nothing else
-    /// to settle (no budget, no token window): the common case on SQLite,
-    /// written in bulk.
-    fn charged_in_memory(&self) -> Option<(&UsageRecord, i64)> {
+    /// A settlement charged in memory, with nothing else to settle (no
+    /// budget, no token window): the common case on SQLite, written in bulk.
+    fn charged_in_memory(&self) -> Option<&UsageRecord> {
         match self {
             WriteOp::Settle {
                 record,
-                charged: Some(charged),
+                in_memory: true,
                 budgeted: false,
                 rate_window: None,
-            } => Some((record, *charged)),
+            } => Some(record),
             _ => None,
         }
     }
@@ -285,8 +352,8 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
     const RESERVE: &str =
         "UPDATE users SET reserved = reserved + $1 WHERE id = $2 AND balance - reserved >= $1";
     const HOLD: &str =
-        "INSERT INTO reservations (request_id, user_id, amount, created_at, expires_at) \
-        VALUES ($1, $2, $3, $4, $5)";
+        "INSERT INTO reservations (request_id, user_id, amount, created_at, expires_at, replica_id) \
+        VALUES ($1, $2, $3, $4, $5, $6)";
     const OPEN_WINDOW: &str = "INSERT INTO budget_windows (scope, period_start) VALUES ($1, $2) \
         ON CONFLICT (scope) DO NOTHING";
     const RESET_WINDOW: &str = "UPDATE budget_windows SET spent = 0, period_start = $2 \
@@ -304,13 +371,13 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
         for run in ops.chunk_by(charged_in_memory) {
             if run[0].charged_in_memory().is_some() {
                 let group = run.iter().filter_map(WriteOp::charged_in_memory).collect();
-                settle_in_bulk(&mut tx, group).await?;
+                settle_in_bulk(&mut tx, group, now).await?;
                 results.extend(std::iter::repeat_n(true, run.len()));
                 continue;
             }
             for op in run {
                 let (r, in_memory_charge, settle_budgets, rate_window) = match op {
-                    WriteOp::Reserve { request_id, user_id, amount, expires_at } => {
+                    WriteOp::Reserve { request_id, user_id, amount, expires_at, replica_id } => {
                         let held = sqlx::query(RESERVE)
                             .bind(amount)
                             .bind(user_id)
@@ -325,13 +392,14 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                                 .bind(amount)
                                 .bind(now)
                                 .bind(expires_at)
+                                .bind(&**replica_id)
                                 .execute(&mut *tx)
                                 .await?;
                         }
                         results.push(held);
                         continue;
                     }
-                    WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at, .. } => {
+                    WriteOp::ReserveBudget { request_id, limits, amount, now, expires_at, replica_id, .. } => {
                         let mut taken: Vec<&str> = Vec::with_capacity(limits.len());
                         for limit in limits {
                             let fresh = limit.period.current_start(*now, *now);
@@ -366,12 +434,14 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                         for scope in taken {
                             if all_held {
                                 sqlx::query(
-                                    "INSERT INTO budget_holds (request_id, scope, amount, expires_at) VALUES ($1, $2, $3, $4)",
+                                    "INSERT INTO budget_holds (request_id, scope, amount, expires_at, replica_id) \
+                                     VALUES ($1, $2, $3, $4, $5)",
                                 )
                                 .bind(request_id)
                                 .bind(scope)
                                 .bind(amount)
                                 .bind(expires_at)
+                                .bind(&**replica_id)
                                 .execute(&mut *tx)
                                 .await?;
                             } else {
@@ -381,11 +451,11 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                         results.push(all_held);
                         continue;
                     }
-                    WriteOp::Settle { record, charged, budgeted, rate_window } => {
-                        (record, *charged, *budgeted, *rate_window)
+                    WriteOp::Settle { record, in_memory, budgeted, rate_window } => {
+                        (record, *in_memory, *budgeted, *rate_window)
                     }
                 };
-                let written = insert_records(&mut tx, &[(r, r.cost)]).await?.len();
+                let written = insert_records(&mut tx, &[r]).await?.len();
                 if written == 0 {
                     results.push(true);
                     continue;
@@ -400,64 +470,50 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                     .execute(&mut *tx)
                     .await?;
                 }
-                // What to take: decided in memory, or here from the balance
-                // once the request's reservation is released.
-                let mut take = match in_memory_charge {
-                    Some(charged) => charged,
-                    None => {
-                        let reserved: i64 = sqlx::query_scalar(
-                            "DELETE FROM reservations WHERE request_id = $1 RETURNING amount",
-                        )
-                        .bind(&r.id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .unwrap_or(0);
-                        if reserved == 0 && r.cost == 0 {
-                            0
-                        } else {
-                            let balance: i64 = sqlx::query_scalar(
-                                "UPDATE users SET reserved = reserved - $1 WHERE id = $2 RETURNING balance",
-                            )
-                            .bind(reserved)
-                            .bind(&r.user_id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                            r.cost.min(balance)
-                        }
-                    }
-                };
-                // Never below zero: if the balance holds less than that (changed
-                // outside this process), take what is left.
-                let mut after: Option<i64> = None;
-                while take > 0 && after.is_none() {
-                    after = sqlx::query_scalar(DEBIT)
-                    .bind(take)
-                    .bind(&r.user_id)
+                if !in_memory_charge {
+                    let reserved: Option<i64> = sqlx::query_scalar(
+                        "DELETE FROM reservations WHERE request_id = $1 RETURNING amount",
+                    )
+                    .bind(&r.id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    if after.is_none() {
-                        take = sqlx::query_scalar::<_, i64>("SELECT balance FROM users WHERE id = $1")
+                    if let Some(reserved) = reserved {
+                        sqlx::query("UPDATE users SET reserved = reserved - $1 WHERE id = $2")
+                            .bind(reserved)
                             .bind(&r.user_id)
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .unwrap_or(0);
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
-                if let Some(after) = after {
+                if r.cost > 0 {
+                    let after: i64 = sqlx::query_scalar(DEBIT)
+                        .bind(r.cost)
+                        .bind(&r.user_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
                     sqlx::query(
                         "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) \
                          VALUES ($1, $2, 'usage', $3, $4, $5, $6)",
                     )
                     .bind(entry_id())
                     .bind(&r.user_id)
-                    .bind(-take)
+                    .bind(-r.cost)
                     .bind(after)
                     .bind(&r.id)
                     .bind(r.created_at)
                     .execute(&mut *tx)
                     .await?;
+                    if after < 0 {
+                        sqlx::query(NOTE_DEBT)
+                            .bind(&r.user_id)
+                            .bind(-after)
+                            .bind(r.created_at)
+                            .bind(&r.id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
-                let charged = if after.is_some() { take } else { 0 };
                 if settle_budgets {
                     let holds: Vec<(String, i64)> = sqlx::query_as(
                         "DELETE FROM budget_holds WHERE request_id = $1 RETURNING scope, amount",
@@ -466,15 +522,8 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                     .fetch_all(&mut *tx)
                     .await?;
                     for (scope, held) in holds {
-                        sqlx::query(UNHOLD_BUDGET).bind(held).bind(charged).bind(&scope).execute(&mut *tx).await?;
+                        sqlx::query(UNHOLD_BUDGET).bind(held).bind(r.cost).bind(&scope).execute(&mut *tx).await?;
                     }
-                }
-                if charged != r.cost {
-                    sqlx::query(RECOST)
-                        .bind(charged)
-                        .bind(&r.id)
-                        .execute(&mut *tx)
-                        .await?;
                 }
                 if let Some(key_id) = &r.key_id {
                     sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;
@@ -490,19 +539,18 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
 /// A usage ledger entry about to be written.
 struct UsageDebit<'a> {
     user_id: &'a str,
-    amount: i64,
     balance_after: i64,
     record: &'a UsageRecord,
 }
 
-/// Writes a run of settlements whose charges were decided in memory, in a
-/// few statements whatever its length: the records (skipping any already
-/// written), one debit per user, the ledger entries, the keys' last use.
-/// Never below zero: if the database holds less than memory thought, the
-/// earliest charges take what is left and the records' costs say so.
+/// Writes a run of settlements charged in memory, in a few statements
+/// whatever its length: the records (skipping any already written), one
+/// debit per user, the ledger entries, the debts, the keys' last use. Each
+/// record's whole cost is taken, below zero if need be.
 async fn settle_in_bulk<DB>(
     tx: &mut sqlx::Transaction<'_, DB>,
-    group: Vec<(&UsageRecord, i64)>,
+    group: Vec<&UsageRecord>,
+    now: i64,
 ) -> Result<(), sqlx::Error>
 where
     DB: sqlx::Database,
@@ -519,51 +567,46 @@ where
 {
     let written: std::collections::HashSet<String> =
         insert_records(tx, &group).await?.into_iter().collect();
-    let group: Vec<(&UsageRecord, i64)> = group
+    let group: Vec<&UsageRecord> = group
         .into_iter()
-        .filter(|(r, _)| written.contains(&r.id))
+        .filter(|r| written.contains(&r.id))
         .collect();
-    // One debit per user; never below zero (if the database holds
-    // less than memory thought, the earliest charges take what is left).
     let mut entries: Vec<UsageDebit> = Vec::with_capacity(group.len());
-    let mut recosted: Vec<(&str, i64)> = Vec::new();
-    for (user_id, charges) in bulk::by_user(&group) {
-        let mut takes: Vec<i64> = charges.iter().map(|(_, charged)| *charged).collect();
-        let mut before = 0;
-        loop {
-            let total: i64 = takes.iter().sum();
-            if total == 0 {
-                break;
-            }
-            let after: Option<i64> = sqlx::query_scalar(DEBIT)
-                .bind(total)
-                .bind(user_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if let Some(after) = after {
-                before = after + total;
-                break;
-            }
-            let available: i64 = sqlx::query_scalar("SELECT balance FROM users WHERE id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut **tx)
-                .await?
-                .unwrap_or(0);
-            takes = bulk::cap_in_order(&takes, available);
+    for (user_id, records) in bulk::by_user(&group) {
+        let charged: Vec<&UsageRecord> = records.into_iter().filter(|r| r.cost > 0).collect();
+        let total: i64 = charged.iter().map(|r| r.cost).sum();
+        if total == 0 {
+            continue;
         }
-        for ((r, charged), take) in charges.into_iter().zip(takes) {
-            if take != charged {
-                recosted.push((&r.id, take));
+        let after: i64 = sqlx::query_scalar(DEBIT)
+            .bind(total)
+            .bind(user_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        let mut balance = after + total;
+        // The request that took the balance below zero, if one here did.
+        let mut into_debt = None;
+        for r in charged {
+            if balance >= 0 && balance - r.cost < 0 {
+                into_debt = Some(r);
             }
-            if take > 0 {
-                before -= take;
-                entries.push(UsageDebit {
-                    user_id,
-                    amount: -take,
-                    balance_after: before,
-                    record: r,
-                });
-            }
+            balance -= r.cost;
+            entries.push(UsageDebit {
+                user_id,
+                balance_after: balance,
+                record: r,
+            });
+        }
+        if after < 0 {
+            let first = into_debt.unwrap_or(entries[entries.len() - 1].record);
+            sqlx::query(NOTE_DEBT)
+                .bind(user_id)
+                .bind(-after)
+                .bind(first.created_at)
+                .bind(first.id.as_str())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
         }
     }
     for rows in bulk::chunks(&entries) {
@@ -576,19 +619,12 @@ where
                 .bind(entry_id())
                 .bind(debit.user_id)
                 .bind(EntryKind::Usage.as_str())
-                .bind(debit.amount)
+                .bind(-debit.record.cost)
                 .bind(debit.balance_after)
                 .bind(debit.record.id.as_str())
                 .bind(debit.record.created_at);
         }
         insert.execute(&mut **tx).await?;
-    }
-    for (id, cost) in recosted {
-        sqlx::query(RECOST)
-            .bind(cost)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
     }
     for (key_id, at) in bulk::last_use_by_key(&group) {
         sqlx::query(TOUCH)
@@ -632,12 +668,11 @@ where
     Ok(())
 }
 
-/// Inserts usage records, each with what it cost (`(record, cost)`), in as
-/// few statements as their number allows; records already written are
-/// skipped. Returns the ids it wrote.
+/// Inserts usage records in as few statements as their number allows;
+/// records already written are skipped. Returns the ids it wrote.
 async fn insert_records<DB>(
     tx: &mut sqlx::Transaction<'_, DB>,
-    records: &[(&UsageRecord, i64)],
+    records: &[&UsageRecord],
 ) -> Result<Vec<String>, sqlx::Error>
 where
     DB: sqlx::Database,
@@ -656,7 +691,7 @@ where
     let mut written = Vec::with_capacity(records.len());
     for rows in bulk::chunks(records) {
         let mut insert = sqlx::query_scalar::<_, String>(bulk::usage_insert_sql(rows.len(), style));
-        for (r, cost) in rows {
+        for r in rows {
             insert = insert
                 .bind(r.id.as_str())
                 .bind(r.user_id.as_str())
@@ -674,8 +709,12 @@ where
                 .bind(r.streamed)
                 .bind(r.aborted)
                 .bind(r.created_at)
-                .bind(*cost)
-                .bind(r.client_request_id.as_deref());
+                .bind(r.cost)
+                .bind(r.client_request_id.as_deref())
+                .bind(r.cache_write_tokens)
+                .bind(r.cache_write_1h_tokens)
+                .bind(r.provider_cost)
+                .bind(r.tokens_source.as_str());
         }
         written.extend(insert.fetch_all(&mut **tx).await?);
     }

@@ -3,19 +3,27 @@
 //! Queries are written once in portable SQL with `$n` placeholders and run on
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
+pub mod audit;
 mod background;
 pub mod budgets;
 mod bulk;
+pub mod changes;
+pub mod idempotency;
 pub mod keys;
 pub mod ledger;
 pub mod login_failures;
 pub mod prices;
 pub mod rate_limits;
+pub mod replicas;
 pub mod usage;
 pub mod users;
 
 pub use background::BackgroundWriter;
+pub use changes::{announce, notify, Change};
 
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
@@ -53,7 +61,30 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Migrations in portable SQL, shared by both backends.
+static SHARED: Migrator = sqlx::migrate!("./migrations");
+/// Migrations only SQLite needs in its own dialect (it cannot alter a
+/// constraint, say), numbered among the shared ones.
+static SQLITE_OWN: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// PostgreSQL's counterparts of [`SQLITE_OWN`], with the same numbers.
+static POSTGRES_OWN: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The shared migrations and `own`, in version order.
+fn migrations(own: &Migrator) -> Vec<Migration> {
+    let mut all: Vec<Migration> = SHARED.iter().chain(own.iter()).cloned().collect();
+    all.sort_by_key(|m| m.version);
+    all
+}
+
+/// A resolved list of migrations, as [`Migrator::new`] takes them.
+#[derive(Debug)]
+struct Resolved(Vec<Migration>);
+
+impl<'s> MigrationSource<'s> for Resolved {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
 
 impl Db {
     /// Opens a pool for `url`, creating a SQLite file and its folder if missing.
@@ -114,9 +145,22 @@ impl Db {
         }
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations: the shared ones and this backend's own.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        with_pool!(self, pool => MIGRATOR.run(pool).await?);
+        self.migrate_until(i64::MAX).await
+    }
+
+    /// Applies pending migrations numbered up to `version` (tests start
+    /// from an older schema with it).
+    pub async fn migrate_until(&self, version: i64) -> Result<(), DbError> {
+        let own = match self {
+            Db::Sqlite(_) => &SQLITE_OWN,
+            Db::Postgres(_) => &POSTGRES_OWN,
+        };
+        let mut list = migrations(own);
+        list.retain(|m| m.version <= version);
+        let migrator = Migrator::new(Resolved(list)).await?;
+        with_pool!(self, pool => migrator.run(pool).await?);
         Ok(())
     }
 

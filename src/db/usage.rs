@@ -14,6 +14,7 @@ pub struct UsageRecord {
     pub model: Option<String>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// Prompt tokens read from the provider's cache.
     pub cached_tokens: i64,
     pub status: i32,
     pub error_code: Option<String>,
@@ -26,6 +27,15 @@ pub struct UsageRecord {
     pub cost: i64,
     /// The client's own `x-request-id`, if it sent one.
     pub client_request_id: Option<String>,
+    /// Prompt tokens written to the provider's cache for 5 minutes (its
+    /// default), and for an hour; both are part of `prompt_tokens`.
+    pub cache_write_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    /// What the provider charges the operator for the request, in nano-USD
+    /// (`cost` less the margin).
+    pub provider_cost: i64,
+    /// How the tokens were known (see `billing::TokensSource`).
+    pub tokens_source: String,
 }
 
 /// One request's record, if it belongs to `user_id`: by the gateway's id,
@@ -149,24 +159,91 @@ pub async fn list_for_user(
 
 /// The SQL of [`list_for_user`]: placeholders in the order values are bound.
 pub fn list_sql(filter: &Filter) -> String {
-    let mut sql = String::from("SELECT * FROM usage_records WHERE user_id = $1");
+    let (conditions, n) = filter_sql(filter, "");
+    format!(
+        "SELECT * FROM usage_records WHERE {conditions} \
+         ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
+        n + 1,
+        n + 2
+    )
+}
+
+/// The conditions of a user's filtered requests, on columns named with
+/// `prefix` (a table alias and a dot, or nothing): `$1` is the user, then
+/// the filters in use. Returns them and the last placeholder's number.
+fn filter_sql(filter: &Filter, prefix: &str) -> (String, usize) {
+    let mut sql = format!("{prefix}user_id = $1");
     let mut n = 1;
     let mut condition = |column: &str, op: &str, present: bool| {
         if present {
             n += 1;
-            sql.push_str(&format!(" AND {column} {op} ${n}"));
+            sql.push_str(&format!(" AND {prefix}{column} {op} ${n}"));
         }
     };
     condition("created_at", ">=", filter.from_ms.is_some());
     condition("created_at", "<", filter.to_ms.is_some());
     condition("key_id", "=", filter.key_id.is_some());
     condition("model", "=", filter.model.is_some());
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}",
-        n + 1,
-        n + 2
-    ));
-    sql
+    (sql, n)
+}
+
+/// A usage record as the CSV export writes it: with its key's prefix.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExportRow {
+    #[sqlx(flatten)]
+    pub record: UsageRecord,
+    pub key_prefix: Option<String>,
+}
+
+/// The SQL of [`export_for_user`]: like [`list_sql`], without a page.
+pub fn export_sql(filter: &Filter) -> String {
+    let (conditions, _) = filter_sql(filter, "r.");
+    format!(
+        "SELECT r.*, k.key_prefix FROM usage_records r LEFT JOIN api_keys k ON k.id = r.key_id \
+         WHERE {conditions} ORDER BY r.created_at DESC, r.id DESC"
+    )
+}
+
+/// Streams every request of a user that matches `filter`, newest first,
+/// into `rows`, a row at a time: memory stays flat whatever their number,
+/// and a full channel (a slow reader) pauses the query. Stops early when
+/// the receiver is gone.
+pub async fn export_for_user(
+    db: &Db,
+    user_id: &str,
+    filter: &Filter,
+    rows: tokio::sync::mpsc::Sender<Result<ExportRow, sqlx::Error>>,
+) {
+    use futures::TryStreamExt;
+    let sql = export_sql(filter);
+    with_pool!(db, pool => {
+        let mut query = sqlx::query_as::<_, ExportRow>(&sql).bind(user_id);
+        if let Some(from) = filter.from_ms {
+            query = query.bind(from);
+        }
+        if let Some(to) = filter.to_ms {
+            query = query.bind(to);
+        }
+        if let Some(key_id) = &filter.key_id {
+            query = query.bind(key_id);
+        }
+        if let Some(model) = &filter.model {
+            query = query.bind(model);
+        }
+        let mut stream = query.fetch(pool);
+        loop {
+            let next = stream.try_next().await;
+            let row = match next {
+                Ok(Some(row)) => Ok(row),
+                Ok(None) => break,
+                Err(err) => Err(err),
+            };
+            let failed = row.is_err();
+            if rows.send(row).await.is_err() || failed {
+                break;
+            }
+        }
+    })
 }
 
 /// The models a user has called, for the usage filter.

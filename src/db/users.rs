@@ -123,7 +123,7 @@ pub async fn create_admin(
         "INSERT INTO users (id, email, alias, budget_id, metadata, blocked_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING RETURNING {ADMIN_COLUMNS}"
     );
-    with_pool!(db, pool => {
+    let row = with_pool!(db, pool => {
         sqlx::query_as::<_, AdminUserRow>(&sql)
             .bind(id)
             .bind(&profile.email)
@@ -134,7 +134,11 @@ pub async fn create_admin(
             .bind(now_ms())
             .fetch_optional(pool)
             .await
-    })
+    })?;
+    if row.is_some() {
+        super::announce(db, super::Change::User(id.to_string())).await?;
+    }
+    Ok(row)
 }
 
 /// A live user, for an operator.
@@ -176,7 +180,7 @@ pub async fn update_admin(
         "UPDATE users SET email = $2, alias = $3, budget_id = $4, metadata = $5, blocked_at = $6, \
          updated_at = $7 WHERE id = $1 AND deleted_at IS NULL RETURNING {ADMIN_COLUMNS}"
     );
-    with_pool!(db, pool => {
+    let row = with_pool!(db, pool => {
         sqlx::query_as::<_, AdminUserRow>(&sql)
             .bind(id)
             .bind(&profile.email)
@@ -187,7 +191,11 @@ pub async fn update_admin(
             .bind(now_ms())
             .fetch_optional(pool)
             .await
-    })
+    })?;
+    if row.is_some() {
+        super::announce(db, super::Change::User(id.to_string())).await?;
+    }
+    Ok(row)
 }
 
 /// Soft-deletes a live user and revokes their keys, in one transaction.
@@ -211,6 +219,12 @@ pub async fn soft_delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            // Stored answers go with their user.
+            sqlx::query("DELETE FROM idempotent_requests WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            super::notify(&mut tx, super::Change::User(id.to_string())).await?;
         }
         tx.commit().await?;
         Ok(deleted)

@@ -11,8 +11,17 @@
 //! 200 whose body, or whose stream after its first chunk, is an error
 //! object, as aggregators such as OpenRouter send). A model name containing
 //! `status-503` (any code) fails with that status, which lets fallbacks be
-//! exercised. A request with `tools` gets a call to its first tool. OpenAI-format non-streaming replies echo the
-//! request they received as `mock_request`.
+//! exercised. A request with `tools` gets a call to its first tool.
+//! OpenAI-format non-streaming replies echo the request they received as
+//! `mock_request`.
+//!
+//! Reported usage can be chosen, in each format's own fields:
+//! `[mock prompt_tokens=100000 completion_tokens=7]` sets the counts (by
+//! default, the prompt's words and one token per chunk), and
+//! `[mock cached=40 cache_write=20 cache_write_1h=10]` the cache buckets,
+//! which are parts of the prompt: OpenAI's `cached_tokens`, Anthropic's
+//! `cache_read_input_tokens` and `cache_creation` (5-minute and 1-hour
+//! writes apart), Gemini's `cachedContentTokenCount`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -76,6 +85,12 @@ struct Plan {
     in_band_error: Option<u16>,
     tool: Option<String>,
     prompt_tokens: i64,
+    /// Reported completion tokens; by default one per chunk.
+    completion_tokens: Option<i64>,
+    /// Cache buckets, parts of `prompt_tokens`.
+    cached: i64,
+    cache_write: i64,
+    cache_write_1h: i64,
 }
 
 impl Plan {
@@ -117,6 +132,11 @@ impl Plan {
                     "malformed" => plan.malformed = true,
                     "no_usage" => plan.no_usage = true,
                     "in_band_error" => plan.in_band_error = Some(number.unwrap_or(500) as u16),
+                    "prompt_tokens" => plan.prompt_tokens = number.unwrap_or(0) as i64,
+                    "completion_tokens" => plan.completion_tokens = number.map(|n| n as i64),
+                    "cached" => plan.cached = number.unwrap_or(0) as i64,
+                    "cache_write" => plan.cache_write = number.unwrap_or(0) as i64,
+                    "cache_write_1h" => plan.cache_write_1h = number.unwrap_or(0) as i64,
                     _ => {}
                 }
             }
@@ -153,7 +173,46 @@ impl Plan {
     }
 
     fn completion_tokens(&self) -> i64 {
-        self.chunks as i64
+        self.completion_tokens.unwrap_or(self.chunks as i64)
+    }
+
+    /// Prompt tokens that are neither read from nor written to the cache.
+    fn uncached_tokens(&self) -> i64 {
+        (self.prompt_tokens - self.cached - self.cache_write - self.cache_write_1h).max(0)
+    }
+
+    /// OpenAI's `usage`.
+    fn openai_usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens(),
+            "total_tokens": self.prompt_tokens + self.completion_tokens(),
+            "prompt_tokens_details": {"cached_tokens": self.cached},
+        })
+    }
+
+    /// Anthropic's `usage`: input apart from cache reads and writes.
+    fn anthropic_usage(&self, output_tokens: i64) -> Value {
+        json!({
+            "input_tokens": self.uncached_tokens(),
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": self.cached,
+            "cache_creation_input_tokens": self.cache_write + self.cache_write_1h,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write,
+                "ephemeral_1h_input_tokens": self.cache_write_1h,
+            },
+        })
+    }
+
+    /// Gemini's `usageMetadata`.
+    fn gemini_usage(&self) -> Value {
+        json!({
+            "promptTokenCount": self.prompt_tokens,
+            "candidatesTokenCount": self.completion_tokens(),
+            "totalTokenCount": self.prompt_tokens + self.completion_tokens(),
+            "cachedContentTokenCount": self.cached,
+        })
     }
 
     async fn wait_first_byte(&self) {
@@ -278,11 +337,7 @@ async fn openai_chat(State(options): State<MockOptions>, Json(body): Json<Value>
     if let Some(status) = plan.status {
         return error_response(status, &format!("mock failure with status {status}"));
     }
-    let usage = json!({
-        "prompt_tokens": plan.prompt_tokens,
-        "completion_tokens": plan.completion_tokens(),
-        "total_tokens": plan.prompt_tokens + plan.completion_tokens(),
-    });
+    let usage = plan.openai_usage();
     let tool_call = |with_index: bool| {
         let mut call = json!({"id": "call_mock", "type": "function", "function": {"name": plan.tool, "arguments": TOOL_ARGUMENTS}});
         if with_index {
@@ -442,9 +497,7 @@ async fn anthropic_messages(
             "content": content, "stop_reason": stop_reason,
         });
         if !plan.no_usage {
-            message["usage"] = json!({"input_tokens": plan.prompt_tokens,
-                "output_tokens": plan.completion_tokens(),
-                "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0});
+            message["usage"] = plan.anthropic_usage(plan.completion_tokens());
         }
         return Json(message).into_response();
     }
@@ -452,7 +505,7 @@ async fn anthropic_messages(
     let mut start = json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
         "role": "assistant", "model": model, "content": []}});
     if !plan.no_usage {
-        start["message"]["usage"] = json!({"input_tokens": plan.prompt_tokens, "output_tokens": 1});
+        start["message"]["usage"] = plan.anthropic_usage(1);
     }
     let mut frames = vec![event("message_start", start)];
     if plan.malformed {
@@ -533,8 +586,7 @@ async fn gemini_generate(
     if let Some(status) = plan.status {
         return error_response(status, &format!("mock failure with status {status}"));
     }
-    let usage = json!({"promptTokenCount": plan.prompt_tokens, "candidatesTokenCount": plan.completion_tokens(),
-                       "totalTokenCount": plan.prompt_tokens + plan.completion_tokens()});
+    let usage = plan.gemini_usage();
     let candidate = |parts: Value, finish: Option<&str>| {
         let mut c = json!({"content": {"role": "model", "parts": parts}, "index": 0});
         if let Some(f) = finish {
@@ -607,5 +659,24 @@ mod tests {
             (plain.status, plain.chunks, plain.prompt_tokens),
             (None, 6, 2)
         );
+        let counts = Plan::new(
+            MockOptions::default(),
+            "x [mock prompt_tokens=1000 completion_tokens=9 cached=500 cache_write=200 cache_write_1h=100]",
+            None,
+        );
+        assert_eq!(counts.openai_usage()["prompt_tokens"], 1000);
+        assert_eq!(counts.openai_usage()["completion_tokens"], 9);
+        assert_eq!(
+            counts.openai_usage()["prompt_tokens_details"]["cached_tokens"],
+            500
+        );
+        let anthropic = counts.anthropic_usage(9);
+        assert_eq!(anthropic["input_tokens"], 200);
+        assert_eq!(anthropic["cache_creation_input_tokens"], 300);
+        assert_eq!(
+            anthropic["cache_creation"]["ephemeral_1h_input_tokens"],
+            100
+        );
+        assert_eq!(counts.gemini_usage()["cachedContentTokenCount"], 500);
     }
 }

@@ -298,17 +298,56 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-/// Reads Anthropic's `usage`; none without `input_tokens`.
+/// Reads Anthropic's `usage`; none without `input_tokens`. Anthropic counts
+/// cache reads and writes apart from `input_tokens`; the prompt is their
+/// sum. Writes are split by lifetime in `cache_creation` (5 minutes and 1
+/// hour); without it, every write is a 5-minute one.
 fn usage_of(usage: Option<&Value>) -> Option<Usage> {
     let usage = usage?;
-    let get = |key: &str| usage.get(key).and_then(Value::as_i64).unwrap_or(0);
     let input = usage.get("input_tokens")?.as_i64()?;
-    let cache_read = get("cache_read_input_tokens");
-    Some(Usage {
-        prompt_tokens: input + cache_read + get("cache_creation_input_tokens"),
-        completion_tokens: get("output_tokens"),
-        cached_tokens: cache_read,
-    })
+    let mut counts = Usage::default();
+    merge_usage(&mut counts, usage);
+    counts.prompt_tokens =
+        input + counts.cached_tokens + counts.cache_write_tokens + counts.cache_write_1h_tokens;
+    Some(counts)
+}
+
+/// Updates `counts` with the fields present in an Anthropic `usage`
+/// object (`message_delta` repeats them, cumulative); the prompt total is
+/// recomputed when any of its parts is given.
+fn merge_usage(counts: &mut Usage, usage: &Value) {
+    let get = |key: &str| usage.get(key).and_then(Value::as_i64);
+    let uncached = counts.prompt_tokens
+        - counts.cached_tokens
+        - counts.cache_write_tokens
+        - counts.cache_write_1h_tokens;
+    if let Some(output) = get("output_tokens") {
+        counts.completion_tokens = output;
+    }
+    if let Some(read) = get("cache_read_input_tokens") {
+        counts.cached_tokens = read;
+    }
+    let split = usage.get("cache_creation").map(|c| {
+        let part = |key: &str| c.get(key).and_then(Value::as_i64).unwrap_or(0);
+        (
+            part("ephemeral_5m_input_tokens"),
+            part("ephemeral_1h_input_tokens"),
+        )
+    });
+    match (split, get("cache_creation_input_tokens")) {
+        (Some((five_minutes, one_hour)), _) => {
+            counts.cache_write_tokens = five_minutes;
+            counts.cache_write_1h_tokens = one_hour;
+        }
+        (None, Some(written)) => {
+            counts.cache_write_tokens = written;
+            counts.cache_write_1h_tokens = 0;
+        }
+        (None, None) => {}
+    }
+    let uncached = get("input_tokens").unwrap_or(uncached.max(0));
+    counts.prompt_tokens =
+        uncached + counts.cached_tokens + counts.cache_write_tokens + counts.cache_write_1h_tokens;
 }
 
 /// Builds an OpenAI `chat.completion` from a Messages API response.
@@ -358,7 +397,8 @@ struct StreamState {
     id: String,
     model: String,
     created: i64,
-    /// From `message_start`; `message_delta` updates the output tokens.
+    /// From `message_start`; `message_delta` updates it (the output
+    /// tokens, and any input counts it repeats).
     usage: Option<Usage>,
     /// Anthropic block index → the tool call it streams.
     tool_blocks: std::collections::HashMap<u64, ToolBlock>,
@@ -472,11 +512,8 @@ impl StreamState {
                 }
             }
             "message_delta" => {
-                let output = event.pointer("/usage/output_tokens");
-                if let (Some(usage), Some(output)) =
-                    (&mut self.usage, output.and_then(Value::as_i64))
-                {
-                    usage.completion_tokens = output;
+                if let (Some(usage), Some(delta)) = (&mut self.usage, event.get("usage")) {
+                    merge_usage(usage, delta);
                 }
                 let stop = event
                     .pointer("/delta/stop_reason")

@@ -251,7 +251,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 12,
                 completion_tokens: 5,
-                cached_tokens: 4
+                cached_tokens: 4,
+                ..Usage::default()
             })
         );
         let body = body_json(completion, 0.25);

@@ -344,12 +344,16 @@ pub fn finish_reason(reason: &str, has_tool_calls: bool) -> &'static str {
     }
 }
 
+/// Reads Gemini's `usageMetadata`. Its prompt count includes the cached
+/// part (`cachedContentTokenCount`); tool-use prompts and thoughts are
+/// billed as input and output.
 fn usage_of(metadata: &Value) -> Usage {
     let get = |key: &str| metadata.get(key).and_then(Value::as_i64).unwrap_or(0);
     Usage {
-        prompt_tokens: get("promptTokenCount"),
+        prompt_tokens: get("promptTokenCount") + get("toolUsePromptTokenCount"),
         completion_tokens: get("candidatesTokenCount") + get("thoughtsTokenCount"),
         cached_tokens: get("cachedContentTokenCount"),
+        ..Usage::default()
     }
 }
 

@@ -1,6 +1,6 @@
 //! `POST /v1/chat/completions` and `POST /v1/embeddings`.
 
-use axum::body::Body as HttpBody;
+use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -10,17 +10,17 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::auth::billed_user;
+use super::idempotency::{self, Begin, Held};
 use super::limits::{admit_rate, current_rate, reserve, Limits, RateStatus};
 use super::routing::Target;
-use super::stream::{sse_response, Meter};
-use super::{parse_body, Caller, RequestIds};
+use super::stream::{sse_response, Counted, Meter};
+use super::{parse_body, validate, Caller, RequestIds};
+use crate::billing::estimate::{self, ImageRule};
 use crate::billing::money::nanos_to_usd_f64;
-use crate::billing::pricing::UserPrice;
+use crate::billing::pricing::Quote;
 use crate::config::ProviderKind;
 use crate::error::AppError;
-use crate::providers::{
-    content_text, estimate_tokens, Body, ChunkStream, Completion, UpstreamError, Usage,
-};
+use crate::providers::{Body, ChunkStream, Completion, UpstreamError, Usage};
 use crate::server::AppState;
 
 /// Chat completions, streaming or not, routed to the model's provider.
@@ -32,17 +32,26 @@ pub async fn chat_completions(
 ) -> Response {
     let ids = RequestIds::new(&headers);
     let mut rate = None;
-    let result = chat(&state, &caller, &ids, request.into_body(), &mut rate).await;
+    let result = chat(
+        &state,
+        &caller,
+        &ids,
+        &headers,
+        request.into_body(),
+        &mut rate,
+    )
+    .await;
     respond(&state, &caller, &ids, result, rate).await
 }
 
 /// The dashboard playground's chat: the same request, billed to the
 /// signed-in user instead of a key.
 pub async fn session_chat(state: &AppState, user_id: String, body: HttpBody) -> Response {
-    let ids = RequestIds::new(&HeaderMap::new());
+    let headers = HeaderMap::new();
+    let ids = RequestIds::new(&headers);
     let caller = Caller::Session { user_id };
     let mut rate = None;
-    let result = chat(state, &caller, &ids, body, &mut rate).await;
+    let result = chat(state, &caller, &ids, &headers, body, &mut rate).await;
     respond(state, &caller, &ids, result, rate).await
 }
 
@@ -55,7 +64,15 @@ pub async fn embeddings(
 ) -> Response {
     let ids = RequestIds::new(&headers);
     let mut rate = None;
-    let result = embed(&state, &caller, &ids, request.into_body(), &mut rate).await;
+    let result = embed(
+        &state,
+        &caller,
+        &ids,
+        &headers,
+        request.into_body(),
+        &mut rate,
+    )
+    .await;
     respond(&state, &caller, &ids, result, rate).await
 }
 
@@ -80,16 +97,31 @@ async fn respond(
     response
 }
 
-/// Reads and parses the body, then finds who pays for the request and what
-/// limits it is under. A key's requests are metered from the start, so even
-/// a bad body leaves a record.
+/// What a spending route checks its body against (see `validate`).
+type Check = fn(&Body) -> Result<(), AppError>;
+
+/// A request read and checked, with who pays for it and under what limits.
+struct Prepared {
+    body: Body,
+    /// The body as it came, byte for byte (for `Idempotency-Key`).
+    raw: Bytes,
+    meter: Meter,
+    limits: Limits,
+}
+
+/// Reads, parses and checks the body, then finds who pays for the request
+/// and what limits it is under. A key's requests are metered from the
+/// start, so even a bad body leaves a record; nothing is reserved or sent
+/// before the body passes `check`.
 async fn prepare(
     state: &AppState,
     caller: &Caller,
     ids: &RequestIds,
+    headers: &HeaderMap,
     body: HttpBody,
     endpoint: &str,
-) -> Result<(Body, Meter, Limits), AppError> {
+    check: Check,
+) -> Result<Prepared, AppError> {
     let known_payer = match caller {
         Caller::Key {
             user_id, key_id, ..
@@ -100,9 +132,9 @@ async fn prepare(
     let mut early_meter = known_payer.map(|(user_id, key_id)| {
         Meter::new(state.recorder.clone(), ids, user_id, key_id, endpoint)
     });
-    let parsed = read_body(state, body).await;
-    let body = match (parsed, early_meter.as_mut()) {
-        (Ok(body), _) => body,
+    let read = read_checked(state, headers, body, check).await;
+    let (raw, body) = match (read, early_meter.as_mut()) {
+        (Ok(read), _) => read,
         (Err(err), Some(meter)) => {
             meter.fail(&err);
             return Err(err);
@@ -115,7 +147,12 @@ async fn prepare(
             _ => Limits::of_user(state, meter.user_id()).await,
         };
         return match limits {
-            Ok(limits) => Ok((body, meter, limits)),
+            Ok(limits) => Ok(Prepared {
+                body,
+                raw,
+                meter,
+                limits,
+            }),
             Err(err) => {
                 meter.fail(&err);
                 Err(err)
@@ -126,17 +163,76 @@ async fn prepare(
         billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
     let limits = Limits::of_user(state, &user_id).await?;
     let meter = Meter::new(state.recorder.clone(), ids, user_id, key_id, endpoint);
-    Ok((body, meter, limits))
+    Ok(Prepared {
+        body,
+        raw,
+        meter,
+        limits,
+    })
 }
 
-/// Reads the body within the size limit and parses it as a JSON object.
-async fn read_body(state: &AppState, body: HttpBody) -> Result<Body, AppError> {
-    read_json(body, state.config.max_request_bytes).await
+/// A JSON body (415 for another content type), read within the size
+/// limit, parsed and checked: its bytes and its fields.
+async fn read_checked(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: HttpBody,
+    check: Check,
+) -> Result<(Bytes, Body), AppError> {
+    validate::json_content_type(headers)?;
+    let (raw, body) = read_json(body, state.config.max_request_bytes).await?;
+    check(&body)?;
+    Ok((raw, body))
+}
+
+/// Claims the request's `Idempotency-Key`, if it sent one; a repeat of an
+/// answered request gets the kept answer, and its meter records nothing
+/// (it is neither billed nor sent upstream).
+async fn claim_key(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    prepared: &mut Prepared,
+) -> Result<Begin, AppError> {
+    let meter = &mut prepared.meter;
+    let endpoint = meter.endpoint().to_string();
+    let begun = idempotency::begin(
+        state,
+        caller,
+        headers,
+        &endpoint,
+        &prepared.raw,
+        meter.user_id(),
+        meter.request_id(),
+    )
+    .await;
+    match begun {
+        Ok(Begin::Replay(response)) => {
+            meter.discard();
+            Ok(Begin::Replay(response))
+        }
+        Ok(begin) => Ok(begin),
+        Err(err) => {
+            meter.fail(&err);
+            Err(err)
+        }
+    }
+}
+
+/// The answer, kept for its idempotency key if it has one.
+async fn keep_answer(
+    held: Option<Held>,
+    result: Result<Response, AppError>,
+) -> Result<Response, AppError> {
+    match held {
+        Some(held) => held.finish(result).await,
+        None => result,
+    }
 }
 
 /// Reads up to `limit` bytes of JSON object: 413 past the limit, 400 for a
 /// body that breaks off or is not one.
-async fn read_json(body: HttpBody, limit: usize) -> Result<Body, AppError> {
+async fn read_json(body: HttpBody, limit: usize) -> Result<(Bytes, Body), AppError> {
     let bytes = axum::body::to_bytes(body, limit + 1).await.map_err(|err| {
         if err.into_inner().is::<http_body_util::LengthLimitError>() {
             AppError::PayloadTooLarge(format!(
@@ -149,13 +245,15 @@ async fn read_json(body: HttpBody, limit: usize) -> Result<Body, AppError> {
             }
         }
     })?;
-    parse_body(&bytes, limit)
+    let parsed = parse_body(&bytes, limit)?;
+    Ok((bytes, parsed))
 }
 
 async fn chat(
     state: &AppState,
     caller: &Caller,
     ids: &RequestIds,
+    headers: &HeaderMap,
     body: HttpBody,
     rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
@@ -163,12 +261,23 @@ async fn chat(
         Caller::Session { .. } => "playground",
         _ => "chat.completions",
     };
-    let (body, mut meter, limits) = prepare(state, caller, ids, body, endpoint).await?;
+    let check: Check = validate::chat_request;
+    let mut prepared = prepare(state, caller, ids, headers, body, endpoint, check).await?;
+    let held = match claim_key(state, caller, headers, &mut prepared).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(held) => held,
+    };
+    let Prepared {
+        body,
+        mut meter,
+        limits,
+        ..
+    } = prepared;
     let result = route_chat(state, &body, &mut meter, &limits, rate).await;
     if let Err(err) = &result {
         meter.fail(err);
     }
-    result
+    keep_answer(held, result).await
 }
 
 async fn route_chat(
@@ -182,17 +291,10 @@ async fn route_chat(
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(|| AppError::invalid("model", "`model` is required and must be a string."))?;
-    let messages = body.get("messages").and_then(Value::as_array);
-    if messages.is_none_or(|m| m.is_empty()) {
-        return Err(AppError::invalid(
-            "messages",
-            "`messages` must be a non-empty array.",
-        ));
-    }
     let primary = state.models.resolve(model)?;
     meter.target(&primary);
     let targets = allowed_targets(state, limits, primary, meter)?;
-    let prompt_tokens = prompt_estimate(body);
+    let prompt_tokens = prompt_estimate(body, &targets);
     admit_rate(state, limits, meter, prompt_tokens, rate).await?;
     reserve(state, limits, meter, prompt_tokens, max_output(state, body)).await?;
     meter.sent_upstream(prompt_tokens);
@@ -241,19 +343,23 @@ async fn with_first_chunk(mut chunks: ChunkStream) -> Result<ChunkStream, Upstre
 /// Records the usage of a complete response and reports its cost in
 /// `usage.cost`. An answer without usage is billed on a local count.
 fn finish_with_cost(meter: &mut Meter, completion: Completion, prompt_estimate: i64) -> Response {
-    let usage = completion
-        .usage()
-        .unwrap_or_else(|| Usage::estimated(prompt_estimate, completion.generated_chars()));
-    let cost = meter.cost_of(usage);
+    let counted = match completion.usage() {
+        Some(usage) => Counted::upstream(usage),
+        None => Counted::locally(Usage::estimated(
+            prompt_estimate,
+            completion.generated_chars(),
+        )),
+    };
+    let cost = meter.cost_of(counted.usage);
     let body = completion.into_body(nanos_to_usd_f64(cost));
-    meter.take().finish(200, None, usage, false);
+    meter.take().finish(200, None, counted, false);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A target the request may go to, and the caller's price there.
+/// A target the request may go to, and the prices there.
 struct Priced {
     target: Target,
-    price: UserPrice,
+    price: Quote,
 }
 
 impl Priced {
@@ -275,7 +381,7 @@ fn priced_targets(
 ) -> Result<Vec<Priced>, AppError> {
     let mut priced: Vec<Priced> = Vec::with_capacity(targets.len());
     for target in targets {
-        let Some(price) = state.prices.user_price(&target.key()) else {
+        let Some(price) = state.prices.quote(&target.key()) else {
             if priced.is_empty() {
                 return Err(AppError::Forbidden(format!(
                     "The model `{}` has no price on this gateway, so it cannot be called.",
@@ -286,11 +392,7 @@ fn priced_targets(
         };
         priced.push(Priced { target, price });
     }
-    let dearest = priced.iter().map(|p| p.price).reduce(|a, b| UserPrice {
-        input: a.input.max(b.input),
-        output: a.output.max(b.output),
-        cached_input: a.cached_input.max(b.cached_input),
-    });
+    let dearest = priced.iter().map(|p| p.price).reduce(Quote::max);
     if let Some(dearest) = dearest {
         meter.set_price(dearest);
     }
@@ -332,18 +434,27 @@ async fn embed(
     state: &AppState,
     caller: &Caller,
     ids: &RequestIds,
+    headers: &HeaderMap,
     body: HttpBody,
     rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
-    let (body, mut meter, limits) = prepare(state, caller, ids, body, "embeddings").await?;
+    let check: Check = validate::embeddings_request;
+    let mut prepared = prepare(state, caller, ids, headers, body, "embeddings", check).await?;
+    let held = match claim_key(state, caller, headers, &mut prepared).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(held) => held,
+    };
+    let Prepared {
+        body,
+        mut meter,
+        limits,
+        ..
+    } = prepared;
     let body = &body;
     let result = async {
         let model = body.get("model").and_then(Value::as_str).ok_or_else(|| {
             AppError::invalid("model", "`model` is required and must be a string.")
         })?;
-        if body.get("input").is_none() {
-            return Err(AppError::invalid("input", "`input` is required."));
-        }
         let target = state.models.resolve(model)?;
         meter.target(&target);
         if target.provider.kind != ProviderKind::Openai {
@@ -356,8 +467,7 @@ async fn embed(
             ));
         }
         let targets = allowed_targets(state, &limits, target, &mut meter)?;
-        let input_tokens =
-            estimate_tokens(&body.get("input").map(Value::to_string).unwrap_or_default());
+        let input_tokens = estimate::embedding_tokens(body.get("input").unwrap_or(&Value::Null));
         admit_rate(state, &limits, &mut meter, input_tokens, rate).await?;
         reserve(state, &limits, &mut meter, input_tokens, 0).await?;
         meter.sent_upstream(input_tokens);
@@ -372,22 +482,18 @@ async fn embed(
     if let Err(err) = &result {
         meter.fail(err);
     }
-    result
+    keep_answer(held, result).await
 }
 
-/// A local count of the prompt, used if the upstream never reports usage.
-fn prompt_estimate(body: &Body) -> i64 {
-    body.get("messages")
-        .and_then(Value::as_array)
-        .map(|messages| {
-            messages
-                .iter()
-                .map(|m| {
-                    estimate_tokens(&content_text(m.get("content").unwrap_or(&Value::Null))) + 4
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+/// The prompt's tokens by the dearest of the targets' rules (see
+/// `billing::estimate`): what the reservation covers, and the local count
+/// if the upstream never reports usage.
+fn prompt_estimate(body: &Body, targets: &[Priced]) -> i64 {
+    let rules: Vec<ImageRule> = targets
+        .iter()
+        .map(|p| ImageRule::for_target(p.target.provider.kind, &p.target.model))
+        .collect();
+    estimate::prompt_tokens(body, &rules)
 }
 
 /// Calls each target in turn (the model, then its fallbacks), retrying
@@ -488,6 +594,6 @@ mod tests {
         assert_eq!(err.status(), 413, "{err}");
 
         let fine = HttpBody::from(r#"{"model":"m"}"#);
-        assert_eq!(read_json(fine, 100).await.unwrap()["model"], "m");
+        assert_eq!(read_json(fine, 100).await.unwrap().1["model"], "m");
     }
 }

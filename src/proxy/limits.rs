@@ -10,7 +10,6 @@ use crate::billing::money::format_usd;
 use crate::db::keys::KeyPolicy;
 use crate::db::{budgets, rate_limits};
 use crate::error::AppError;
-use crate::providers::Usage;
 use crate::server::AppState;
 
 /// A reservation outlives any request; past this it is released by the sweeper.
@@ -174,11 +173,7 @@ pub async fn reserve(
     prompt_tokens: i64,
     max_output: i64,
 ) -> Result<(), AppError> {
-    let estimate = meter.cost_of(Usage {
-        prompt_tokens,
-        completion_tokens: max_output,
-        cached_tokens: 0,
-    });
+    let estimate = meter.estimate(prompt_tokens, max_output);
     if estimate == 0 {
         return Ok(());
     }

@@ -5,11 +5,13 @@
 mod account;
 pub mod auth;
 mod chat;
+pub mod idempotency;
 pub mod limits;
 mod models;
 pub mod recorder;
 pub mod routing;
 mod stream;
+mod validate;
 
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
@@ -118,12 +120,16 @@ impl RequestIds {
     }
 
     /// Adds `x-request-id` (the client's, echoed, or else the gateway's) and
-    /// `x-generation-id` (always the gateway's, for `GET /v1/generation`).
+    /// `x-generation-id` (the gateway's, for `GET /v1/generation`, unless
+    /// the response names the request it replays).
     pub fn apply(&self, headers: &mut HeaderMap) {
         let echoed = self.client.as_deref().unwrap_or(&self.own);
-        for (name, id) in [("x-request-id", echoed), ("x-generation-id", &self.own)] {
-            if let Ok(value) = HeaderValue::from_str(id) {
-                headers.insert(name, value);
+        if let Ok(value) = HeaderValue::from_str(echoed) {
+            headers.insert("x-request-id", value);
+        }
+        if !headers.contains_key("x-generation-id") {
+            if let Ok(value) = HeaderValue::from_str(&self.own) {
+                headers.insert("x-generation-id", value);
             }
         }
     }

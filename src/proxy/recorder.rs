@@ -100,6 +100,8 @@ pub struct UsageRecorder {
     metrics: Arc<Metrics>,
     /// In-memory accounts, when this process owns its database (SQLite).
     local: Option<Arc<LocalAccounts>>,
+    /// This process's replica id, which its holds carry.
+    replica_id: Arc<str>,
 }
 
 impl UsageRecorder {
@@ -111,6 +113,7 @@ impl UsageRecorder {
         db: Db,
         metrics: Arc<Metrics>,
         idle_poll: IdlePoll,
+        replica_id: Arc<str>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queue = Arc::new(Queue::default());
@@ -129,6 +132,7 @@ impl UsageRecorder {
             db,
             metrics,
             local,
+            replica_id,
         };
         (recorder, task)
     }
@@ -146,16 +150,15 @@ impl UsageRecorder {
         if holds.balance > 0 {
             self.metrics.reservations(-1);
         }
-        let charged = self
+        let in_memory = self
             .local
             .as_ref()
             .filter(|_| holds.balance > 0 || record.cost > 0)
-            .and_then(|local| local.settle(&record.user_id, holds.balance, record.cost))
-            .map(|charge| charge.charged);
+            .is_some_and(|local| local.settle(&record.user_id, holds.balance, record.cost));
         let message = Message {
             op: WriteOp::Settle {
                 record,
-                charged,
+                in_memory,
                 budgeted: holds.budgeted,
                 rate_window: holds.rate_window,
             },
@@ -190,6 +193,7 @@ impl UsageRecorder {
             user_id: user_id.to_string(),
             amount,
             expires_at: crate::db::now_ms() + ttl_ms,
+            replica_id: self.replica_id.clone(),
         })
         .await
     }
@@ -212,6 +216,7 @@ impl UsageRecorder {
             amount,
             now,
             expires_at: crate::db::now_ms() + ttl_ms,
+            replica_id: self.replica_id.clone(),
         };
         self.ask(op).await
     }
@@ -232,12 +237,17 @@ impl UsageRecorder {
             .map_err(|_| unavailable())
     }
 
-    /// A user's balance and what is available of it (less what requests in
-    /// flight hold), in nano-USD.
+    /// A user's balance (below zero when they owe) and what is available of
+    /// it (less what requests in flight hold, never below zero), in nano-USD.
     pub async fn balance(&self, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
         let (balance, reserved) = ledger::balance(&self.db, user_id).await?.unwrap_or((0, 0));
         let held = self.local.as_ref().map_or(0, |local| local.held(user_id));
         Ok((balance, (balance - reserved.max(held)).max(0)))
+    }
+
+    /// This process's replica id.
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
     }
 
     /// Tells the in-memory accounts about a credit committed to the database.
@@ -323,7 +333,7 @@ async fn write_loop(
             local.written(ops.iter().filter_map(|op| match op {
                 WriteOp::Settle {
                     record,
-                    charged: Some(_),
+                    in_memory: true,
                     ..
                 } => Some(record.user_id.as_str()),
                 _ => None,
@@ -643,7 +653,7 @@ mod tests {
                 created_at: crate::db::now_ms(),
                 ..UsageRecord::default()
             },
-            charged: None,
+            in_memory: false,
             budgeted: false,
             rate_window: None,
         }

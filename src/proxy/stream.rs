@@ -18,7 +18,8 @@ use super::recorder::{Holds, UsageRecorder};
 use super::routing::Target;
 use super::RequestIds;
 use crate::billing::money::nanos_to_usd_f64;
-use crate::billing::pricing::UserPrice;
+use crate::billing::pricing::Quote;
+use crate::billing::TokensSource;
 use crate::db::usage::UsageRecord;
 use crate::error::AppError;
 use crate::providers::{generated_chars, ChunkStream, Usage};
@@ -26,13 +27,39 @@ use crate::providers::{generated_chars, ChunkStream, Usage};
 /// Status recorded for a stream the client walked away from (nginx's convention).
 pub const CLIENT_CLOSED: i32 = 499;
 
+/// A request's token counts and how they were known.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    pub usage: Usage,
+    pub source: TokensSource,
+}
+
+impl Counted {
+    /// Counts the provider reported.
+    pub fn upstream(usage: Usage) -> Self {
+        Self {
+            usage,
+            source: TokensSource::Upstream,
+        }
+    }
+
+    /// Counts the gateway made itself.
+    pub fn locally(usage: Usage) -> Self {
+        Self {
+            usage,
+            source: TokensSource::LocalCount,
+        }
+    }
+}
+
 /// Measures one request and submits exactly one usage record for it.
 pub struct Meter {
     recorder: UsageRecorder,
     record: UsageRecord,
     started: Instant,
     first_byte_ms: Option<i64>,
-    price: Option<UserPrice>,
+    /// The user's and the provider's prices, once the model is known.
+    quote: Option<Quote>,
     /// What the request holds, released when it is settled.
     holds: Holds,
     /// The prompt's local count, once the request went to a provider: what a
@@ -62,7 +89,7 @@ impl Meter {
             },
             started: Instant::now(),
             first_byte_ms: None,
-            price: None,
+            quote: None,
             holds: Holds::default(),
             sent_prompt_tokens: None,
             done: false,
@@ -79,9 +106,20 @@ impl Meter {
         &self.record.user_id
     }
 
-    /// Sets the price the request is billed at.
-    pub fn set_price(&mut self, price: UserPrice) {
-        self.price = Some(price);
+    /// The route the request came by, as its record names it.
+    pub fn endpoint(&self) -> &str {
+        &self.record.endpoint
+    }
+
+    /// Records nothing: the request was answered without a provider and
+    /// costs nothing (a replayed answer).
+    pub fn discard(&mut self) {
+        self.done = true;
+    }
+
+    /// Sets the prices the request is billed at.
+    pub fn set_price(&mut self, quote: Quote) {
+        self.quote = Some(quote);
     }
 
     /// Notes that `amount` of the balance is reserved for this request.
@@ -105,9 +143,16 @@ impl Meter {
         self.record.key_id.as_deref()
     }
 
-    /// What `usage` costs at this request's price, in nano-USD.
+    /// What `usage` costs the user at this request's price, in nano-USD.
     pub fn cost_of(&self, usage: Usage) -> i64 {
-        self.price.map_or(0, |price| price.cost(usage))
+        self.quote.map_or(0, |quote| quote.user.cost(usage))
+    }
+
+    /// The most the request may cost the user: a prompt of `prompt_tokens`
+    /// and `max_output` generated tokens (see `UserPrice::estimate`).
+    pub fn estimate(&self, prompt_tokens: i64, max_output: i64) -> i64 {
+        self.quote
+            .map_or(0, |quote| quote.user.estimate(prompt_tokens, max_output))
     }
 
     /// Notes that the request is going to a provider, with a prompt of
@@ -129,7 +174,7 @@ impl Meter {
             record: std::mem::take(&mut self.record),
             started: self.started,
             first_byte_ms: self.first_byte_ms,
-            price: self.price,
+            quote: self.quote,
             holds: self.holds,
             sent_prompt_tokens: self.sent_prompt_tokens,
             done: false,
@@ -144,27 +189,37 @@ impl Meter {
         }
     }
 
-    /// Records a failed request (no tokens).
+    /// Records a failed request (no tokens: nothing the provider bills).
     pub fn fail(&mut self, err: &AppError) {
         if !self.done {
             self.take().finish(
                 err.status() as i32,
                 Some(err.code().to_string()),
-                Usage::default(),
+                Counted::locally(Usage::default()),
                 false,
             );
         }
     }
 
-    /// Submits the record.
-    pub fn finish(mut self, status: i32, error_code: Option<String>, usage: Usage, aborted: bool) {
+    /// Submits the record, billed for `counted` at the request's prices.
+    pub fn finish(
+        mut self,
+        status: i32,
+        error_code: Option<String>,
+        counted: Counted,
+        aborted: bool,
+    ) {
         self.done = true;
-        let cost = self.cost_of(usage);
+        let usage = counted.usage;
         let record = UsageRecord {
-            cost,
+            cost: self.cost_of(usage),
+            provider_cost: self.quote.map_or(0, |q| q.provider.cost(usage)),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             cached_tokens: usage.cached_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            cache_write_1h_tokens: usage.cache_write_1h_tokens,
+            tokens_source: counted.source.as_str().to_string(),
             status,
             error_code,
             latency_ms: self.started.elapsed().as_millis() as i64,
@@ -187,8 +242,12 @@ impl Drop for Meter {
                 prompt_tokens: self.sent_prompt_tokens.unwrap_or(0),
                 ..Usage::default()
             };
+            let counted = Counted {
+                usage,
+                source: TokensSource::ClientAborted,
+            };
             self.take()
-                .finish(CLIENT_CLOSED, Some("client_closed".into()), usage, true);
+                .finish(CLIENT_CLOSED, Some("client_closed".into()), counted, true);
         }
     }
 }
@@ -241,17 +300,31 @@ struct MeteredStream {
 }
 
 impl MeteredStream {
-    /// The usage to bill: the upstream's, or a local count if it never came.
-    fn usage(&self) -> Usage {
-        self.usage
-            .unwrap_or_else(|| Usage::estimated(self.prompt_estimate, self.generated_chars))
+    /// The usage to bill: the upstream's, or else a local count, known
+    /// for the reason `unreported` gives.
+    fn counted(&self, unreported: TokensSource) -> Counted {
+        match self.usage {
+            Some(usage) => Counted::upstream(usage),
+            None => Counted {
+                usage: Usage::estimated(self.prompt_estimate, self.generated_chars),
+                source: unreported,
+            },
+        }
     }
 
-    fn end(&mut self, status: i32, error_code: Option<String>, aborted: bool) {
-        let usage = self.usage();
+    /// Submits the record; `unreported` says why the tokens were counted
+    /// locally, should the upstream not have reported them.
+    fn end(
+        &mut self,
+        status: i32,
+        error_code: Option<String>,
+        aborted: bool,
+        unreported: TokensSource,
+    ) {
+        let counted = self.counted(unreported);
         if let Some(meter) = self.meter.take() {
             meter.recorder.metrics().streams(-1);
-            meter.finish(status, error_code, usage, aborted);
+            meter.finish(status, error_code, counted, aborted);
         }
     }
 
@@ -307,7 +380,12 @@ impl Stream for MeteredStream {
                 let err = AppError::Unavailable(
                     "The gateway is shutting down; the stream was cut short.".into(),
                 );
-                self.end(err.status() as i32, Some("shutdown".into()), true);
+                self.end(
+                    err.status() as i32,
+                    Some("shutdown".into()),
+                    true,
+                    TokensSource::Shutdown,
+                );
                 return Poll::Ready(Some(Ok(sse_data(&err.to_openai_json().to_string()))));
             }
             match self.inner.poll_next_unpin(cx) {
@@ -326,12 +404,13 @@ impl Stream for MeteredStream {
                     }
                     let err = upstream_to_app(err);
                     tracing::warn!(error = %err, "stream failed mid-way");
-                    self.end(err.status() as i32, Some(err.code().to_string()), true);
+                    let code = Some(err.code().to_string());
+                    self.end(err.status() as i32, code, true, TokensSource::UpstreamCut);
                     return Poll::Ready(Some(Ok(sse_data(&err.to_openai_json().to_string()))));
                 }
                 Poll::Ready(None) => {
                     self.finished = true;
-                    self.end(200, None, false);
+                    self.end(200, None, false, TokensSource::LocalCount);
                     return Poll::Ready(Some(Ok(Bytes::from_static(b"data: [DONE]\n\n"))));
                 }
             }
@@ -343,7 +422,12 @@ impl Drop for MeteredStream {
     /// The body was dropped before the end: the client went away.
     fn drop(&mut self) {
         if self.meter.is_some() {
-            self.end(CLIENT_CLOSED, Some("client_closed".into()), true);
+            self.end(
+                CLIENT_CLOSED,
+                Some("client_closed".into()),
+                true,
+                TokensSource::ClientAborted,
+            );
         }
     }
 }

@@ -298,7 +298,9 @@ pub fn use_mock(config: &mut Config, mock: &str) {
     let price = PriceConfig {
         input_price_per_million: 0.15,
         output_price_per_million: 0.6,
-        cached_input_price_per_million: None,
+        cache_read_price_per_million: None,
+        cache_write_price_per_million: None,
+        cache_write_1h_price_per_million: None,
         margin_percent: None,
     };
     for model in [
