@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 const MASTER: &str = "replica-master-key-0123456789";
 /// Three prompt tokens and six completion tokens at 180 / 720 nano-USD.
@@ -132,13 +133,8 @@ async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
     panic!("holds were never settled");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_share_rate_limits_and_budgets() {
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
-    let database = TestDatabase::create(&backend).await;
-    let mock = start_mock().await;
+/// A config file for replicas on `database`, in front of `mock`.
+fn replica_config(database: &TestDatabase, mock: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yml");
     std::fs::write(
@@ -151,6 +147,17 @@ async fn two_processes_share_rate_limits_and_budgets() {
         ),
     )
     .unwrap();
+    (dir, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_rate_limits_and_budgets() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let mock = start_mock().await;
+    let (_dir, config) = replica_config(&database, &mock);
     // The first replica migrates the database before the second starts.
     let first = spawn_replica(&config);
     let second = spawn_replica(&config);
@@ -203,6 +210,165 @@ async fn two_processes_share_rate_limits_and_budgets() {
     assert!(spent <= max);
     db.close().await;
     drop((first, second));
+}
+
+/// How many reservations a user's requests hold, and what users.reserved says.
+async fn holds(db: &Db, user_id: &str) -> (i64, i64) {
+    let Db::Postgres(pool) = db else {
+        unreachable!()
+    };
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reservations WHERE user_id = $1")
+        .bind(user_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (_, reserved) = ledger::balance(db, user_id).await.unwrap().unwrap();
+    (rows, reserved)
+}
+
+/// `kill -9` one of two replicas during 50 concurrent streams: the other
+/// releases every hold of the dead one within 60 seconds, the books still
+/// balance, and it goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_frees_its_holds_within_a_minute() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let mock = start_mock().await;
+    let (_dir, config) = replica_config(&database, &mock);
+    let mut doomed = spawn_replica(&config);
+    let survivor = spawn_replica(&config);
+    let (key, _) = funded_key(&survivor.base, "streamer", json!({})).await;
+    // Streams of a minute each, all held by the doomed replica.
+    let body = json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 10,
+        "messages": [{"role": "user", "content": "long [mock chunks=600 delay_ms=100]"}]});
+    let client = reqwest::Client::new();
+    let streams: Vec<_> = (0..50)
+        .map(|_| {
+            let request = client
+                .post(format!("{}/v1/chat/completions", doomed.base))
+                .bearer_auth(&key)
+                .json(&body)
+                .send();
+            tokio::spawn(async move {
+                if let Ok(response) = request.await {
+                    let _ = response.bytes().await;
+                }
+            })
+        })
+        .collect();
+    let db = Db::connect(&database.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while holds(&db, "streamer").await.0 < 50 {
+        assert!(Instant::now() < deadline, "the 50 streams never all reserved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.child.kill().unwrap(); // SIGKILL: no shutdown, no settlement.
+    doomed.child.wait().unwrap();
+    let killed = Instant::now();
+    while holds(&db, "streamer").await != (0, 0) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "holds still open after a minute: {:?}",
+            holds(&db, "streamer").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("the dead replica's holds were freed {:?} after the kill", killed.elapsed());
+    for stream in streams {
+        stream.await.unwrap();
+    }
+    let report = llm_gateway::billing::audit::run(&db, llm_gateway::db::now_ms(), 0)
+        .await
+        .unwrap();
+    assert!(report.passed(), "{:#?}", report.findings);
+    let (balance, _) = ledger::balance(&db, "streamer").await.unwrap().unwrap();
+    assert_eq!(balance, ledger::ledger_sum(&db, "streamer").await.unwrap());
+    let served = client
+        .post(format!("{}/v1/chat/completions", survivor.base))
+        .bearer_auth(&key)
+        .json(&small_chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), StatusCode::OK, "the survivor serves on");
+    db.close().await;
+}
+
+/// A key revoked, a user blocked or a price changed on one replica is seen
+/// by another at once (by notification), not when its caches expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_every_replica_at_once() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let mock = start_mock().await;
+    let (_dir, config) = replica_config(&database, &mock);
+    let a = spawn_replica(&config);
+    let b = spawn_replica(&config);
+    let client = reqwest::Client::new();
+    let chat = |base: &str, key: &str| {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&small_chat())
+            .send()
+    };
+    let admin = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{}{path}", a.base))
+            .bearer_auth(MASTER)
+    };
+    // Far less than the key cache's own expiry (5 s).
+    let moment = || tokio::time::sleep(Duration::from_millis(150));
+
+    let (key, key_id) = funded_key(&a.base, "changing", json!({})).await;
+    let spare: Value = admin(reqwest::Method::POST, "/v1/keys")
+        .json(&json!({"user_id": "changing"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let spare = spare["key"].as_str().unwrap().to_string();
+    for key in [&key, &spare] {
+        assert_eq!(chat(&b.base, key).await.unwrap().status(), StatusCode::OK, "B caches the key");
+    }
+
+    let revoked = admin(reqwest::Method::DELETE, &format!("/v1/keys/{key_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    moment().await;
+    assert_eq!(chat(&b.base, &key).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // A price change on A: B bills at the new price from its next call.
+    let set = admin(reqwest::Method::POST, "/v1/pricing")
+        .json(&json!({"model_key": "openai:gpt-4o-mini", "input_price_per_million": "1.5",
+                      "output_price_per_million": "6"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::CREATED);
+    moment().await;
+    let answer: Value = chat(&b.base, &spare).await.unwrap().json().await.unwrap();
+    let ten_times = 10.0 * COST as f64 / 1e9;
+    let cost = answer["usage"]["cost"].as_f64().unwrap();
+    assert!((cost - ten_times).abs() < 1e-12, "{cost} at the new price");
+
+    let blocked = admin(reqwest::Method::PATCH, "/v1/users/changing")
+        .json(&json!({"blocked": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), StatusCode::OK);
+    moment().await;
+    assert_eq!(chat(&b.base, &spare).await.unwrap().status(), StatusCode::FORBIDDEN);
+    drop((a, b));
 }
 
 /// Two writers (as two replicas run) apply batches that touch the same two

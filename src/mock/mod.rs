@@ -2,7 +2,8 @@
 //! formats, streaming included, for tests, benchmarks and trying the gateway
 //! without a provider account.
 //!
-//! Replies are deterministic. Faults are injected per request by a directive
+//! Replies are deterministic, and `GET /mock/calls` counts the requests
+//! received. Faults are injected per request by a directive
 //! in the last user message, e.g. `[mock status=503]`, `[mock disconnect_after=2]`,
 //! `[mock first_byte_ms=500 chunks=10 delay_ms=5]`, `[mock malformed]`,
 //! `[mock no_usage]`, `[mock end_after=2]` (a stream that ends cleanly, but
@@ -31,6 +32,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Defaults for every request; directives override them.
@@ -54,8 +57,17 @@ impl Default for MockOptions {
     }
 }
 
-/// The mock's routes.
+/// The mock's routes, and `GET /mock/calls`: how many requests its
+/// provider routes have received (tests check what reached a provider).
 pub fn router(options: MockOptions) -> Router {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let count = move |request: axum::extract::Request, next: axum::middleware::Next| {
+        if request.method() == axum::http::Method::POST {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        next.run(request)
+    };
     Router::new()
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/embeddings", post(openai_embeddings))
@@ -63,6 +75,11 @@ pub fn router(options: MockOptions) -> Router {
         .route("/v1/messages", post(anthropic_messages))
         .route("/v1beta/models/{spec}", post(gemini_generate))
         .with_state(options)
+        .layer(axum::middleware::from_fn(count))
+        .route(
+            "/mock/calls",
+            get(move || async move { Json(json!({"calls": calls.load(Ordering::SeqCst)})) }),
+        )
 }
 
 const WORDS: [&str; 6] = ["Hello", "from", "the", "llm-gateway", "mock", "provider."];

@@ -240,6 +240,64 @@ impl TestApp {
             server.stop().await;
         }
     }
+
+    /// Stops the gateway, keeping its database to look at.
+    pub async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Stops the gateway and starts it again on the same database, after
+    /// `customize` has adjusted the config.
+    pub async fn restart(&mut self, customize: impl FnOnce(&mut Config)) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+        customize(&mut self.config);
+        let server = spawn(self.config.clone(), leptos_options())
+            .await
+            .expect("server restarts");
+        self.base = format!("http://{}", server.addr);
+        self.server = Some(server);
+    }
+
+    /// Another gateway on the same database (a replica); its base URL and
+    /// the server, to stop.
+    pub async fn replica(&self) -> (String, RunningServer) {
+        let server = spawn(self.config.clone(), leptos_options())
+            .await
+            .expect("the replica starts");
+        (format!("http://{}", server.addr), server)
+    }
+
+    /// A connection to the gateway's database.
+    pub async fn database(&self) -> llm_gateway::db::Db {
+        llm_gateway::db::Db::connect(&self.db.url).await.unwrap()
+    }
+
+    /// Checks the books (`llm-gateway audit`'s checks) and fails on any
+    /// mismatch; returns the report.
+    pub async fn audit(&self) -> llm_gateway::billing::audit::AuditReport {
+        let db = self.database().await;
+        let report = llm_gateway::billing::audit::run(&db, llm_gateway::db::now_ms(), 0)
+            .await
+            .unwrap();
+        db.close().await;
+        assert!(report.passed(), "the audit failed: {:#?}", report.findings);
+        report
+    }
+}
+
+/// How many requests the mock provider at `mock` has received.
+pub async fn mock_calls(mock: &str) -> u64 {
+    let calls: Value = reqwest::get(format!("{mock}/mock/calls"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    calls["calls"].as_u64().unwrap()
 }
 
 fn serde_urlencoded(form: &[(&str, &str)]) -> String {
