@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs the official OpenAI SDKs (Python and JS), unchanged, against a gateway
-# whose providers all point at the mock provider. Needs a built binary
-# (default target/debug/llm-gateway) and `scripts/setup.sh --test`.
+# whose providers all point at the mock provider, then stops the gateway and
+# audits the books it kept (`llm-gateway audit`; any mismatch fails). Needs a
+# built binary (default target/debug/llm-gateway) and `scripts/setup.sh --test`.
+#
+#   scripts/sdk-tests.sh [BIN] [DATABASE_URL]   (default: a fresh SQLite file)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bin=${1:-target/debug/llm-gateway}
 work=$(mktemp -d)
+database_url=${2:-"sqlite://$work/gateway.db"}
 # Each server's pid goes in a file: `start` runs in a command substitution,
 # whose variables the script never sees.
 cleanup() {
@@ -38,7 +42,7 @@ start() {
 # Only tests/sdk/config.yml configures this gateway.
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
 mock_url=$(start mock "$bin" mock-provider --port 0)
-export MOCK_URL=$mock_url SDK_DATABASE_URL="sqlite://$work/gateway.db"
+export MOCK_URL=$mock_url SDK_DATABASE_URL=$database_url
 gateway_url=$(start gateway "$bin" serve --config tests/sdk/config.yml)
 echo "==> gateway $gateway_url, mock $mock_url" >&2
 
@@ -56,3 +60,14 @@ echo "==> Python SDK (openai on PyPI)" >&2
 .venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py tests/sdk/test_openapi.py
 echo "==> JS SDK (openai on npm)" >&2
 (cd tests/sdk/js && node --test)
+
+# Stop the gateway (it settles and writes everything on SIGTERM), then audit.
+pid=$(cat "$work/gateway.pid")
+kill -TERM "$pid"
+for _ in $(seq 1 300); do
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+echo "==> llm-gateway audit ($database_url)" >&2
+"$bin" audit --database-url "$database_url" >"$work/audit.txt" || { cat "$work/audit.txt" >&2; exit 1; }
+head -n 2 "$work/audit.txt" >&2

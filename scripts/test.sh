@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up and runs every test: formatting and lints, the ssr and
-# hydrate unit tests, the integration suite (SQLite and PostgreSQL), and the
-# Playwright end-to-end suite in Debian's chromium. Exits non-zero on any failure.
+# hydrate unit tests, the integration suite (SQLite and PostgreSQL), the
+# Playwright end-to-end suite in Debian's chromium, and the official SDKs on
+# both databases; `llm-gateway audit` checks the books each of those runs
+# kept. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -38,7 +40,18 @@ export GATEWAY_DATABASE_URL="sqlite://$e2e_dir/gateway.db"
 export GATEWAY_MASTER_KEY=e2e-master-key-0123456789
 cargo leptos end-to-end
 
-step "official OpenAI SDKs (Python and JS) against the gateway and the mock"
+step "llm-gateway audit of the books the end-to-end run kept (SQLite)"
+target/debug/llm-gateway audit --database-url "$GATEWAY_DATABASE_URL" >"$e2e_dir/audit.txt" ||
+  { cat "$e2e_dir/audit.txt" >&2; exit 1; }
+head -n 2 "$e2e_dir/audit.txt"
+
+step "official OpenAI SDKs (Python and JS) against the gateway and the mock, on SQLite, then audited"
 scripts/sdk-tests.sh target/debug/llm-gateway
+
+step "the same on PostgreSQL, then audited"
+sdk_pg_db="llm_gateway_sdk_$$"
+psql "$LLM_GATEWAY_TEST_POSTGRES_URL" -qc "CREATE DATABASE $sdk_pg_db"
+trap 'psql "$LLM_GATEWAY_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $sdk_pg_db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+scripts/sdk-tests.sh target/debug/llm-gateway "${LLM_GATEWAY_TEST_POSTGRES_URL%/*}/$sdk_pg_db"
 
 step "all tests passed"

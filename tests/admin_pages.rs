@@ -8,7 +8,7 @@ use common::{start_mock, use_mock, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const ADMIN_FUNCTIONS: [(&str, &[(&str, &str)]); 7] = [
+const ADMIN_FUNCTIONS: [(&str, &[(&str, &str)]); 8] = [
     ("admin_overview", &[]),
     ("admin_users", &[("search", ""), ("page", "0")]),
     (
@@ -27,6 +27,7 @@ const ADMIN_FUNCTIONS: [(&str, &[(&str, &str)]); 7] = [
         ],
     ),
     ("admin_providers", &[]),
+    ("admin_reconciliation", &[("days", "0")]),
 ];
 
 async fn page_status(app: &TestApp, client: &reqwest::Client, path: &str) -> (StatusCode, String) {
@@ -56,6 +57,7 @@ async fn only_admins_reach_the_admin_pages() {
         "/dashboard/admin/users",
         "/dashboard/admin/pricing",
         "/dashboard/admin/providers",
+        "/dashboard/admin/reconciliation",
     ] {
         let (status, html) = page_status(&app, &user, path).await;
         assert!(html.contains("admins only"), "{path}: {html}");
@@ -192,6 +194,21 @@ async fn only_admins_reach_the_admin_pages() {
         "{overview}"
     );
     assert_eq!(overview["users"], 2);
+    assert_eq!(overview["debtors"], 0);
+
+    // The books: every check holds, and the reconciliation counts the calls.
+    let (status, books) = app
+        .rpc(&boss, "admin_reconciliation", &[("days", "0")])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{books}");
+    assert_eq!(books["findings"], json!([]));
+    assert_eq!(
+        books["totals"]["requests"].as_i64(),
+        overview["requests_month"].as_i64()
+    );
+    let (status, html) = page_status(&app, &boss, "/dashboard/admin/reconciliation").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-testid=\"audit-passed\""), "{html}");
 
     // The admin role from the command line works the same way.
     let db = llm_gateway::db::Db::connect(&app.db.url).await.unwrap();

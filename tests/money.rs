@@ -133,7 +133,10 @@ async fn a_hostile_customer_ends_in_debt_not_in_a_write_off(backend: Backend) {
             .expect("a debit per record");
         assert_eq!(debit.amount, -record.cost);
     }
-    let recorded = ledger::debt(&db, &user_id).await.unwrap().expect("a debt record");
+    let recorded = ledger::debt(&db, &user_id)
+        .await
+        .unwrap()
+        .expect("a debt record");
     assert_eq!(recorded.amount, debt);
     db.close().await;
 
@@ -159,7 +162,10 @@ async fn a_hostile_customer_ends_in_debt_not_in_a_write_off(backend: Backend) {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("data-testid=\"debt\""), "the balance page says so");
+    assert!(
+        page.contains("data-testid=\"debt\""),
+        "the balance page says so"
+    );
 
     // So does the operator.
     let shown: Value = app
@@ -188,9 +194,12 @@ async fn a_hostile_customer_ends_in_debt_not_in_a_write_off(backend: Backend) {
     // A grant that does not cover the debt leaves calls refused; one that
     // does lets them through again.
     let grant = |amount: i64| {
-        app.admin(reqwest::Method::POST, &format!("/v1/users/{user_id}/credits"))
-            .json(&json!({"amount": llm_gateway::billing::money::format_usd(amount)}))
-            .send()
+        app.admin(
+            reqwest::Method::POST,
+            &format!("/v1/users/{user_id}/credits"),
+        )
+        .json(&json!({"amount": llm_gateway::billing::money::format_usd(amount)}))
+        .send()
     };
     assert_eq!(grant(debt).await.unwrap().status(), StatusCode::OK);
     assert_eq!(
@@ -215,7 +224,9 @@ async fn a_hostile_customer_ends_in_debt_not_in_a_write_off(backend: Backend) {
 async fn budgets_count_the_full_cost(backend: Backend) {
     let (app, _mock) = money_app(backend, 0.0).await;
     let post = |path: &str, body: Value| app.admin(reqwest::Method::POST, path).json(&body).send();
-    post("/v1/users", json!({"user_id": "budgeted"})).await.unwrap();
+    post("/v1/users", json!({"user_id": "budgeted"}))
+        .await
+        .unwrap();
     post("/v1/users/budgeted/credits", json!({"amount": "5"}))
         .await
         .unwrap();
@@ -315,22 +326,56 @@ async fn bodies_are_checked_before_they_cost_anything(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], "unsupported_media_type");
         assert_eq!(error["error"]["type"], "invalid_request_error");
     }
     let malformed = [
-        (json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}), "stream"),
-        (json!({"model": "gpt-4o-mini", "messages": ["hi"]}), "messages[0]"),
-        (json!({"model": "gpt-4o-mini", "messages": [{"content": "hi"}]}), "messages[0].role"),
-        (json!({"model": "gpt-4o-mini", "messages": [{"role": 1, "content": "hi"}]}), "messages[0].role"),
-        (json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "n": 0}), "n"),
-        (json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}), "max_tokens"),
-        (json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"}), "max_tokens"),
-        (json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "tools": "all"}), "tools"),
-        (json!({"model": "gpt-4o-mini", "messages": {"role": "user"}}), "messages"),
-        (json!({"messages": [{"role": "user", "content": "hi"}]}), "model"),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}),
+            "stream",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": ["hi"]}),
+            "messages[0]",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"role": 1, "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "n": 0}),
+            "n",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -5}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "tools": "all"}),
+            "tools",
+        ),
+        (
+            json!({"model": "gpt-4o-mini", "messages": {"role": "user"}}),
+            "messages",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            "model",
+        ),
     ];
     for (body, field) in &malformed {
         let response = app.chat(&key, body).await;
@@ -338,7 +383,10 @@ async fn bodies_are_checked_before_they_cost_anything(backend: Backend) {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["param"], json!(field), "{body}");
         assert_eq!(error["error"]["type"], "invalid_request_error");
-        assert!(error["error"]["message"].as_str().unwrap().contains(field), "{error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(field),
+            "{error}"
+        );
     }
     let embedding = http
         .post(app.url("/v1/embeddings"))
@@ -372,7 +420,13 @@ async fn bodies_are_checked_before_they_cost_anything(backend: Backend) {
 }
 
 /// A price with every cache bucket, in USD per 1M tokens.
-fn cache_price(input: f64, output: f64, read: f64, write: Option<f64>, write_1h: Option<f64>) -> PriceConfig {
+fn cache_price(
+    input: f64,
+    output: f64,
+    read: f64,
+    write: Option<f64>,
+    write_1h: Option<f64>,
+) -> PriceConfig {
     PriceConfig {
         input_price_per_million: input,
         output_price_per_million: output,
@@ -391,12 +445,18 @@ async fn cache_buckets_are_priced_per_provider(backend: Backend) {
     let app = TestApp::start_with(backend, |c| {
         use_mock(c, &mock);
         c.signup_credit = 100.0;
-        c.pricing.insert("openai:gpt-cache".into(), cache_price(1.0, 2.0, 0.1, None, None));
+        c.pricing.insert(
+            "openai:gpt-cache".into(),
+            cache_price(1.0, 2.0, 0.1, None, None),
+        );
         c.pricing.insert(
             "anthropic:claude-cache".into(),
             cache_price(3.0, 15.0, 0.3, Some(3.75), Some(6.0)),
         );
-        c.pricing.insert("gemini:gemini-cache".into(), cache_price(1.0, 2.0, 0.25, None, None));
+        c.pricing.insert(
+            "gemini:gemini-cache".into(),
+            cache_price(1.0, 2.0, 0.25, None, None),
+        );
     })
     .await;
     let client = app.client();
@@ -409,8 +469,16 @@ async fn cache_buckets_are_priced_per_provider(backend: Backend) {
     let usd = |amount: f64| (amount * USD as f64).round() as i64;
     let cases = [
         ("openai:gpt-cache", usd(0.6 + 0.04 + 0.002), (400_000, 0, 0)),
-        ("anthropic:claude-cache", usd(0.3 + 0.12 + 1.125 + 1.2 + 0.015), (400_000, 300_000, 200_000)),
-        ("gemini:gemini-cache", usd(0.6 + 0.1 + 0.002), (400_000, 0, 0)),
+        (
+            "anthropic:claude-cache",
+            usd(0.3 + 0.12 + 1.125 + 1.2 + 0.015),
+            (400_000, 300_000, 200_000),
+        ),
+        (
+            "gemini:gemini-cache",
+            usd(0.6 + 0.1 + 0.002),
+            (400_000, 0, 0),
+        ),
     ];
     let mut ids = Vec::new();
     for (model, provider_cost, (read, write, write_1h)) in cases {
@@ -420,7 +488,10 @@ async fn cache_buckets_are_priced_per_provider(backend: Backend) {
                 "messages": [{"role": "user", "content": format!("cached {directive}")}]});
             let response = app.chat(&key, &body).await;
             assert_eq!(response.status(), StatusCode::OK, "{model}");
-            let id = response.headers()["x-generation-id"].to_str().unwrap().to_string();
+            let id = response.headers()["x-generation-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
             let text = response.text().await.unwrap();
             let usage = if stream {
                 let chunk = text
@@ -434,7 +505,11 @@ async fn cache_buckets_are_priced_per_provider(backend: Backend) {
                 serde_json::from_str::<Value>(&text).unwrap()["usage"].clone()
             };
             let user_cost = provider_cost * 12 / 10;
-            assert_eq!(usage["cost"], json!(user_cost as f64 / USD as f64), "{model} {stream}");
+            assert_eq!(
+                usage["cost"],
+                json!(user_cost as f64 / USD as f64),
+                "{model} {stream}"
+            );
             ids.push((id, model, provider_cost, user_cost, (read, write, write_1h)));
         }
     }
@@ -442,7 +517,11 @@ async fn cache_buckets_are_priced_per_provider(backend: Backend) {
     for (id, model, provider_cost, user_cost, (read, write, write_1h)) in &ids {
         let record = records.iter().find(|r| &r.id == id).unwrap();
         assert_eq!(
-            (record.cached_tokens, record.cache_write_tokens, record.cache_write_1h_tokens),
+            (
+                record.cached_tokens,
+                record.cache_write_tokens,
+                record.cache_write_1h_tokens
+            ),
             (*read, *write, *write_1h),
             "{model}"
         );
@@ -477,9 +556,22 @@ async fn cache_buckets_are_priced_per_provider(backend: Backend) {
         "time_utc,request_id,key,model,prompt_tokens,completion_tokens,cache_read_tokens,cache_write_tokens,cache_write_1h_tokens,tokens_source,"
     ));
     let line = csv.lines().find(|l| l.contains(id.as_str())).unwrap();
-    assert!(line.contains(",1000000,1000,400000,300000,200000,upstream,"), "{line}");
+    assert!(
+        line.contains(",1000000,1000,400000,300000,200000,upstream,"),
+        "{line}"
+    );
     let (status, page) = app
-        .rpc(&client, "usage_page", &[("from", ""), ("to", ""), ("key", ""), ("model", ""), ("page", "0")])
+        .rpc(
+            &client,
+            "usage_page",
+            &[
+                ("from", ""),
+                ("to", ""),
+                ("key", ""),
+                ("model", ""),
+                ("page", "0"),
+            ],
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let row = page["rows"]["items"]
@@ -525,21 +617,34 @@ async fn a_deleted_price_stays_deleted(backend: Backend) {
     .unwrap();
     db.close().await;
     app.restart(|_| {}).await;
-    for model in ["openai:gpt-4o-mini", "openai:gpt-4o", "anthropic:claude-3-5-haiku"] {
-        assert_eq!(price(&app, model).await, StatusCode::NOT_FOUND, "{model} stays deleted");
+    for model in [
+        "openai:gpt-4o-mini",
+        "openai:gpt-4o",
+        "anthropic:claude-3-5-haiku",
+    ] {
+        assert_eq!(
+            price(&app, model).await,
+            StatusCode::NOT_FOUND,
+            "{model} stays deleted"
+        );
     }
     // Setting it again is explicit, and survives a restart.
     let set = app
         .admin(reqwest::Method::POST, "/v1/pricing")
-        .json(&json!({"model_key": "openai:gpt-4o", "input_price_per_million": "2.5",
-                      "output_price_per_million": "10"}))
+        .json(
+            &json!({"model_key": "openai:gpt-4o", "input_price_per_million": "2.5",
+                      "output_price_per_million": "10"}),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(set.status(), StatusCode::CREATED);
     app.restart(|_| {}).await;
     assert_eq!(price(&app, "openai:gpt-4o").await, StatusCode::OK);
-    assert_eq!(price(&app, "openai:gpt-4o-mini").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        price(&app, "openai:gpt-4o-mini").await,
+        StatusCode::NOT_FOUND
+    );
     app.stop().await;
 }
 
@@ -582,7 +687,12 @@ async fn idempotent_requests_are_answered_once(backend: Backend) {
     // A stream is replayed as a stream once the first has completed.
     let mut streamed = chat_body("a stream");
     streamed["stream"] = json!(true);
-    let first = send("order-2", &streamed).await.unwrap().text().await.unwrap();
+    let first = send("order-2", &streamed)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(first.ends_with("data: [DONE]\n\n"), "{first}");
     let replay = send("order-2", &streamed).await.unwrap();
     assert_eq!(replay.headers()["content-type"], "text/event-stream");
@@ -607,11 +717,21 @@ async fn idempotent_requests_are_answered_once(backend: Backend) {
     );
 
     // A failure frees the key: the retry is sent anew.
-    let failing = json!({"model": "openai:gpt-status-503", "messages": [{"role": "user", "content": "x"}]});
+    let failing =
+        json!({"model": "openai:gpt-status-503", "messages": [{"role": "user", "content": "x"}]});
     let calls = mock_calls(&mock).await;
-    assert_eq!(send("order-4", &failing).await.unwrap().status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(send("order-4", &failing).await.unwrap().status(), StatusCode::BAD_GATEWAY);
-    assert!(mock_calls(&mock).await > calls + 1, "the retry reached the provider");
+    assert_eq!(
+        send("order-4", &failing).await.unwrap().status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        send("order-4", &failing).await.unwrap().status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert!(
+        mock_calls(&mock).await > calls + 1,
+        "the retry reached the provider"
+    );
 
     // Billed once per key: order-1, order-2 and order-3 answered, one record
     // each; the 422, the 409 and the two failures are recorded, unbilled;
@@ -619,7 +739,10 @@ async fn idempotent_requests_are_answered_once(backend: Backend) {
     let records = app.usage_records(7).await;
     let billed: Vec<_> = records.iter().filter(|r| r.status == 200).collect();
     assert_eq!(billed.len(), 3, "{records:#?}");
-    assert!(records.iter().filter(|r| r.status != 200).all(|r| r.cost == 0));
+    assert!(records
+        .iter()
+        .filter(|r| r.status != 200)
+        .all(|r| r.cost == 0));
     settled(&app, &user_id).await;
 
     // Across replicas (PostgreSQL): another gateway replays the answer.
@@ -657,11 +780,24 @@ async fn idempotent_requests_are_answered_once(backend: Backend) {
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert_eq!(count(&db, &kept).await, 0);
     // Expired answers are deleted by the maintenance sweep.
-    execute(&db, "INSERT INTO idempotent_requests (scope, idem_key, user_id, endpoint, body_hash, \
+    execute(
+        &db,
+        "INSERT INTO idempotent_requests (scope, idem_key, user_id, endpoint, body_hash, \
         request_id, replica_id, state, created_at, expires_at) \
-        VALUES ('master', 'old', 'u', 'chat.completions', 'h', 'r', 'rep', 'done', 0, 1)").await;
-    llm_gateway::db::idempotency::prune(&db, llm_gateway::db::now_ms()).await.unwrap();
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM idempotent_requests WHERE idem_key = 'old'").await, 0);
+        VALUES ('master', 'old', 'u', 'chat.completions', 'h', 'r', 'rep', 'done', 0, 1)",
+    )
+    .await;
+    llm_gateway::db::idempotency::prune(&db, llm_gateway::db::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM idempotent_requests WHERE idem_key = 'old'"
+        )
+        .await,
+        0
+    );
     db.close().await;
     app.stop().await;
 }
@@ -686,7 +822,10 @@ async fn every_record_says_how_its_tokens_were_known(backend: Backend) {
         body
     };
     let id_of = |response: &reqwest::Response| {
-        response.headers()["x-generation-id"].to_str().unwrap().to_string()
+        response.headers()["x-generation-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
     };
     let mut expected = Vec::new();
 
@@ -696,19 +835,27 @@ async fn every_record_says_how_its_tokens_were_known(backend: Backend) {
     let unreported = app.chat(&key, &chat_body("quiet [mock no_usage]")).await;
     expected.push((id_of(&unreported), "local_count"));
     unreported.text().await.unwrap();
-    let refused = app.chat(&key, &json!({"model": "gpt-4o-mini", "messages": []})).await;
+    let refused = app
+        .chat(&key, &json!({"model": "gpt-4o-mini", "messages": []}))
+        .await;
     expected.push((id_of(&refused), "local_count"));
-    let cut = app.chat(&key, &stream("cut [mock disconnect_after=3]")).await;
+    let cut = app
+        .chat(&key, &stream("cut [mock disconnect_after=3]"))
+        .await;
     expected.push((id_of(&cut), "upstream_cut"));
     cut.text().await.unwrap();
     // The client reads one chunk of a long stream and leaves.
-    let left = app.chat(&key, &stream("long [mock chunks=200 delay_ms=20]")).await;
+    let left = app
+        .chat(&key, &stream("long [mock chunks=200 delay_ms=20]"))
+        .await;
     expected.push((id_of(&left), "client_aborted"));
     let mut chunks = left.bytes_stream();
     chunks.next().await.unwrap().unwrap();
     drop(chunks);
     // A stream still open when the gateway shuts down.
-    let open = app.chat(&key, &stream("endless [mock chunks=500 delay_ms=20]")).await;
+    let open = app
+        .chat(&key, &stream("endless [mock chunks=500 delay_ms=20]"))
+        .await;
     expected.push((id_of(&open), "shutdown"));
     let mut open = open.bytes_stream();
     open.next().await.unwrap().unwrap();
@@ -719,7 +866,10 @@ async fn every_record_says_how_its_tokens_were_known(backend: Backend) {
     let database = app.database().await;
     let records = llm_gateway::db::usage::all(&database).await.unwrap();
     for (id, source) in &expected {
-        let record = records.iter().find(|r| &r.id == id).unwrap_or_else(|| panic!("{id}"));
+        let record = records
+            .iter()
+            .find(|r| &r.id == id)
+            .unwrap_or_else(|| panic!("{id}"));
         assert_eq!(record.tokens_source, *source, "{id}");
     }
     database.close().await;
@@ -733,7 +883,10 @@ async fn the_audit_passes_and_catches_every_mismatch(backend: Backend) {
     let client = app.client();
     let (key, user_id) = customer(&app, &client, "audited@example.com").await;
     for content in ["one", "two [mock prompt_tokens=500000]"] {
-        assert_eq!(app.chat(&key, &chat_body(content)).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.chat(&key, &chat_body(content)).await.status(),
+            StatusCode::OK
+        );
     }
     app.usage_records(2).await;
     settled(&app, &user_id).await;
@@ -741,8 +894,14 @@ async fn the_audit_passes_and_catches_every_mismatch(backend: Backend) {
     let cost = (1 + 500_000) * INPUT_NANOS + 2 * 6 * OUTPUT_NANOS;
     assert_eq!(report.totals.requests, 2);
     assert_eq!(report.totals.user_price, cost);
-    assert_eq!(report.totals.user_price - report.totals.provider_cost, report.totals.margin);
-    assert_eq!(report.totals.provider_cost * 12 / 10, report.totals.margin * 6);
+    assert_eq!(
+        report.totals.user_price - report.totals.provider_cost,
+        report.totals.margin
+    );
+    assert_eq!(
+        report.totals.provider_cost * 12 / 10,
+        report.totals.margin * 6
+    );
     assert!(report.reconciliation.iter().all(|r| r.provider == "openai"));
 
     let audit = |format: &[&str]| {
@@ -843,7 +1002,11 @@ async fn exports_have_no_ceiling(backend: Backend) {
     }
     eprintln!("seeded {rows} rows in {:?}", started.elapsed());
     db.close().await;
-    let response = client.get(app.url("/export/usage.csv")).send().await.unwrap();
+    let response = client
+        .get(app.url("/export/usage.csv"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut lines = 0usize;
     let mut last = Vec::new();

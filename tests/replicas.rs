@@ -261,7 +261,10 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
     let db = Db::connect(&database.url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while holds(&db, "streamer").await.0 < 50 {
-        assert!(Instant::now() < deadline, "the 50 streams never all reserved");
+        assert!(
+            Instant::now() < deadline,
+            "the 50 streams never all reserved"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     doomed.child.kill().unwrap(); // SIGKILL: no shutdown, no settlement.
@@ -275,7 +278,10 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("the dead replica's holds were freed {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "the dead replica's holds were freed {:?} after the kill",
+        killed.elapsed()
+    );
     for stream in streams {
         stream.await.unwrap();
     }
@@ -335,7 +341,11 @@ async fn changes_reach_every_replica_at_once() {
         .unwrap();
     let spare = spare["key"].as_str().unwrap().to_string();
     for key in [&key, &spare] {
-        assert_eq!(chat(&b.base, key).await.unwrap().status(), StatusCode::OK, "B caches the key");
+        assert_eq!(
+            chat(&b.base, key).await.unwrap().status(),
+            StatusCode::OK,
+            "B caches the key"
+        );
     }
 
     let revoked = admin(reqwest::Method::DELETE, &format!("/v1/keys/{key_id}"))
@@ -344,12 +354,17 @@ async fn changes_reach_every_replica_at_once() {
         .unwrap();
     assert!(revoked.status().is_success());
     moment().await;
-    assert_eq!(chat(&b.base, &key).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        chat(&b.base, &key).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     // A price change on A: B bills at the new price from its next call.
     let set = admin(reqwest::Method::POST, "/v1/pricing")
-        .json(&json!({"model_key": "openai:gpt-4o-mini", "input_price_per_million": "1.5",
-                      "output_price_per_million": "6"}))
+        .json(
+            &json!({"model_key": "openai:gpt-4o-mini", "input_price_per_million": "1.5",
+                      "output_price_per_million": "6"}),
+        )
         .send()
         .await
         .unwrap();
@@ -367,7 +382,10 @@ async fn changes_reach_every_replica_at_once() {
         .unwrap();
     assert_eq!(blocked.status(), StatusCode::OK);
     moment().await;
-    assert_eq!(chat(&b.base, &spare).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        chat(&b.base, &spare).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     drop((a, b));
 }
 

@@ -16,8 +16,11 @@ pub const USERS_PER_PAGE: u32 = 25;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayOverview {
     pub users: i64,
-    /// What every balance adds up to, in nano-USD.
+    /// What every balance adds up to, in nano-USD (debts included).
     pub balances: i64,
+    /// How many users owe, and what they owe in all.
+    pub debtors: i64,
+    pub debts: i64,
     pub spend_today: i64,
     pub spend_month: i64,
     pub requests_month: i64,
@@ -114,6 +117,7 @@ pub async fn admin_overview() -> Result<GatewayOverview, AppError> {
             let today = usage::all_totals(&state.db, day).await?;
             let this_month = usage::all_totals(&state.db, month).await?;
             let (users, balances) = users::census(&state.db).await?;
+            let (debtors, debts) = crate::db::ledger::debt_total(&state.db).await?;
             let since = day - 29 * 86_400_000;
             let points = usage::all_daily_spend(&state.db, since)
                 .await?
@@ -123,6 +127,8 @@ pub async fn admin_overview() -> Result<GatewayOverview, AppError> {
             Ok(GatewayOverview {
                 users,
                 balances,
+                debtors,
+                debts,
                 spend_today: today.cost,
                 spend_month: this_month.cost,
                 requests_month: this_month.requests,
@@ -313,6 +319,28 @@ pub async fn admin_delete_price(model_key: String) -> Result<(), AppError> {
         async {
             let (state, _) = require_admin().await?;
             crate::admin::pricing::remove_price(&state, &model_key).await
+        }
+        .await,
+    )
+}
+
+/// The audit of the books and the reconciliation by provider and day, over
+/// the last `days` UTC days (0: all time), as `llm-gateway audit` reports it.
+#[server(prefix = "/rpc", endpoint = "admin_reconciliation")]
+pub async fn admin_reconciliation(
+    days: u32,
+) -> Result<crate::billing::audit::AuditReport, AppError> {
+    use crate::api::context::finish;
+    finish(
+        async {
+            let (state, _) = require_admin().await?;
+            const DAY: i64 = 86_400_000;
+            let now = state.clock.now_ms();
+            let since = match i64::from(days) {
+                0 => 0,
+                days => (now / DAY - (days - 1)) * DAY,
+            };
+            Ok(crate::billing::audit::run(&state.db, now, since).await?)
         }
         .await,
     )

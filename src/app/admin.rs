@@ -9,10 +9,12 @@ use leptos_router::hooks::use_query_map;
 use super::chart::SpendChart;
 use super::{format, ErrorMessage};
 use crate::api::admin::{
-    admin_overview, admin_prices, admin_providers, admin_users, AdminBlock, AdminCredit,
-    AdminDeletePrice, AdminSetPrice, AdminUserLine, GatewayOverview, PriceCatalog, ProviderStatus,
+    admin_overview, admin_prices, admin_providers, admin_reconciliation, admin_users, AdminBlock,
+    AdminCredit, AdminDeletePrice, AdminSetPrice, AdminUserLine, GatewayOverview, PriceCatalog,
+    ProviderStatus,
 };
 use crate::api::UserView;
+use crate::billing::audit::{AuditReport, ReconciliationRow};
 use crate::billing::money::format_usd;
 
 fn usd(nanos: i64) -> String {
@@ -48,6 +50,7 @@ pub fn AdminLayout() -> impl IntoView {
             <A href="/dashboard/admin/users">"Users"</A>
             <A href="/dashboard/admin/pricing">"Pricing"</A>
             <A href="/dashboard/admin/providers">"Providers"</A>
+            <A href="/dashboard/admin/reconciliation">"Reconciliation"</A>
         </nav>
         <Outlet />
     }
@@ -77,7 +80,12 @@ fn Overview(overview: GatewayOverview) -> impl IntoView {
     view! {
         <div class="figures">
             <div class="figure"><span class="label">"Users"</span><strong>{overview.users}</strong></div>
-            <div class="figure"><span class="label">"Balances held"</span><strong>{usd(overview.balances)}</strong></div>
+            <div class="figure"><span class="label">"Balances held"</span><strong>{format::dollars(overview.balances)}</strong></div>
+            <div class="figure">
+                <span class="label">"Owed by users"</span>
+                <strong data-testid="global-debts">{usd(overview.debts)}</strong>
+                <span class="muted">{format!("{} in debt", overview.debtors)}</span>
+            </div>
             <div class="figure"><span class="label">"Spend today"</span><strong>{usd(overview.spend_today)}</strong></div>
             <div class="figure"><span class="label">"Spend this month"</span><strong data-testid="global-spend-month">{usd(overview.spend_month)}</strong></div>
             <div class="figure"><span class="label">"Requests this month"</span><strong>{overview.requests_month}</strong></div>
@@ -185,7 +193,10 @@ fn UserRow(
                 <div class="muted">{user.id} " · since " {format::datetime(user.created_at)}</div>
             </td>
             <td>{user.role.clone()}</td>
-            <td class="num" data-testid="user-balance">{usd(user.balance)}</td>
+            <td class="num" data-testid="user-balance">
+                {format::dollars(user.balance)}
+                {(user.balance < 0).then(|| view! { <div class="status revoked">"owes"</div> })}
+            </td>
             <td><span class=format!("status {}", if user.blocked { "revoked" } else { "active" })>{status}</span></td>
             <td class="muted">{if keys.is_empty() { "none".to_string() } else { keys }}</td>
             <td>
@@ -301,6 +312,115 @@ fn PriceTable(catalog: PriceCatalog, delete: ServerAction<AdminDeletePrice>) -> 
             </thead>
             <tbody>{rows}</tbody>
         </table>
+    }
+}
+
+/// The books: the audit's checks, and usage by provider and day with the
+/// providers' cost, the users' price and the margin earned.
+#[component]
+pub fn AdminReconciliationPage() -> impl IntoView {
+    let query = use_query_map();
+    let days = Signal::derive(move || {
+        query
+            .read()
+            .get("days")
+            .and_then(|d| d.parse::<u32>().ok())
+            .unwrap_or(30)
+    });
+    let report = Resource::new(move || days.get(), admin_reconciliation);
+    view! {
+        <Title text="Reconciliation" />
+        <h1>"Reconciliation"</h1>
+        <nav class="tabs subnav" aria-label="Period">
+            <a href="?days=1">"Today"</a>
+            <a href="?days=7">"7 days"</a>
+            <a href="?days=30">"30 days"</a>
+            <a href="?days=0">"All time"</a>
+        </nav>
+        <Transition fallback=|| view! { <p class="loading">"Auditing…"</p> }>
+            {move || Suspend::new(async move {
+                match report.await {
+                    Ok(report) => view! { <Books report /> }.into_any(),
+                    Err(err) => failed(err),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn Books(report: AuditReport) -> impl IntoView {
+    let checked = format!(
+        "Checked {} users, {} usage records and {} ledger entries.",
+        report.users, report.usage_records, report.ledger_entries
+    );
+    let verdict = if report.passed() {
+        view! {
+            <p class="status active" data-testid="audit-passed">
+                "Every check passed: ledger = balance for every user, each usage record's cost = its debit, no hold past its time, every debt recorded."
+            </p>
+        }
+        .into_any()
+    } else {
+        let findings = report
+            .findings
+            .iter()
+            .map(|f| view! { <li><code>{f.check.clone()}</code>" " {f.subject.clone()} ": " {f.detail.clone()}</li> })
+            .collect_view();
+        view! {
+            <div class="form-error" role="alert" data-testid="audit-failed">
+                <p>{format!("{} problem(s) found:", report.findings.len())}</p>
+                <ul>{findings}</ul>
+            </div>
+        }
+        .into_any()
+    };
+    let rows = report
+        .reconciliation
+        .iter()
+        .map(|row| view! { <BooksRow row=row.clone() /> })
+        .collect_view();
+    view! {
+        <section class="card">
+            <p class="muted">{checked}</p>
+            {verdict}
+        </section>
+        <section class="card">
+            <h2>"By provider and day"</h2>
+            <p class="hint">"Tokens by bucket; money in USD. The margin is what users paid less what the providers charge."</p>
+            <table class="table" data-testid="reconciliation">
+                <thead>
+                    <tr>
+                        <th>"Day (UTC)"</th><th>"Provider"</th><th class="num">"Requests"</th>
+                        <th class="num">"Input"</th><th class="num">"Cache read"</th>
+                        <th class="num">"Cache write 5 min"</th><th class="num">"Cache write 1 h"</th>
+                        <th class="num">"Output"</th><th class="num">"Provider cost"</th>
+                        <th class="num">"User price"</th><th class="num">"Margin"</th>
+                    </tr>
+                </thead>
+                <tbody>{rows}</tbody>
+                <tfoot><BooksRow row=report.totals /></tfoot>
+            </table>
+        </section>
+    }
+}
+
+#[component]
+fn BooksRow(row: ReconciliationRow) -> impl IntoView {
+    view! {
+        <tr>
+            <td>{row.day}</td>
+            <td>{row.provider}</td>
+            <td class="num">{row.requests}</td>
+            <td class="num">{row.input_tokens}</td>
+            <td class="num">{row.cache_read_tokens}</td>
+            <td class="num">{row.cache_write_tokens}</td>
+            <td class="num">{row.cache_write_1h_tokens}</td>
+            <td class="num">{row.output_tokens}</td>
+            <td class="num">{usd(row.provider_cost)}</td>
+            <td class="num">{usd(row.user_price)}</td>
+            <td class="num" data-testid="margin">{format::dollars(row.margin)}</td>
+        </tr>
     }
 }
 

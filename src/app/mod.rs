@@ -71,6 +71,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("users") view=admin::AdminUsersPage />
                         <Route path=path!("pricing") view=admin::AdminPricingPage />
                         <Route path=path!("providers") view=admin::AdminProvidersPage />
+                        <Route path=path!("reconciliation") view=admin::AdminReconciliationPage />
                     </ParentRoute>
                 </ParentRoute>
             </Routes>

@@ -142,6 +142,15 @@ pub async fn debt(db: &Db, user_id: &str) -> Result<Option<Debt>, sqlx::Error> {
     })
 }
 
+/// How many users owe, and what they owe in all.
+pub async fn debt_total(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    with_pool!(db, pool => {
+        sqlx::query_as("SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM debts")
+            .fetch_one(pool)
+            .await
+    })
+}
+
 /// Every debt, largest first.
 pub async fn debts(db: &Db, limit: i64, offset: i64) -> Result<Vec<Debt>, sqlx::Error> {
     with_pool!(db, pool => {
