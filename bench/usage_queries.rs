@@ -9,22 +9,18 @@ use std::time::{Duration, Instant};
 
 use llm_gateway::db::{keys, now_ms, usage, users, Db};
 
+#[path = "seed.rs"]
+mod seed;
+use seed::generate;
+
 const DAY_MS: i64 = 86_400_000;
 /// How many times each query runs; the median is reported.
 const RUNS: usize = 7;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let rows: i64 = args
-        .next()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
-    let url = args
-        .next()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("usage.db").display()));
+    let (rows, url) = seed::rows_and_url(dir.path(), "usage.db")?;
 
     let db = Db::connect(&url).await?;
     db.migrate().await?;
@@ -42,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let now = now_ms();
-    generate(&db, &user.id, &key.id, rows, now).await?;
+    generate(&db, &user.id, Some(&key.id), rows, now).await?;
     println!(
         "generated {rows} usage records in {:.1} s ({})",
         started.elapsed().as_secs_f64(),
@@ -108,29 +104,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     db.close().await;
-    Ok(())
-}
-
-/// Inserts `rows` records spread over the last 90 days, in SQL alone.
-async fn generate(
-    db: &Db,
-    user_id: &str,
-    key_id: &str,
-    rows: i64,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    let sql = "WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-        INSERT INTO usage_records (id, user_id, key_id, endpoint, provider, model, prompt_tokens, \
-        completion_tokens, cached_tokens, status, latency_ms, streamed, aborted, created_at, cost) \
-        SELECT 'bench_' || CAST(i AS TEXT), $2, CASE WHEN i % 3 = 0 THEN NULL ELSE $3 END, \
-        'chat.completions', 'openai', \
-        CASE i % 4 WHEN 0 THEN 'openai:gpt-4o-mini' WHEN 1 THEN 'openai:gpt-4o' \
-        WHEN 2 THEN 'gemini:gemini-2.0-flash' ELSE 'anthropic:claude-3-5-haiku' END, \
-        10 + i % 500, 20 + i % 300, 0, 200, 100 + i % 900, i % 2, 0, \
-        $4 - (i * 7919) % (90 * CAST(86400000 AS BIGINT)), 1000 + i % 100000 FROM n";
-    llm_gateway::with_pool!(db, pool => {
-        sqlx::query(sql).bind(rows).bind(user_id).bind(key_id).bind(now).execute(pool).await?;
-    });
     Ok(())
 }
 

@@ -139,12 +139,8 @@ pub struct AuditOptions {
 
 /// Runs the audit; its report, rendered, and whether every check held.
 pub async fn audit(db: &Db, options: AuditOptions) -> Result<(String, bool), String> {
-    const DAY: i64 = 86_400_000;
     let now = crate::db::now_ms();
-    let since = match options.days {
-        days if days > 0 => (now / DAY - (days - 1)) * DAY,
-        _ => 0,
-    };
+    let since = crate::billing::audit::since(now, options.days);
     let report = crate::billing::audit::run(db, now, since)
         .await
         .map_err(db_error)?;

@@ -42,12 +42,8 @@ pub async fn reconciliation(
     State(state): State<AppState>,
     Query(query): Query<ReconciliationQuery>,
 ) -> Result<Response, AppError> {
-    const DAY: i64 = 86_400_000;
     let now = state.clock.now_ms();
-    let since = match query.days {
-        Some(days) if days > 0 => (now / DAY - (days - 1)) * DAY,
-        _ => 0,
-    };
+    let since = audit::since(now, query.days.unwrap_or(0));
     let report = audit::run(&state.db, now, since).await?;
     if query.format.as_deref() == Some("csv") {
         return Ok((

@@ -334,12 +334,8 @@ pub async fn admin_reconciliation(
     finish(
         async {
             let (state, _) = require_admin().await?;
-            const DAY: i64 = 86_400_000;
             let now = state.clock.now_ms();
-            let since = match i64::from(days) {
-                0 => 0,
-                days => (now / DAY - (days - 1)) * DAY,
-            };
+            let since = crate::billing::audit::since(now, i64::from(days));
             Ok(crate::billing::audit::run(&state.db, now, since).await?)
         }
         .await,

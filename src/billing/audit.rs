@@ -52,6 +52,38 @@ pub struct AuditReport {
     pub totals: ReconciliationRow,
 }
 
+impl ReconciliationRow {
+    /// The row's cells in the order of [`AuditReport::CSV_HEADER`], money
+    /// as exact USD.
+    pub fn cells(&self) -> [String; 11] {
+        use super::money::format_usd;
+        [
+            self.day.clone(),
+            self.provider.clone(),
+            self.requests.to_string(),
+            self.input_tokens.to_string(),
+            self.cache_read_tokens.to_string(),
+            self.cache_write_tokens.to_string(),
+            self.cache_write_1h_tokens.to_string(),
+            self.output_tokens.to_string(),
+            format_usd(self.provider_cost),
+            format_usd(self.user_price),
+            format_usd(self.margin),
+        ]
+    }
+}
+
+/// The start of the period `days` UTC days long that ends today, at `now`
+/// (epoch milliseconds); 0, all time, for `days` of 0 or less.
+pub fn since(now: i64, days: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    if days > 0 {
+        (now.div_euclid(DAY) - (days - 1)) * DAY
+    } else {
+        0
+    }
+}
+
 impl AuditReport {
     /// Whether every check held.
     pub fn passed(&self) -> bool {
@@ -64,30 +96,16 @@ impl AuditReport {
 
     /// The reconciliation as CSV, a line per provider and day, USD exact.
     pub fn to_csv(&self) -> String {
-        use super::money::format_usd;
         let mut csv = format!("{}\n", Self::CSV_HEADER);
         for row in &self.reconciliation {
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
-                row.day,
-                row.provider,
-                row.requests,
-                row.input_tokens,
-                row.cache_read_tokens,
-                row.cache_write_tokens,
-                row.cache_write_1h_tokens,
-                row.output_tokens,
-                format_usd(row.provider_cost),
-                format_usd(row.user_price),
-                format_usd(row.margin),
-            ));
+            csv.push_str(&row.cells().join(","));
+            csv.push('\n');
         }
         csv
     }
 
     /// The report for people: the checks, then the reconciliation.
     pub fn to_text(&self) -> String {
-        use super::money::format_usd;
         let mut text = format!(
             "Checked {} users, {} usage records and {} ledger entries.\n",
             self.users, self.usage_records, self.ledger_entries
@@ -107,8 +125,7 @@ impl AuditReport {
             }
         }
         text.push_str("\nReconciliation by provider and day (USD):\n");
-        text.push_str(&format!(
-            "{:<10} {:<12} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>14}\n",
+        let header = [
             "day",
             "provider",
             "requests",
@@ -119,27 +136,20 @@ impl AuditReport {
             "output",
             "provider cost",
             "user price",
-            "margin"
-        ));
-        for row in self
+            "margin",
+        ]
+        .map(String::from);
+        let rows = self
             .reconciliation
             .iter()
-            .chain(std::iter::once(&self.totals))
-        {
-            text.push_str(&format!(
-                "{:<10} {:<12} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>14}\n",
-                row.day,
-                row.provider,
-                row.requests,
-                row.input_tokens,
-                row.cache_read_tokens,
-                row.cache_write_tokens,
-                row.cache_write_1h_tokens,
-                row.output_tokens,
-                format_usd(row.provider_cost),
-                format_usd(row.user_price),
-                format_usd(row.margin),
-            ));
+            .chain(std::iter::once(&self.totals));
+        for cells in std::iter::once(header).chain(rows.map(ReconciliationRow::cells)) {
+            let [day, provider, numbers @ ..] = cells;
+            text.push_str(&format!("{day:<10} {provider:<12}"));
+            for number in numbers {
+                text.push_str(&format!(" {number:>13}"));
+            }
+            text.push('\n');
         }
         text
     }

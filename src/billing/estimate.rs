@@ -45,37 +45,40 @@ const REPLY_PRIMING: i64 = 3;
 /// Inline data read to find an image's size (base64 characters).
 const SNIFF_CHARS: usize = 96 * 1024;
 
-/// Request fields that steer sampling or delivery and cost no tokens.
-const PARAMETERS: &[&str] = &[
-    "model",
-    "stream",
-    "stream_options",
-    "max_tokens",
-    "max_completion_tokens",
-    "max_output_tokens",
-    "n",
-    "temperature",
-    "top_p",
-    "top_k",
-    "seed",
-    "user",
-    "metadata",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "presence_penalty",
-    "frequency_penalty",
-    "store",
-    "service_tier",
-    "parallel_tool_calls",
-    "stop",
-    "stop_sequences",
-    "modalities",
-    "reasoning_effort",
-    "prediction",
-    "encoding_format",
-    "dimensions",
-];
+/// Whether a request field steers sampling or delivery, and costs no tokens.
+fn is_parameter(key: &str) -> bool {
+    matches!(
+        key,
+        "model"
+            | "stream"
+            | "stream_options"
+            | "max_tokens"
+            | "max_completion_tokens"
+            | "max_output_tokens"
+            | "n"
+            | "temperature"
+            | "top_p"
+            | "top_k"
+            | "seed"
+            | "user"
+            | "metadata"
+            | "logit_bias"
+            | "logprobs"
+            | "top_logprobs"
+            | "presence_penalty"
+            | "frequency_penalty"
+            | "store"
+            | "service_tier"
+            | "parallel_tool_calls"
+            | "stop"
+            | "stop_sequences"
+            | "modalities"
+            | "reasoning_effort"
+            | "prediction"
+            | "encoding_format"
+            | "dimensions"
+    )
+}
 
 /// How a provider counts an image's tokens, as it publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,56 +216,66 @@ fn ceil_div(a: i64, b: i64) -> i64 {
 /// A text's tokens: about four ASCII characters a token, one for every
 /// other character.
 pub fn text_tokens(text: &str) -> i64 {
-    let ascii = text.bytes().filter(u8::is_ascii).count() as i64;
-    let others = text.chars().filter(|c| !c.is_ascii()).count() as i64;
+    let (mut ascii, mut others) = (0i64, 0i64);
+    for byte in text.bytes() {
+        if byte.is_ascii() {
+            ascii += 1;
+        } else if byte & 0xC0 != 0x80 {
+            others += 1; // The first byte of a character; the rest continue it.
+        }
+    }
     (ascii + 3) / 4 + others
 }
 
 /// A request body's prompt tokens for the dearest of `rules` (the image
 /// rules of the targets it may go to); text alone when there are none.
 pub fn prompt_tokens(body: &Map<String, Value>, rules: &[ImageRule]) -> i64 {
-    let default = [ImageRule::OpenAiTiles {
+    let default = ImageRule::OpenAiTiles {
         base: 85,
         per_tile: 170,
-    }];
-    let rules = if rules.is_empty() {
-        &default[..]
-    } else {
-        rules
     };
+    let first = count_prompt(body, rules.first().copied().unwrap_or(default));
+    if !first.media {
+        return first.tokens; // Text alone counts the same under every rule.
+    }
     rules
         .iter()
-        .map(|&rule| {
-            let mut count = Count {
-                rule,
-                tokens: 0,
-                framed: true,
-            };
-            for (key, value) in body {
-                if PARAMETERS.contains(&key.as_str()) {
-                    continue;
-                }
-                match (is_message_list(key), value.as_array()) {
-                    (true, Some(messages)) => {
-                        count.tokens += REPLY_PRIMING + TOKENS_PER_MESSAGE * messages.len() as i64;
-                        let mut messages_count = Count {
-                            framed: false,
-                            tokens: 0,
-                            ..count
-                        };
-                        messages_count.value(value);
-                        count.tokens += messages_count.tokens;
-                    }
-                    _ => {
-                        count.key(key);
-                        count.value(value);
-                    }
-                }
+        .skip(1)
+        .map(|&rule| count_prompt(body, rule).tokens)
+        .fold(first.tokens, i64::max)
+}
+
+/// The prompt's tokens under one image rule.
+fn count_prompt(body: &Map<String, Value>, rule: ImageRule) -> Count {
+    let mut count = Count {
+        rule,
+        tokens: 0,
+        framed: true,
+        media: false,
+    };
+    for (key, value) in body {
+        if is_parameter(key) {
+            continue;
+        }
+        match (is_message_list(key), value.as_array()) {
+            (true, Some(messages)) => {
+                count.tokens += REPLY_PRIMING + TOKENS_PER_MESSAGE * messages.len() as i64;
+                let mut inner = Count {
+                    framed: false,
+                    tokens: 0,
+                    ..count
+                };
+                inner.value(value);
+                count.tokens += inner.tokens;
+                count.media |= inner.media;
             }
-            count.tokens
-        })
-        .max()
-        .unwrap_or(0)
+            _ => {
+                count.key(key);
+                count.value(value);
+            }
+        }
+    }
+    count
 }
 
 /// The fields whose items are messages (OpenAI, Anthropic, Responses, Gemini).
@@ -289,6 +302,9 @@ struct Count {
     /// Whether keys and the framing of values count: not in messages,
     /// whose structure the provider renders in the per-message framing.
     framed: bool,
+    /// Whether an image, audio or a file was counted (whose tokens depend
+    /// on the rule).
+    media: bool,
 }
 
 impl Count {
@@ -306,7 +322,10 @@ impl Count {
             Value::Null => {}
             Value::Array(items) => items.iter().for_each(|item| self.value(item)),
             Value::Object(map) => match media_tokens(map, self.rule) {
-                Some(tokens) => self.tokens += tokens,
+                Some(tokens) => {
+                    self.tokens += tokens;
+                    self.media = true;
+                }
                 None => {
                     for (key, value) in map {
                         self.key(key);

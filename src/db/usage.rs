@@ -140,7 +140,16 @@ pub async fn list_for_user(
 ) -> Result<Vec<UsageRecord>, sqlx::Error> {
     let sql = list_sql(filter);
     with_pool!(db, pool => {
-        let mut query = sqlx::query_as::<_, UsageRecord>(&sql).bind(user_id);
+        let query = bind_filter!(sqlx::query_as::<_, UsageRecord>(&sql), user_id, filter);
+        query.bind(limit).bind(offset).fetch_all(pool).await
+    })
+}
+
+/// Binds a user and the filters in use, in [`filter_sql`]'s order.
+macro_rules! bind_filter {
+    ($query:expr, $user_id:expr, $filter:expr) => {{
+        let filter: &Filter = $filter;
+        let mut query = $query.bind($user_id);
         if let Some(from) = filter.from_ms {
             query = query.bind(from);
         }
@@ -153,9 +162,10 @@ pub async fn list_for_user(
         if let Some(model) = &filter.model {
             query = query.bind(model);
         }
-        query.bind(limit).bind(offset).fetch_all(pool).await
-    })
+        query
+    }};
 }
+use bind_filter;
 
 /// The SQL of [`list_for_user`]: placeholders in the order values are bound.
 pub fn list_sql(filter: &Filter) -> String {
@@ -217,19 +227,7 @@ pub async fn export_for_user(
     use futures::TryStreamExt;
     let sql = export_sql(filter);
     with_pool!(db, pool => {
-        let mut query = sqlx::query_as::<_, ExportRow>(&sql).bind(user_id);
-        if let Some(from) = filter.from_ms {
-            query = query.bind(from);
-        }
-        if let Some(to) = filter.to_ms {
-            query = query.bind(to);
-        }
-        if let Some(key_id) = &filter.key_id {
-            query = query.bind(key_id);
-        }
-        if let Some(model) = &filter.model {
-            query = query.bind(model);
-        }
+        let query = bind_filter!(sqlx::query_as::<_, ExportRow>(&sql), user_id, filter);
         let mut stream = query.fetch(pool);
         loop {
             let next = stream.try_next().await;

@@ -194,6 +194,9 @@ async fn claim_key(
     headers: &HeaderMap,
     prepared: &mut Prepared,
 ) -> Result<Begin, AppError> {
+    if !headers.contains_key(idempotency::HEADER) {
+        return Ok(Begin::Proceed(None));
+    }
     let meter = &mut prepared.meter;
     let endpoint = meter.endpoint().to_string();
     let begun = idempotency::begin(
@@ -261,7 +264,49 @@ async fn chat(
         Caller::Session { .. } => "playground",
         _ => "chat.completions",
     };
-    let check: Check = validate::chat_request;
+    let request = Spending::new(ids, headers, endpoint, validate::chat_request);
+    spend(state, caller, request, body, async |body, meter, limits| {
+        route_chat(state, body, meter, limits, rate).await
+    })
+    .await
+}
+
+/// A request to a route that spends: its ids and headers, its name in
+/// usage records, and what its body is checked against.
+struct Spending<'a> {
+    ids: &'a RequestIds,
+    headers: &'a HeaderMap,
+    endpoint: &'a str,
+    check: Check,
+}
+
+impl<'a> Spending<'a> {
+    fn new(ids: &'a RequestIds, headers: &'a HeaderMap, endpoint: &'a str, check: Check) -> Self {
+        Self {
+            ids,
+            headers,
+            endpoint,
+            check,
+        }
+    }
+}
+
+/// Runs a spending request from its body to its answer: read and checked,
+/// its idempotency key claimed (or its kept answer replayed), answered by
+/// `answer`, recorded if that failed, and its answer kept for the key.
+async fn spend(
+    state: &AppState,
+    caller: &Caller,
+    request: Spending<'_>,
+    body: HttpBody,
+    answer: impl AsyncFnOnce(&Body, &mut Meter, &Limits) -> Result<Response, AppError>,
+) -> Result<Response, AppError> {
+    let Spending {
+        ids,
+        headers,
+        endpoint,
+        check,
+    } = request;
     let mut prepared = prepare(state, caller, ids, headers, body, endpoint, check).await?;
     let held = match claim_key(state, caller, headers, &mut prepared).await? {
         Begin::Replay(response) => return Ok(response),
@@ -273,7 +318,7 @@ async fn chat(
         limits,
         ..
     } = prepared;
-    let result = route_chat(state, &body, &mut meter, &limits, rate).await;
+    let result = answer(&body, &mut meter, &limits).await;
     if let Err(err) = &result {
         meter.fail(err);
     }
@@ -287,10 +332,7 @@ async fn route_chat(
     limits: &Limits,
     rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AppError::invalid("model", "`model` is required and must be a string."))?;
+    let model = requested_model(body)?;
     let primary = state.models.resolve(model)?;
     meter.target(&primary);
     let targets = allowed_targets(state, limits, primary, meter)?;
@@ -438,51 +480,50 @@ async fn embed(
     body: HttpBody,
     rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
-    let check: Check = validate::embeddings_request;
-    let mut prepared = prepare(state, caller, ids, headers, body, "embeddings", check).await?;
-    let held = match claim_key(state, caller, headers, &mut prepared).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(held) => held,
-    };
-    let Prepared {
-        body,
-        mut meter,
-        limits,
-        ..
-    } = prepared;
-    let body = &body;
-    let result = async {
-        let model = body.get("model").and_then(Value::as_str).ok_or_else(|| {
-            AppError::invalid("model", "`model` is required and must be a string.")
-        })?;
-        let target = state.models.resolve(model)?;
-        meter.target(&target);
-        if target.provider.kind != ProviderKind::Openai {
-            return Err(AppError::invalid(
-                "model",
-                format!(
-                    "Embeddings are available from OpenAI-compatible providers; `{}` is not one.",
-                    target.provider.name
-                ),
-            ));
-        }
-        let targets = allowed_targets(state, &limits, target, &mut meter)?;
-        let input_tokens = estimate::embedding_tokens(body.get("input").unwrap_or(&Value::Null));
-        admit_rate(state, &limits, &mut meter, input_tokens, rate).await?;
-        reserve(state, &limits, &mut meter, input_tokens, 0).await?;
-        meter.sent_upstream(input_tokens);
-        let (answered, response) = with_retries(state, &targets, |t| async move {
-            t.provider.client.embeddings(body, &t.model).await
-        })
-        .await?;
-        answered.bill(&mut meter);
-        Ok(finish_with_cost(&mut meter, response, input_tokens))
+    let request = Spending::new(ids, headers, "embeddings", validate::embeddings_request);
+    spend(state, caller, request, body, async |body, meter, limits| {
+        route_embeddings(state, body, meter, limits, rate).await
+    })
+    .await
+}
+
+async fn route_embeddings(
+    state: &AppState,
+    body: &Body,
+    meter: &mut Meter,
+    limits: &Limits,
+    rate: &mut Option<RateStatus>,
+) -> Result<Response, AppError> {
+    let model = requested_model(body)?;
+    let target = state.models.resolve(model)?;
+    meter.target(&target);
+    if target.provider.kind != ProviderKind::Openai {
+        return Err(AppError::invalid(
+            "model",
+            format!(
+                "Embeddings are available from OpenAI-compatible providers; `{}` is not one.",
+                target.provider.name
+            ),
+        ));
     }
-    .await;
-    if let Err(err) = &result {
-        meter.fail(err);
-    }
-    keep_answer(held, result).await
+    let targets = allowed_targets(state, limits, target, meter)?;
+    let input_tokens = estimate::embedding_tokens(body.get("input").unwrap_or(&Value::Null));
+    admit_rate(state, limits, meter, input_tokens, rate).await?;
+    reserve(state, limits, meter, input_tokens, 0).await?;
+    meter.sent_upstream(input_tokens);
+    let (answered, response) = with_retries(state, &targets, |t| async move {
+        t.provider.client.embeddings(body, &t.model).await
+    })
+    .await?;
+    answered.bill(meter);
+    Ok(finish_with_cost(meter, response, input_tokens))
+}
+
+/// The model the body asks for (the body was checked; this is its guard).
+fn requested_model(body: &Body) -> Result<&str, AppError> {
+    body.get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::invalid("model", "`model` is required and must be a string."))
 }
 
 /// The prompt's tokens by the dearest of the targets' rules (see

@@ -31,9 +31,11 @@ pub fn json_content_type(headers: &HeaderMap) -> Result<(), AppError> {
         .split(';')
         .next()
         .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media_type == "application/json" || media_type.ends_with("+json") {
+        .trim();
+    let json_suffix = media_type.len() > 5
+        && media_type.is_char_boundary(media_type.len() - 5)
+        && media_type[media_type.len() - 5..].eq_ignore_ascii_case("+json");
+    if media_type.eq_ignore_ascii_case("application/json") || json_suffix {
         Ok(())
     } else {
         Err(AppError::UnsupportedMediaType(format!(
@@ -43,101 +45,87 @@ pub fn json_content_type(headers: &HeaderMap) -> Result<(), AppError> {
     }
 }
 
-/// Checks a `POST /v1/chat/completions` body.
+/// Checks a `POST /v1/chat/completions` body, in one pass over its fields.
 pub fn chat_request(body: &Map<String, Value>) -> Result<(), AppError> {
-    let at = Path::root();
-    required_string(body, "model", &at)?;
-    let messages = match body.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => messages,
-        _ => {
-            return Err(AppError::invalid(
-                "messages",
-                "`messages` must be a non-empty array of message objects.",
-            ))
+    let root = Path::Root;
+    let (mut model, mut messages) = (false, false);
+    for (key, value) in body {
+        let at = root.field(key);
+        match key.as_str() {
+            "model" => model = non_empty_string(value, &at)?,
+            "messages" => {
+                match value.as_array().filter(|m| !m.is_empty()) {
+                    Some(list) => {
+                        for (i, message) in list.iter().enumerate() {
+                            chat_message(message, &at.item(i))?;
+                        }
+                    }
+                    None => {
+                        return Err(invalid(&at, "must be a non-empty array of message objects"))
+                    }
+                }
+                messages = true;
+            }
+            "stream" | "logprobs" | "parallel_tool_calls" | "store" => {
+                expect(value, &at, Value::is_boolean, "a boolean")?
+            }
+            "stream_options" => {
+                expect(value, &at, Value::is_object, "an object")?;
+                if let Some(include) = value.get("include_usage") {
+                    expect(
+                        include,
+                        &at.field("include_usage"),
+                        Value::is_boolean,
+                        "a boolean",
+                    )?;
+                }
+            }
+            "n" | "max_tokens" | "max_completion_tokens" => {
+                expect(value, &at, is_positive_integer, "a positive integer")?
+            }
+            "temperature" => expect(value, &at, in_range(0.0, 2.0), "a number from 0 to 2")?,
+            "top_p" => expect(value, &at, in_range(0.0, 1.0), "a number from 0 to 1")?,
+            "presence_penalty" | "frequency_penalty" => {
+                expect(value, &at, in_range(-2.0, 2.0), "a number from -2 to 2")?
+            }
+            "seed" => expect(value, &at, is_integer, "an integer")?,
+            "top_logprobs" => expect(value, &at, integer_in(0, 20), "an integer from 0 to 20")?,
+            "user" => expect(value, &at, Value::is_string, "a string")?,
+            "logit_bias" | "metadata" => expect(value, &at, Value::is_object, "an object")?,
+            "stop" => expect(
+                value,
+                &at,
+                is_stop,
+                "a string or an array of up to 4 strings",
+            )?,
+            "tool_choice" => expect(value, &at, is_string_or_object, "a string or an object")?,
+            "tools" | "functions" => tools(value, key == "functions", &at)?,
+            "response_format" if !value.is_null() => {
+                let format = object(value, &at)?;
+                required_string(format, "type", &at)?;
+            }
+            _ => {}
         }
-    };
-    for (i, message) in messages.iter().enumerate() {
-        chat_message(message, &at.index("messages", i))?;
     }
-    optional(body, "stream", &at, is_bool, "a boolean")?;
-    optional(body, "stream_options", &at, Value::is_object, "an object")?;
-    if let Some(Value::Object(options)) = body.get("stream_options") {
-        optional(
-            options,
-            "include_usage",
-            &at.field("stream_options"),
-            is_bool,
-            "a boolean",
-        )?;
+    if !model {
+        return Err(invalid(
+            &root.field("model"),
+            "is required and must be a non-empty string",
+        ));
     }
-    for field in ["n", "max_tokens", "max_completion_tokens"] {
-        optional(body, field, &at, is_positive_integer, "a positive integer")?;
-    }
-    optional(
-        body,
-        "temperature",
-        &at,
-        in_range(0.0, 2.0),
-        "a number from 0 to 2",
-    )?;
-    optional(
-        body,
-        "top_p",
-        &at,
-        in_range(0.0, 1.0),
-        "a number from 0 to 1",
-    )?;
-    for field in ["presence_penalty", "frequency_penalty"] {
-        optional(
-            body,
-            field,
-            &at,
-            in_range(-2.0, 2.0),
-            "a number from -2 to 2",
-        )?;
-    }
-    optional(body, "seed", &at, is_integer, "an integer")?;
-    optional(
-        body,
-        "top_logprobs",
-        &at,
-        integer_in(0, 20),
-        "an integer from 0 to 20",
-    )?;
-    for field in ["logprobs", "parallel_tool_calls", "store"] {
-        optional(body, field, &at, is_bool, "a boolean")?;
-    }
-    optional(body, "user", &at, Value::is_string, "a string")?;
-    for field in ["logit_bias", "metadata"] {
-        optional(body, field, &at, Value::is_object, "an object")?;
-    }
-    optional(
-        body,
-        "stop",
-        &at,
-        is_stop,
-        "a string or an array of up to 4 strings",
-    )?;
-    optional(
-        body,
-        "tool_choice",
-        &at,
-        is_string_or_object,
-        "a string or an object",
-    )?;
-    tools(body, &at)?;
-    if let Some(format) = body.get("response_format").filter(|v| !v.is_null()) {
-        let at = at.field("response_format");
-        let format = object(format, &at)?;
-        required_string(format, "type", &at)?;
+    if !messages {
+        return Err(invalid(
+            &root.field("messages"),
+            "must be a non-empty array of message objects",
+        ));
     }
     Ok(())
 }
 
 /// Checks a `POST /v1/embeddings` body.
 pub fn embeddings_request(body: &Map<String, Value>) -> Result<(), AppError> {
-    let at = Path::root();
-    required_string(body, "model", &at)?;
+    let root = Path::Root;
+    required_string(body, "model", &root)?;
     let input_ok = match body.get("input") {
         Some(Value::String(_)) => true,
         Some(Value::Array(items)) => {
@@ -152,26 +140,25 @@ pub fn embeddings_request(body: &Map<String, Value>) -> Result<(), AppError> {
         _ => false,
     };
     if !input_ok {
-        return Err(AppError::invalid(
-            "input",
-            "`input` must be a string, or a non-empty array of strings, of token ids, or of arrays of token ids.",
+        return Err(invalid(
+            &root.field("input"),
+            "must be a string, or a non-empty array of strings, of token ids, or of arrays of token ids",
         ));
     }
-    optional(
-        body,
-        "dimensions",
-        &at,
-        is_positive_integer,
-        "a positive integer",
-    )?;
-    optional(
-        body,
-        "encoding_format",
-        &at,
-        |v| matches!(v.as_str(), Some("float" | "base64")),
-        "`float` or `base64`",
-    )?;
-    optional(body, "user", &at, Value::is_string, "a string")?;
+    for (key, value) in body {
+        let at = root.field(key);
+        match key.as_str() {
+            "dimensions" => expect(value, &at, is_positive_integer, "a positive integer")?,
+            "encoding_format" => expect(
+                value,
+                &at,
+                |v| matches!(v.as_str(), Some("float" | "base64")),
+                "`float` or `base64`",
+            )?,
+            "user" => expect(value, &at, Value::is_string, "a string")?,
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -180,14 +167,8 @@ fn chat_message(message: &Value, at: &Path) -> Result<(), AppError> {
     let message = object(message, at)?;
     let role = required_string(message, "role", at)?;
     if !ROLES.contains(&role) {
-        return Err(AppError::invalid(
-            &at.field("role").0,
-            format!(
-                "`{}` must be one of {}; it was `{role}`.",
-                at.field("role").0,
-                ROLES.join(", ")
-            ),
-        ));
+        let message = format!("must be one of {}; it was `{role}`", ROLES.join(", "));
+        return Err(invalid(&at.field("role"), &message));
     }
     let content_at = at.field("content");
     match message.get("content") {
@@ -199,26 +180,22 @@ fn chat_message(message: &Value, at: &Path) -> Result<(), AppError> {
             }
         }
         _ => {
-            return Err(AppError::invalid(
-                &content_at.0,
-                format!(
-                    "`{}` must be a string or an array of content parts.",
-                    content_at.0
-                ),
+            return Err(invalid(
+                &content_at,
+                "must be a string or an array of content parts",
             ))
         }
     }
-    optional(message, "name", at, Value::is_string, "a string")?;
+    if let Some(name) = message.get("name") {
+        expect(name, &at.field("name"), Value::is_string, "a string")?;
+    }
     if role == "tool" {
         required_string(message, "tool_call_id", at)?;
     }
     if let Some(calls) = message.get("tool_calls").filter(|v| !v.is_null()) {
         let calls_at = at.field("tool_calls");
         let Some(calls) = calls.as_array() else {
-            return Err(AppError::invalid(
-                &calls_at.0,
-                format!("`{}` must be an array.", calls_at.0),
-            ));
+            return Err(invalid(&calls_at, "must be an array"));
         };
         for (i, call) in calls.iter().enumerate() {
             let call_at = calls_at.item(i);
@@ -238,9 +215,7 @@ fn content_part(part: &Value, at: &Path) -> Result<(), AppError> {
     let part = object(part, at)?;
     let kind = required_string(part, "type", at)?;
     match kind {
-        "text" => {
-            required_text(part, "text", at)?;
-        }
+        "text" => required_text(part, "text", at)?,
         "image_url" => {
             let image_at = at.field("image_url");
             match part.get("image_url") {
@@ -248,12 +223,7 @@ fn content_part(part: &Value, at: &Path) -> Result<(), AppError> {
                 Some(Value::Object(image)) => {
                     required_string(image, "url", &image_at)?;
                 }
-                _ => {
-                    return Err(AppError::invalid(
-                        &image_at.0,
-                        format!("`{}` must be an object with a `url`.", image_at.0),
-                    ))
-                }
+                _ => return Err(invalid(&image_at, "must be an object with a `url`")),
             }
         }
         "input_audio" => {
@@ -270,81 +240,84 @@ fn content_part(part: &Value, at: &Path) -> Result<(), AppError> {
     Ok(())
 }
 
-/// `tools` (and the older `functions`): arrays of definitions with names.
-fn tools(body: &Map<String, Value>, at: &Path) -> Result<(), AppError> {
-    for field in ["tools", "functions"] {
-        let Some(list) = body.get(field).filter(|v| !v.is_null()) else {
-            continue;
+/// `tools` (or the older `functions`): an array of definitions with names.
+fn tools(list: &Value, functions: bool, at: &Path) -> Result<(), AppError> {
+    if list.is_null() {
+        return Ok(());
+    }
+    let Some(list) = list.as_array() else {
+        return Err(invalid(at, "must be an array"));
+    };
+    for (i, tool) in list.iter().enumerate() {
+        let tool_at = at.item(i);
+        let tool = object(tool, &tool_at)?;
+        let function_at = tool_at.field("function");
+        let function = if functions {
+            Some((tool, &tool_at))
+        } else if required_string(tool, "type", &tool_at)? == "function" {
+            let function = object(tool.get("function").unwrap_or(&Value::Null), &function_at)?;
+            Some((function, &function_at))
+        } else {
+            None
         };
-        let list_at = at.field(field);
-        let Some(list) = list.as_array() else {
-            return Err(AppError::invalid(
-                &list_at.0,
-                format!("`{}` must be an array.", list_at.0),
-            ));
-        };
-        for (i, tool) in list.iter().enumerate() {
-            let tool_at = list_at.item(i);
-            let tool = object(tool, &tool_at)?;
-            let function = if field == "functions" {
-                Some((tool, tool_at))
-            } else {
-                let kind = required_string(tool, "type", &tool_at)?;
-                (kind == "function")
-                    .then(|| {
-                        let function_at = tool_at.field("function");
-                        object(tool.get("function").unwrap_or(&Value::Null), &function_at)
-                            .map(|f| (f, function_at))
-                    })
-                    .transpose()?
-            };
-            if let Some((function, function_at)) = function {
-                required_string(function, "name", &function_at)?;
-                optional(
-                    function,
-                    "parameters",
-                    &function_at,
-                    Value::is_object,
-                    "an object",
-                )?;
+        if let Some((function, function_at)) = function {
+            required_string(function, "name", function_at)?;
+            if let Some(parameters) = function.get("parameters") {
+                let at = function_at.field("parameters");
+                expect(parameters, &at, Value::is_object, "an object")?;
             }
         }
     }
     Ok(())
 }
 
-/// Where a value sits in the body, as OpenAI names parameters:
-/// `messages[0].content`.
-#[derive(Debug, Clone)]
-struct Path(String);
+/// Where a value sits in the body, written out only for an error, as
+/// OpenAI names parameters: `messages[0].content`.
+enum Path<'a> {
+    Root,
+    Field(&'a Path<'a>, &'a str),
+    Item(&'a Path<'a>, usize),
+}
 
-impl Path {
-    fn root() -> Self {
-        Self(String::new())
+impl<'a> Path<'a> {
+    fn field(&'a self, name: &'a str) -> Path<'a> {
+        Path::Field(self, name)
     }
 
-    fn field(&self, name: &str) -> Self {
-        if self.0.is_empty() {
-            Self(name.to_string())
-        } else {
-            Self(format!("{}.{name}", self.0))
-        }
-    }
-
-    fn item(&self, index: usize) -> Self {
-        Self(format!("{}[{index}]", self.0))
-    }
-
-    fn index(&self, name: &str, index: usize) -> Self {
-        self.field(name).item(index)
+    fn item(&'a self, index: usize) -> Path<'a> {
+        Path::Item(self, index)
     }
 }
 
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => f.write_str("body"),
+            Path::Field(Path::Root, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Item(parent, index) => write!(f, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// A 400 about the value at `at`, which `problem` describes ("must be…").
+fn invalid(at: &Path, problem: &str) -> AppError {
+    let name = at.to_string();
+    let message = format!("`{name}` {problem}.");
+    AppError::invalid(&name, message)
+}
+
 fn object<'a>(value: &'a Value, at: &Path) -> Result<&'a Map<String, Value>, AppError> {
-    value.as_object().ok_or_else(|| {
-        let name = if at.0.is_empty() { "body" } else { &at.0 };
-        AppError::invalid(name, format!("`{name}` must be an object."))
-    })
+    value
+        .as_object()
+        .ok_or_else(|| invalid(at, "must be an object"))
+}
+
+fn non_empty_string(value: &Value, at: &Path) -> Result<bool, AppError> {
+    match value {
+        Value::String(text) if !text.is_empty() => Ok(true),
+        _ => Err(invalid(at, "is required and must be a non-empty string")),
+    }
 }
 
 fn required_string<'a>(
@@ -352,12 +325,11 @@ fn required_string<'a>(
     name: &str,
     at: &Path,
 ) -> Result<&'a str, AppError> {
-    let field = at.field(name);
     match map.get(name) {
         Some(Value::String(text)) if !text.is_empty() => Ok(text),
-        _ => Err(AppError::invalid(
-            &field.0,
-            format!("`{}` is required and must be a non-empty string.", field.0),
+        _ => Err(invalid(
+            &at.field(name),
+            "is required and must be a non-empty string",
         )),
     }
 }
@@ -367,36 +339,21 @@ fn required_text(map: &Map<String, Value>, name: &str, at: &Path) -> Result<(), 
     if map.get(name).is_some_and(Value::is_string) {
         return Ok(());
     }
-    let field = at.field(name);
-    Err(AppError::invalid(
-        &field.0,
-        format!("`{}` is required and must be a string.", field.0),
-    ))
+    Err(invalid(&at.field(name), "is required and must be a string"))
 }
 
-/// Checks an optional field, which may also be `null`.
-fn optional(
-    map: &Map<String, Value>,
-    name: &str,
+/// Checks an optional value, which may also be `null`.
+fn expect(
+    value: &Value,
     at: &Path,
     valid: impl Fn(&Value) -> bool,
     expected: &str,
 ) -> Result<(), AppError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(()),
-        Some(value) if valid(value) => Ok(()),
-        Some(_) => {
-            let field = at.field(name);
-            Err(AppError::invalid(
-                &field.0,
-                format!("`{}` must be {expected}.", field.0),
-            ))
-        }
+    if value.is_null() || valid(value) {
+        Ok(())
+    } else {
+        Err(invalid(at, &format!("must be {expected}")))
     }
-}
-
-fn is_bool(value: &Value) -> bool {
-    value.is_boolean()
 }
 
 fn is_integer(value: &Value) -> bool {
