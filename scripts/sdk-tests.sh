@@ -16,7 +16,7 @@ database_url=${2:-"sqlite://$work/gateway.db"}
 cleanup() {
   local pidfile
   for pidfile in "$work"/*.pid; do
-    [[ -e "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null
+    [[ -e "$pidfile" ]] && { kill "$(cat "$pidfile")" 2>/dev/null || true; }
   done
   rm -rf "$work"
 }

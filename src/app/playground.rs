@@ -103,7 +103,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let initial = figures.await.map(|f| f.balance).ok();
-                let shown = move || balance.get().or(initial).map(|b| format!("${}", format_usd(b)));
+                let shown = move || balance.get().or(initial).map(super::format::dollars);
                 view! {
                     <p class="big-figure">
                         <span class="label">"Balance"</span>
