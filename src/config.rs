@@ -250,6 +250,10 @@ fn default_shutdown_grace_secs() -> u64 {
     30
 }
 
+/// The highest price per million tokens, in USD, and the highest margin.
+const MAX_PRICE_USD: f64 = 100_000.0;
+const MAX_MARGIN_PERCENT: f64 = 1_000.0;
+
 /// Beyond this, polling would spin through pauses between requests.
 const MAX_IDLE_POLL_US: u64 = 10_000;
 
@@ -462,8 +466,13 @@ impl Config {
                 "timeouts must be at least 1 second".into(),
             ));
         }
-        if !self.margin_percent.is_finite() || self.margin_percent < 0.0 {
-            return Err(invalid("margin_percent", "must be zero or more".into()));
+        if !self.margin_percent.is_finite()
+            || !(0.0..=MAX_MARGIN_PERCENT).contains(&self.margin_percent)
+        {
+            return Err(invalid(
+                "margin_percent",
+                format!("must be from 0 to {MAX_MARGIN_PERCENT}"),
+            ));
         }
         if self.reserve_output_tokens < 1 {
             return Err(invalid(
@@ -507,6 +516,17 @@ impl Config {
                 return Err(invalid(
                     &key,
                     "prices and margins must be zero or more".into(),
+                ));
+            }
+            // The admin API's bounds: guards against a typo's extra zeros.
+            if prices[..5].iter().flatten().any(|p| *p > MAX_PRICE_USD)
+                || price.margin_percent.is_some_and(|m| m > MAX_MARGIN_PERCENT)
+            {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "prices must be at most {MAX_PRICE_USD} USD per million tokens, margins at most {MAX_MARGIN_PERCENT}%"
+                    ),
                 ));
             }
         }

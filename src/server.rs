@@ -162,13 +162,17 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         .map_err(StartError::Sessions)?;
     let prices = Arc::new(PriceBook::load(&db, &config).await.map_err(DbError::from)?);
     if matches!(db, Db::Sqlite(_)) {
-        // One process owns a SQLite file: any open reservation is from a
-        // previous run that died, so release it now.
+        // One process owns a SQLite file: any open reservation, or key
+        // claimed in flight, is from a previous run that died: release it.
         let released = db::ledger::release_all(&db).await.map_err(DbError::from)?;
-        if released > 0 {
+        let claims = db::idempotency::release_all_in_flight(&db)
+            .await
+            .map_err(DbError::from)?;
+        if released > 0 || claims > 0 {
             tracing::warn!(
                 released,
-                "released reservations left by an unclean shutdown"
+                claims,
+                "released reservations and idempotency claims left by an unclean shutdown"
             );
         }
     }
@@ -180,10 +184,12 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
     let replica_id: Arc<str> = format!("rep_{}", uuid::Uuid::new_v4().simple()).into();
     let keys = Arc::new(KeyCache::default());
     if let Db::Postgres(_) = db {
-        db::replicas::register(&db, &replica_id, db::now_ms())
+        // Its own connections: a busy pool must not silence the heartbeat.
+        let liveness = db.separate_pool(2);
+        db::replicas::register(&liveness, &replica_id)
             .await
             .map_err(DbError::from)?;
-        spawn_liveness(db.clone(), replica_id.clone());
+        spawn_liveness(liveness, replica_id.clone());
     }
     listen_for_changes(&db, keys.clone(), prices.clone(), models.clone());
     spawn_maintenance(db.clone(), sessions.clone(), prices.clone(), models.clone());
@@ -220,25 +226,35 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
 }
 
 /// Beats this replica's heartbeat, and releases what replicas that
-/// stopped beating held (PostgreSQL).
+/// stopped beating held (PostgreSQL). A tick on which this replica could
+/// not prove itself alive releases nothing.
 fn spawn_liveness(db: Db, replica_id: Arc<str>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         loop {
             tick.tick().await;
-            let now = db::now_ms();
-            match db::replicas::heartbeat(&db, &replica_id, now).await {
-                Ok(true) => {}
+            let alive = match db::replicas::heartbeat(&db, &replica_id).await {
+                Ok(true) => true,
                 Ok(false) => {
                     tracing::warn!("this replica was given up for dead; registering again");
-                    if let Err(err) = db::replicas::register(&db, &replica_id, now).await {
-                        tracing::warn!(%err, "registering this replica failed");
+                    match db::replicas::register(&db, &replica_id).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            tracing::warn!(%err, "registering this replica failed");
+                            false
+                        }
                     }
                 }
-                Err(err) => tracing::warn!(%err, "heartbeat failed"),
+                Err(err) => {
+                    tracing::warn!(%err, "heartbeat failed");
+                    false
+                }
+            };
+            if !alive {
+                continue;
             }
-            let stale_before = now - REPLICA_TIMEOUT.as_millis() as i64;
-            match db::replicas::release_dead(&db, stale_before).await {
+            let timeout_ms = REPLICA_TIMEOUT.as_millis() as i64;
+            match db::replicas::release_dead(&db, timeout_ms).await {
                 Ok(released) if released != Default::default() => tracing::warn!(
                     reservations = released.reservations,
                     idempotency_claims = released.idempotency_claims,

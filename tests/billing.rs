@@ -414,7 +414,7 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
             ..UsageRecord::default()
         },
         in_memory: true,
-        budgeted: false,
+        budgets: None,
         rate_window: None,
     };
     // "poor" has 100 and is charged 120: the second charge takes it to -20.
@@ -511,13 +511,56 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
             ..UsageRecord::default()
         },
         in_memory: false,
-        budgeted: false,
+        budgets: None,
         rate_window: Some(window),
     }];
     apply_batch(&db, &limited).await.unwrap();
     apply_batch(&db, &limited).await.unwrap();
     let counts = llm_gateway::db::rate_limits::counts(&db, &key.id, window).await;
     assert_eq!(counts.unwrap(), (1, 7), "the tokens are counted once");
+
+    // A budget is charged in full even when its hold was released first
+    // (a sweep gave the request's replica up for dead): nothing escapes it.
+    let scope = "key:budgeted-key";
+    let reserve = WriteOp::ReserveBudget {
+        request_id: "r4".into(),
+        user_id: "rich".into(),
+        limits: vec![llm_gateway::billing::budget::BudgetLimit {
+            scope: scope.into(),
+            max: 1_000,
+            period: llm_gateway::billing::budget::Period::Lifetime,
+        }],
+        amount: 100,
+        now: 1_000,
+        expires_at: 2_000,
+        replica_id: "rep_gone".into(),
+    };
+    assert_eq!(apply_batch(&db, &[reserve]).await.unwrap(), [true]);
+    ledger::release_matching(&db, "replica_id = 'rep_gone' AND $1 = $1", 0)
+        .await
+        .unwrap();
+    let settle = WriteOp::Settle {
+        record: UsageRecord {
+            id: "r4".into(),
+            user_id: "rich".into(),
+            endpoint: "chat.completions".into(),
+            status: 200,
+            cost: 250,
+            created_at: 1_000,
+            tokens_source: "upstream".into(),
+            ..UsageRecord::default()
+        },
+        in_memory: false,
+        budgets: Some(vec![scope.to_string()].into()),
+        rate_window: None,
+    };
+    apply_batch(&db, &[settle]).await.unwrap();
+    let window = llm_gateway::db::budgets::window(&db, scope).await.unwrap();
+    assert_eq!(
+        window.map(|(_, spent)| spent),
+        Some(250),
+        "the whole cost, once"
+    );
     db.close().await;
 }
 

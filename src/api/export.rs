@@ -29,11 +29,12 @@ pub struct UsageQuery {
 /// The CSV's first line.
 const HEADER: &str = "time_utc,request_id,key,model,prompt_tokens,completion_tokens,\
     cache_read_tokens,cache_write_tokens,cache_write_1h_tokens,tokens_source,cost_usd,latency_ms,status\n";
-/// Rows read ahead of the client: all the export holds in memory.
-const ROWS_AHEAD: usize = 256;
+/// Rows read at a time: all the export holds in memory.
+const PAGE_ROWS: i64 = 1000;
 
 /// Streams the filtered usage as a CSV download: every matching request,
-/// however many, in constant memory (rows are read as the client takes them).
+/// however many, in constant memory. Rows are read a page at a time as the
+/// client takes them, each page by a short query of its own.
 pub async fn usage_csv(
     State(state): State<AppState>,
     session: Session,
@@ -46,18 +47,16 @@ pub async fn usage_csv(
         .filter(|u| u.is_active())
         .ok_or_else(unauthorized)?;
     let filter = usage_filter(&query.from, &query.to, &query.key, &query.model)?;
-    let (rows, received) = tokio::sync::mpsc::channel(ROWS_AHEAD);
-    let db = state.db.clone();
-    tokio::spawn(async move { usage::export_for_user(&db, &user.id, &filter, rows).await });
-    let lines = futures::stream::unfold(received, |mut received| async move {
-        let line = match received.recv().await? {
-            Ok(row) => Ok(Bytes::from(csv_line(row))),
-            Err(err) => {
-                tracing::error!(%err, "the usage export failed part-way");
-                Err(std::io::Error::other("the usage export failed"))
-            }
-        };
-        Some((line, received))
+    let pages = Pages {
+        db: state.db.clone(),
+        user_id: user.id,
+        filter,
+        after: None,
+        done: false,
+    };
+    let lines = futures::stream::unfold(pages, |mut pages| async move {
+        let page = pages.next().await?;
+        Some((page, pages))
     });
     let body =
         futures::stream::once(async { Ok(Bytes::from_static(HEADER.as_bytes())) }).chain(lines);
@@ -72,6 +71,49 @@ pub async fn usage_csv(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The export's pages, newest first.
+struct Pages {
+    db: crate::db::Db,
+    user_id: String,
+    filter: usage::Filter,
+    after: Option<usage::ExportCursor>,
+    done: bool,
+}
+
+impl Pages {
+    /// The next page as CSV lines; `None` after the last (or a failure,
+    /// which ends the download with an error, never a silently short file).
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        let page = usage::export_page(
+            &self.db,
+            &self.user_id,
+            &self.filter,
+            self.after.as_ref(),
+            PAGE_ROWS,
+        )
+        .await;
+        let rows = match page {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::error!(%err, "the usage export failed part-way");
+                self.done = true;
+                return Some(Err(std::io::Error::other("the usage export failed")));
+            }
+        };
+        self.done = (rows.len() as i64) < PAGE_ROWS;
+        let last = rows.last()?;
+        self.after = Some((last.record.created_at, last.record.id.clone()));
+        let mut csv = String::new();
+        for row in rows {
+            csv.push_str(&csv_line(row));
+        }
+        Some(Ok(Bytes::from(csv)))
+    }
 }
 
 /// One request as a CSV line.

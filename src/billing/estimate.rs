@@ -259,14 +259,14 @@ fn count_prompt(body: &Map<String, Value>, rule: ImageRule) -> Count {
         }
         match (is_message_list(key), value.as_array()) {
             (true, Some(messages)) => {
-                count.tokens += REPLY_PRIMING + TOKENS_PER_MESSAGE * messages.len() as i64;
+                count.add(REPLY_PRIMING + TOKENS_PER_MESSAGE * messages.len() as i64);
                 let mut inner = Count {
                     framed: false,
                     tokens: 0,
                     ..count
                 };
                 inner.value(value);
-                count.tokens += inner.tokens;
+                count.add(inner.tokens);
                 count.media |= inner.media;
             }
             _ => {
@@ -308,22 +308,27 @@ struct Count {
 }
 
 impl Count {
+    /// Adds tokens, saturating: a hostile body cannot wrap the count.
+    fn add(&mut self, tokens: i64) {
+        self.tokens = self.tokens.saturating_add(tokens.max(0));
+    }
+
     fn key(&mut self, key: &str) {
         if self.framed {
-            self.tokens += text_tokens(key);
+            self.add(text_tokens(key));
         }
     }
 
     fn value(&mut self, value: &Value) {
         let framing = i64::from(self.framed);
         match value {
-            Value::String(text) => self.tokens += text_tokens(text) + framing,
-            Value::Number(_) | Value::Bool(_) => self.tokens += framing,
+            Value::String(text) => self.add(text_tokens(text) + framing),
+            Value::Number(_) | Value::Bool(_) => self.add(framing),
             Value::Null => {}
             Value::Array(items) => items.iter().for_each(|item| self.value(item)),
             Value::Object(map) => match media_tokens(map, self.rule) {
                 Some(tokens) => {
-                    self.tokens += tokens;
+                    self.add(tokens);
                     self.media = true;
                 }
                 None => {
@@ -414,16 +419,24 @@ fn image_tokens(data: Option<&str>, detail: Option<&str>, rule: ImageRule) -> i6
     rule.tokens(size, detail == Some("low"))
 }
 
-/// Decodes up to `chars` characters of base64 (whole quanta), leniently.
+/// Decodes up to `chars` characters of base64 (whole quanta), leniently:
+/// the URL-safe alphabet is read as the standard one, and anything that is
+/// not base64 ends the data.
 fn decode_head(data: &str, chars: usize) -> Vec<u8> {
-    let clean: String = data
-        .chars()
-        .filter(|c| !c.is_whitespace())
+    let mut clean: Vec<u8> = data
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
         .take(chars)
+        .map(|b| match b {
+            b'-' => b'+',
+            b'_' => b'/',
+            other => other,
+        })
         .collect();
-    let whole = clean.len() / 4 * 4;
+    clean.truncate(clean.len() / 4 * 4);
     base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(clean[..whole].trim_end_matches('='))
+        .decode(&clean)
         .unwrap_or_default()
 }
 
@@ -505,7 +518,7 @@ fn audio_tokens(data: &str, format: Option<&str>) -> i64 {
     .filter(|rate| *rate > 0)
     .map(|byte_rate| (bytes as f64 / byte_rate as f64).ceil() as i64);
     let seconds = wav_seconds.unwrap_or_else(|| ceil_div(bytes, AUDIO_MIN_BYTES_PER_SECOND));
-    seconds.max(1) * AUDIO_TOKENS_PER_SECOND
+    seconds.max(1).saturating_mul(AUDIO_TOKENS_PER_SECOND)
 }
 
 /// A file part's tokens: inline data by its kind, a reference at the bound.
@@ -529,7 +542,7 @@ fn file_tokens_of(file: &Map<String, Value>) -> i64 {
 fn inline_file_tokens(data: &str) -> i64 {
     let bytes = decode_head(data, usize::MAX);
     if bytes.starts_with(b"%PDF") {
-        return pdf_pages(&bytes) * PDF_PAGE_TOKENS;
+        return pdf_pages(&bytes).saturating_mul(PDF_PAGE_TOKENS);
     }
     match std::str::from_utf8(&bytes) {
         Ok(text) => text_tokens(text),
@@ -537,8 +550,13 @@ fn inline_file_tokens(data: &str) -> i64 {
     }
 }
 
+/// The most pages a PDF is counted at (a page count in a file is the
+/// sender's to write).
+const MAX_PDF_PAGES: i64 = 100_000;
+
 /// A PDF's pages: its page objects or its page tree's count, whichever is
-/// more; one per 3,000 bytes when neither can be read (compressed).
+/// more (at most [`MAX_PDF_PAGES`]); one per 3,000 bytes when neither can
+/// be read (compressed).
 fn pdf_pages(pdf: &[u8]) -> i64 {
     let mut pages = 0i64;
     let mut counted = 0i64;
@@ -546,7 +564,7 @@ fn pdf_pages(pdf: &[u8]) -> i64 {
         let rest = &pdf[at..];
         for marker in [&b"/Type /Page"[..], b"/Type/Page"] {
             if rest.starts_with(marker) && rest.get(marker.len()) != Some(&b's') {
-                pages += 1;
+                pages = (pages + 1).min(MAX_PDF_PAGES);
             }
         }
         if rest.starts_with(b"/Count ") {
@@ -555,19 +573,21 @@ fn pdf_pages(pdf: &[u8]) -> i64 {
                 .take_while(|b| b.is_ascii_digit())
                 .copied()
                 .collect();
-            if let Some(n) = std::str::from_utf8(&digits)
-                .ok()
-                .and_then(|d| d.parse().ok())
-            {
-                counted = counted.max(n);
+            if !digits.is_empty() {
+                // A count too large for a number is as large as counts go.
+                let n: i64 = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(MAX_PDF_PAGES);
+                counted = counted.max(n.min(MAX_PDF_PAGES));
             }
         }
     }
-    let found = pages.max(counted);
+    let found = pages.max(counted).min(MAX_PDF_PAGES);
     if found > 0 {
         found
     } else {
-        ceil_div(pdf.len() as i64, 3_000).max(1)
+        ceil_div(pdf.len() as i64, 3_000).clamp(1, MAX_PDF_PAGES)
     }
 }
 
@@ -777,6 +797,41 @@ mod tests {
         assert_eq!(
             media_tokens(inline.as_object().unwrap(), GPT_4O),
             Some(3 * PDF_PAGE_TOKENS)
+        );
+    }
+
+    #[test]
+    fn hostile_media_neither_panics_nor_wraps() {
+        // Multi-byte characters where base64 was expected.
+        for data in ["abcé", "é", "ab\u{1F600}cd", "data:image/png;base64,abcé"] {
+            let part = json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{data}")}});
+            assert!(
+                media_tokens(part.as_object().unwrap(), GPT_4O).is_some(),
+                "{data}"
+            );
+            assert!(audio_tokens(data, Some("wav")) > 0);
+            assert!(inline_file_tokens(data) >= 0);
+        }
+        // A page count chosen to overflow is clamped.
+        let pdf = b"%PDF-1.4 << /Type /Pages /Count 9223372036854775807 >>";
+        assert_eq!(
+            inline_file_tokens(&b64(pdf)),
+            MAX_PDF_PAGES * PDF_PAGE_TOKENS
+        );
+        let huge = b"%PDF-1.4 << /Count 99999999999999999999999 >>";
+        assert_eq!(
+            inline_file_tokens(&b64(huge)),
+            MAX_PDF_PAGES * PDF_PAGE_TOKENS
+        );
+        let many = json!({"messages": [{"role": "user", "content": (0..3).map(|_| json!(
+            {"type": "file", "file": {"file_data": format!("data:application/pdf;base64,{}", b64(pdf))}}
+        )).collect::<Vec<_>>()}]});
+        assert!(prompt_tokens(many.as_object().unwrap(), &[]) > 0);
+        // The URL-safe alphabet is read too.
+        let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(png(640, 480));
+        assert_eq!(
+            image_size(&decode_head(&url_safe, SNIFF_CHARS)),
+            Some((640, 480))
         );
     }
 

@@ -63,7 +63,8 @@ impl Price {
         let margin = self.margin_bp.unwrap_or(default_margin_bp) as i128;
         let apply = |nanos: i64| -> i64 {
             let scaled = nanos as i128 * (BP + margin);
-            (scaled.div_euclid(BP) + i128::from(scaled.rem_euclid(BP) != 0)) as i64
+            let rounded = scaled.div_euclid(BP) + i128::from(scaled.rem_euclid(BP) != 0);
+            rounded.clamp(0, i64::MAX as i128) as i64
         };
         let at_cost = self.provider_rates();
         UserPrice {
@@ -121,11 +122,17 @@ impl UserPrice {
         let read = take(usage.cached_tokens);
         let write = take(usage.cache_write_tokens);
         let write_1h = take(usage.cache_write_1h_tokens);
-        let total = left * self.input as i128
-            + read * self.cached_input as i128
-            + write * self.cache_write as i128
-            + write_1h * self.cache_write_1h as i128
-            + usage.completion_tokens.max(0) as i128 * self.output as i128;
+        let output = usage.completion_tokens.max(0) as i128;
+        let total = [
+            (left, self.input),
+            (read, self.cached_input),
+            (write, self.cache_write),
+            (write_1h, self.cache_write_1h),
+            (output, self.output),
+        ]
+        .into_iter()
+        .map(|(tokens, rate)| tokens.saturating_mul(rate.max(0) as i128))
+        .fold(0i128, i128::saturating_add);
         let cost = total / PER + i128::from(total % PER != 0);
         cost.min(i64::MAX as i128) as i64
     }
@@ -376,6 +383,32 @@ mod tests {
         let expensive = price(1000.0, 1000.0).for_user(2000);
         assert_eq!(expensive.cost(usage(i64::MAX, i64::MAX, 0)), i64::MAX);
         assert_eq!(expensive.cost(usage(-5, 0, 0)), 0);
+    }
+
+    #[test]
+    fn the_dearest_prices_and_counts_saturate_instead_of_wrapping() {
+        let absurd = Price {
+            input: i64::MAX,
+            output: i64::MAX,
+            cached_input: Some(i64::MAX),
+            cache_write: Some(i64::MAX),
+            cache_write_1h: Some(i64::MAX),
+            margin_bp: Some(i64::MAX / 2),
+        };
+        let user = absurd.for_user(0);
+        assert_eq!(
+            user.input,
+            i64::MAX,
+            "a margin never wraps a price negative"
+        );
+        let all = Usage {
+            prompt_tokens: i64::MAX,
+            completion_tokens: i64::MAX,
+            cached_tokens: i64::MAX / 4,
+            cache_write_tokens: i64::MAX / 4,
+            cache_write_1h_tokens: i64::MAX / 4,
+        };
+        assert_eq!(user.cost(all), i64::MAX);
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub async fn update(
             .await
     })?;
     if row.is_some() {
-        super::announce(db, super::Change::AllKeys).await?;
+        super::announce(db, super::Change::AllKeys).await;
     }
     Ok(row)
 }

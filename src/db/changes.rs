@@ -70,16 +70,20 @@ where
     Ok(())
 }
 
-/// Announces `change` to every replica at once, outside a transaction.
-pub async fn announce(db: &Db, change: Change) -> Result<(), sqlx::Error> {
+/// Announces `change` to every replica at once, after the change was
+/// committed. Best effort: a failure is logged, and other replicas see the
+/// change when their caches expire.
+pub async fn announce(db: &Db, change: Change) {
     if let Db::Postgres(pool) = db {
-        sqlx::query("SELECT pg_notify($1, $2)")
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(change.payload())
             .execute(pool)
-            .await?;
+            .await;
+        if let Err(err) = sent {
+            tracing::warn!(%err, ?change, "announcing a change failed; replicas see it when their caches expire");
+        }
     }
-    Ok(())
 }
 
 /// What a replica does with a change announced by any replica (itself too).
@@ -115,8 +119,9 @@ pub fn listen(db: &Db, on_change: OnChange) {
                     Ok(Some(notification)) => {
                         on_change(Change::parse(notification.payload())).await;
                     }
-                    // The connection dropped; `try_recv` reconnects next.
-                    Ok(None) => on_change(Change::Everything).await,
+                    // The connection dropped: listen afresh, and only then
+                    // drop what may have changed unheard.
+                    Ok(None) => break,
                     Err(err) => {
                         tracing::warn!(%err, "listening for changes failed; reconnecting");
                         break;

@@ -167,6 +167,17 @@ pub async fn release(
     Ok(())
 }
 
+/// Frees every key still claimed by a request in flight (SQLite at
+/// startup: no other process can hold one); returns how many.
+pub async fn release_all_in_flight(db: &Db) -> Result<u64, sqlx::Error> {
+    Ok(with_pool!(db, pool => {
+        sqlx::query("DELETE FROM idempotent_requests WHERE state = 'in_flight'")
+            .execute(pool)
+            .await?
+            .rows_affected()
+    }))
+}
+
 /// Deletes claims and answers that expired before `now`.
 pub async fn prune(db: &Db, now: i64) -> Result<u64, sqlx::Error> {
     Ok(with_pool!(db, pool => {

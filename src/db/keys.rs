@@ -68,7 +68,7 @@ pub async fn revoke_for_user(db: &Db, user_id: &str, key_id: &str) -> Result<boo
         sqlx::query(sql).bind(now_ms()).bind(key_id).bind(user_id).execute(pool).await?.rows_affected()
     });
     if result == 1 {
-        super::announce(db, super::Change::User(user_id.to_string())).await?;
+        super::announce(db, super::Change::User(user_id.to_string())).await;
     }
     Ok(result == 1)
 }
@@ -318,7 +318,7 @@ pub async fn update_settings(
             .await
     })?;
     if let Some(row) = &row {
-        super::announce(db, super::Change::User(row.user_id.clone())).await?;
+        super::announce(db, super::Change::User(row.user_id.clone())).await;
     }
     Ok(row)
 }
@@ -329,7 +329,7 @@ pub async fn revoke_all_for_user(db: &Db, user_id: &str) -> Result<u64, sqlx::Er
     let revoked = with_pool!(db, pool => {
         sqlx::query(sql).bind(now_ms()).bind(user_id).execute(pool).await?.rows_affected()
     });
-    super::announce(db, super::Change::User(user_id.to_string())).await?;
+    super::announce(db, super::Change::User(user_id.to_string())).await;
     Ok(revoked)
 }
 

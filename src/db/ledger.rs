@@ -318,8 +318,9 @@ pub enum WriteOp {
     Settle {
         record: UsageRecord,
         in_memory: bool,
-        /// Whether the request holds budgets, to release and charge.
-        budgeted: bool,
+        /// The budget scopes the request falls under, to release what it
+        /// holds of each (if a sweep has not already) and charge its cost.
+        budgets: Option<Arc<[String]>>,
         /// The key's rate-limit window to count the completion tokens in.
         rate_window: Option<i64>,
     },
@@ -341,7 +342,7 @@ impl WriteOp {
             WriteOp::Settle {
                 record,
                 in_memory: true,
-                budgeted: false,
+                budgets: None,
                 rate_window: None,
             } => Some(record),
             _ => None,
@@ -460,8 +461,8 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                         results.push(all_held);
                         continue;
                     }
-                    WriteOp::Settle { record, in_memory, budgeted, rate_window } => {
-                        (record, *in_memory, *budgeted, *rate_window)
+                    WriteOp::Settle { record, in_memory, budgets, rate_window } => {
+                        (record, *in_memory, budgets, *rate_window)
                     }
                 };
                 let written = insert_records(&mut tx, &[r]).await?.len();
@@ -523,16 +524,18 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp]) -> Result<Vec<bool>, sqlx::Er
                             .await?;
                     }
                 }
-                if settle_budgets {
-                    let holds: Vec<(String, i64)> = sqlx::query_as(
-                        "DELETE FROM budget_holds WHERE request_id = $1 RETURNING scope, amount",
+                // Each budget is charged in full, even when its hold was
+                // released meanwhile (its replica was given up for dead).
+                for scope in settle_budgets.iter().flat_map(|scopes| scopes.iter()) {
+                    let held: i64 = sqlx::query_scalar(
+                        "DELETE FROM budget_holds WHERE request_id = $1 AND scope = $2 RETURNING amount",
                     )
                     .bind(&r.id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    for (scope, held) in holds {
-                        sqlx::query(UNHOLD_BUDGET).bind(held).bind(r.cost).bind(&scope).execute(&mut *tx).await?;
-                    }
+                    .bind(scope)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                    sqlx::query(UNHOLD_BUDGET).bind(held).bind(r.cost).bind(scope).execute(&mut *tx).await?;
                 }
                 if let Some(key_id) = &r.key_id {
                     sqlx::query(TOUCH).bind(r.created_at).bind(key_id).execute(&mut *tx).await?;

@@ -145,6 +145,21 @@ impl Db {
         }
     }
 
+    /// A pool of `connections` of its own to the same PostgreSQL database,
+    /// for work that must not wait behind the shared pool; on SQLite, the
+    /// shared pool.
+    pub fn separate_pool(&self, connections: u32) -> Db {
+        match self {
+            Db::Postgres(pool) => Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_lazy_with((*pool.connect_options()).clone()),
+            ),
+            Db::Sqlite(_) => self.clone(),
+        }
+    }
+
     /// Applies pending migrations: the shared ones and this backend's own.
     pub async fn migrate(&self) -> Result<(), DbError> {
         self.migrate_until(i64::MAX).await

@@ -205,42 +205,48 @@ pub struct ExportRow {
     pub key_prefix: Option<String>,
 }
 
-/// The SQL of [`export_for_user`]: like [`list_sql`], without a page.
-pub fn export_sql(filter: &Filter) -> String {
-    let (conditions, _) = filter_sql(filter, "r.");
+/// Where an export page starts: after the row with this time and id (the
+/// order is newest first).
+pub type ExportCursor = (i64, String);
+
+/// The SQL of [`export_page`]: like [`list_sql`], with key prefixes, and a
+/// page that starts after the cursor (when `after`) instead of an offset.
+pub fn export_sql(filter: &Filter, after: bool) -> String {
+    let (conditions, n) = filter_sql(filter, "r.");
+    let cursor = if after {
+        format!(
+            " AND (r.created_at < ${a} OR (r.created_at = ${a} AND r.id < ${b}))",
+            a = n + 1,
+            b = n + 2
+        )
+    } else {
+        String::new()
+    };
+    let limit = if after { n + 3 } else { n + 1 };
     format!(
         "SELECT r.*, k.key_prefix FROM usage_records r LEFT JOIN api_keys k ON k.id = r.key_id \
-         WHERE {conditions} ORDER BY r.created_at DESC, r.id DESC"
+         WHERE {conditions}{cursor} ORDER BY r.created_at DESC, r.id DESC LIMIT ${limit}"
     )
 }
 
-/// Streams every request of a user that matches `filter`, newest first,
-/// into `rows`, a row at a time: memory stays flat whatever their number,
-/// and a full channel (a slow reader) pauses the query. Stops early when
-/// the receiver is gone.
-pub async fn export_for_user(
+/// A page of a user's requests that match `filter`, newest first, after
+/// `after`: the CSV export reads them a page at a time, each on a
+/// connection held only for its query, so a slow download holds no
+/// connection (and no snapshot) while it waits.
+pub async fn export_page(
     db: &Db,
     user_id: &str,
     filter: &Filter,
-    rows: tokio::sync::mpsc::Sender<Result<ExportRow, sqlx::Error>>,
-) {
-    use futures::TryStreamExt;
-    let sql = export_sql(filter);
+    after: Option<&ExportCursor>,
+    limit: i64,
+) -> Result<Vec<ExportRow>, sqlx::Error> {
+    let sql = export_sql(filter, after.is_some());
     with_pool!(db, pool => {
-        let query = bind_filter!(sqlx::query_as::<_, ExportRow>(&sql), user_id, filter);
-        let mut stream = query.fetch(pool);
-        loop {
-            let next = stream.try_next().await;
-            let row = match next {
-                Ok(Some(row)) => Ok(row),
-                Ok(None) => break,
-                Err(err) => Err(err),
-            };
-            let failed = row.is_err();
-            if rows.send(row).await.is_err() || failed {
-                break;
-            }
+        let mut query = bind_filter!(sqlx::query_as::<_, ExportRow>(&sql), user_id, filter);
+        if let Some((at, id)) = after {
+            query = query.bind(*at).bind(id.as_str());
         }
+        query.bind(limit).fetch_all(pool).await
     })
 }
 

@@ -123,7 +123,7 @@ pub async fn create_admin(
         "INSERT INTO users (id, email, alias, budget_id, metadata, blocked_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING RETURNING {ADMIN_COLUMNS}"
     );
-    let row = with_pool!(db, pool => {
+    with_pool!(db, pool => {
         sqlx::query_as::<_, AdminUserRow>(&sql)
             .bind(id)
             .bind(&profile.email)
@@ -134,11 +134,7 @@ pub async fn create_admin(
             .bind(now_ms())
             .fetch_optional(pool)
             .await
-    })?;
-    if row.is_some() {
-        super::announce(db, super::Change::User(id.to_string())).await?;
-    }
-    Ok(row)
+    })
 }
 
 /// A live user, for an operator.
@@ -193,7 +189,7 @@ pub async fn update_admin(
             .await
     })?;
     if row.is_some() {
-        super::announce(db, super::Change::User(id.to_string())).await?;
+        super::announce(db, super::Change::User(id.to_string())).await;
     }
     Ok(row)
 }

@@ -180,7 +180,8 @@ impl Held {
         if streamed {
             return Ok(Response::from_parts(parts, self.keep_stream(body)));
         }
-        let bytes = match axum::body::to_bytes(body, STORED_MAX).await {
+        // The answer is already whole in memory (the gateway built it).
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
             Ok(bytes) => bytes,
             Err(err) => {
                 tracing::error!(%err, "reading an answer to keep failed");
@@ -188,7 +189,15 @@ impl Held {
                 return Err(AppError::Internal);
             }
         };
-        self.keep(parts.status.as_u16(), false, &bytes).await;
+        if bytes.len() <= STORED_MAX {
+            self.keep(parts.status.as_u16(), false, &bytes).await;
+        } else {
+            tracing::warn!(
+                bytes = bytes.len(),
+                "an answer too large to keep; its key is freed"
+            );
+            self.release().await;
+        }
         Ok(Response::from_parts(parts, HttpBody::from(bytes)))
     }
 
@@ -228,17 +237,21 @@ impl Held {
     /// Passes a stream on while copying it; once its last event has come
     /// (and before it goes to the client), the copy is kept.
     fn keep_stream(self, body: HttpBody) -> HttpBody {
-        let copy = Some((body.into_data_stream(), self, Vec::new()));
+        // The copy, or `None` once the stream outgrew what is kept.
+        let copy = Some((body.into_data_stream(), self, Some(Vec::new())));
         let stream = futures::stream::unfold(copy, |state| async move {
             let (mut chunks, mut held, mut copy) = state?;
             match chunks.next().await {
                 Some(Ok(chunk)) => {
-                    if copy.len() + chunk.len() <= STORED_MAX {
-                        copy.extend_from_slice(&chunk);
+                    let fits = copy
+                        .as_ref()
+                        .is_some_and(|c: &Vec<u8>| c.len() + chunk.len() <= STORED_MAX);
+                    match &mut copy {
+                        Some(kept) if fits => kept.extend_from_slice(&chunk),
+                        _ => copy = None,
                     }
-                    let complete = chunk.as_ref() == STREAM_DONE;
-                    if complete && copy.ends_with(STREAM_DONE) {
-                        held.keep(200, true, &copy).await;
+                    if let (true, Some(kept)) = (chunk.as_ref() == STREAM_DONE, &copy) {
+                        held.keep(200, true, kept).await;
                     }
                     Some((Ok::<Bytes, axum::Error>(chunk), Some((chunks, held, copy))))
                 }
@@ -291,6 +304,99 @@ mod tests {
             let err = requested_key(&with(bad)).unwrap_err();
             assert_eq!(err.status(), 400, "{bad:?}");
         }
+    }
+
+    /// A key claimed on a fresh SQLite database, as a request holds it.
+    async fn held_key(dir: &tempfile::TempDir, key: &str) -> (Db, Held) {
+        let db = Db::connect(&format!("sqlite://{}/idem.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let claim = Claim {
+            scope: "master",
+            idem_key: key,
+            user_id: "u",
+            endpoint: "chat.completions",
+            body_hash: "h",
+            request_id: "r",
+            replica_id: "rep",
+            now: 0,
+            expires_at: i64::MAX,
+        };
+        assert_eq!(
+            idempotency::claim(&db, &claim).await.unwrap(),
+            Claimed::Fresh
+        );
+        let held = Held {
+            db: db.clone(),
+            scope: "master".into(),
+            key: key.into(),
+            request_id: "r".into(),
+            settled: false,
+        };
+        (db, held)
+    }
+
+    async fn state_of(db: &Db, key: &str) -> Option<String> {
+        let Db::Sqlite(pool) = db else { unreachable!() };
+        sqlx::query_scalar("SELECT state FROM idempotent_requests WHERE idem_key = ?")
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_too_large_to_keep_pass_through_and_free_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not streamed: the whole answer reaches the client; the key is freed.
+        let (db, held) = held_key(&dir, "big").await;
+        let big = "x".repeat(STORED_MAX + 1);
+        let response = (StatusCode::OK, big.clone()).into_response();
+        let passed = held.finish(Ok(response)).await.unwrap();
+        let body = axum::body::to_bytes(passed.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), big.len());
+        assert_eq!(state_of(&db, "big").await, None);
+
+        // Streamed past the limit, then finished: never kept, so no replay
+        // of a copy that lost its middle.
+        let (db, held) = held_key(&dir, "long").await;
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"data: {}\n\n")),
+            Ok(Bytes::from(vec![b'x'; STORED_MAX])),
+            Ok(Bytes::from_static(STREAM_DONE)),
+        ];
+        let mut response = Response::new(HttpBody::from_stream(futures::stream::iter(chunks)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let passed = held.finish(Ok(response)).await.unwrap();
+        let body = axum::body::to_bytes(passed.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert!(body.ends_with(STREAM_DONE));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(state_of(&db, "long").await, None, "freed, not kept");
+
+        // A short stream is kept whole, once its last event has come.
+        let (db, held) = held_key(&dir, "short").await;
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"data: {}\n\n")),
+            Ok(Bytes::from_static(STREAM_DONE)),
+        ];
+        let mut response = Response::new(HttpBody::from_stream(futures::stream::iter(chunks)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let passed = held.finish(Ok(response)).await.unwrap();
+        axum::body::to_bytes(passed.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(state_of(&db, "short").await.as_deref(), Some("done"));
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub async fn reserve(
         if !held {
             return Err(budget_exceeded(state, &limits.budgets, estimate, now).await);
         }
-        meter.hold_budgets();
+        meter.hold_budgets(limits.budgets.iter().map(|b| b.scope.clone()).collect());
     }
     if state
         .recorder

@@ -80,12 +80,12 @@ struct Message {
 }
 
 /// What a request holds, released when its record is settled.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Holds {
     /// Reserved of the user's balance, in nano-USD.
     pub balance: i64,
-    /// Whether it holds budgets (the same amount of each).
-    pub budgeted: bool,
+    /// The budget scopes it holds the same amount of, and charges in full.
+    pub budgets: Option<Arc<[String]>>,
     /// The key's rate-limit window its tokens count in, if the key has a
     /// token limit.
     pub rate_window: Option<i64>,
@@ -159,7 +159,7 @@ impl UsageRecorder {
             op: WriteOp::Settle {
                 record,
                 in_memory,
-                budgeted: holds.budgeted,
+                budgets: holds.budgets,
                 rate_window: holds.rate_window,
             },
             reply: None,
@@ -654,7 +654,7 @@ mod tests {
                 ..UsageRecord::default()
             },
             in_memory: false,
-            budgeted: false,
+            budgets: None,
             rate_window: None,
         }
     }

@@ -128,9 +128,9 @@ impl Meter {
         self.recorder.metrics().reservations(1);
     }
 
-    /// Notes that the request holds budgets.
-    pub fn hold_budgets(&mut self) {
-        self.holds.budgeted = true;
+    /// Notes that the request holds the budgets of these scopes.
+    pub fn hold_budgets(&mut self, scopes: std::sync::Arc<[String]>) {
+        self.holds.budgets = Some(scopes);
     }
 
     /// Notes the rate-limit window the request's tokens count in.
@@ -175,7 +175,7 @@ impl Meter {
             started: self.started,
             first_byte_ms: self.first_byte_ms,
             quote: self.quote,
-            holds: self.holds,
+            holds: std::mem::take(&mut self.holds),
             sent_prompt_tokens: self.sent_prompt_tokens,
             done: false,
         };
@@ -227,7 +227,8 @@ impl Meter {
             aborted: aborted as i32,
             ..std::mem::take(&mut self.record)
         };
-        self.recorder.record(record, self.holds);
+        self.recorder
+            .record(record, std::mem::take(&mut self.holds));
     }
 }
 
