@@ -3,7 +3,9 @@
 //! (bench/usage_queries.rs times them on 1,000,000 generated rows.)
 #![cfg(feature = "ssr")]
 
-use llm_gateway::db::usage::{list_sql, Filter, DAILY_SPEND_SQL, KEY_SPEND_SQL, USER_TOTALS_SQL};
+use llm_gateway::db::usage::{
+    export_sql, list_sql, Filter, DAILY_SPEND_SQL, KEY_SPEND_SQL, USER_TOTALS_SQL,
+};
 use llm_gateway::db::Db;
 
 async fn plan(db: &Db, sql: &str) -> String {
@@ -85,6 +87,17 @@ async fn usage_queries_are_answered_from_indexes() {
             "a key's spend",
             KEY_SPEND_SQL.to_string(),
             "COVERING INDEX usage_by_key_time",
+        ),
+        (
+            "the export's first page",
+            export_sql(&everything, false),
+            "INDEX usage_by_user_time (user_id=?)",
+        ),
+        // Each next page starts at its cursor in the index, not at the top.
+        (
+            "the export's next page",
+            export_sql(&everything, true),
+            "INDEX usage_by_user_time (user_id=? AND created_at<?)",
         ),
     ];
     for (label, sql, index) in cases {

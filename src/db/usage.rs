@@ -214,8 +214,10 @@ pub type ExportCursor = (i64, String);
 pub fn export_sql(filter: &Filter, after: bool) -> String {
     let (conditions, n) = filter_sql(filter, "r.");
     let cursor = if after {
+        // `created_at <= a` alone bounds the index range, so each page
+        // starts where the last ended instead of scanning up to it.
         format!(
-            " AND (r.created_at < ${a} OR (r.created_at = ${a} AND r.id < ${b}))",
+            " AND r.created_at <= ${a} AND (r.created_at < ${a} OR r.id < ${b})",
             a = n + 1,
             b = n + 2
         )
