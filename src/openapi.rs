@@ -92,7 +92,8 @@ pub struct ModelEntry {
     object: String,
     created: i64,
     owned_by: String,
-    /// USD per 1M input, output and cached input tokens.
+    /// USD per 1M input, output, cached input and cache-write (5-minute
+    /// and 1-hour) tokens, margin included.
     #[schema(value_type = Option<Object>)]
     pricing: Option<serde_json::Value>,
 }

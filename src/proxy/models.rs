@@ -41,6 +41,8 @@ pub async fn list_models(
                     "input_per_million": nanos_to_usd_f64(p.input),
                     "output_per_million": nanos_to_usd_f64(p.output),
                     "cached_input_per_million": nanos_to_usd_f64(p.cached_input),
+                    "cache_write_per_million": nanos_to_usd_f64(p.cache_write),
+                    "cache_write_1h_per_million": nanos_to_usd_f64(p.cache_write_1h),
                 })),
             })
         })
