@@ -19,6 +19,7 @@ on_both_backends!(
     key_holders_see_their_usage_and_generations,
     client_request_ids_are_echoed_and_find_the_request,
     settlements_written_in_bulk_charge_in_full_and_apply_once,
+    migrating_a_database_with_money_keeps_it_and_allows_debts,
     the_dashboard_shows_balance_usage_and_exports,
 );
 
@@ -560,6 +561,72 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         window.map(|(_, spent)| spent),
         Some(250),
         "the whole cost, once"
+    );
+    db.close().await;
+}
+
+/// A database with users, keys, usage and a ledger, kept before debts
+/// existed, migrates with every row intact; afterwards a balance and a
+/// ledger entry may go below zero, and references are still enforced.
+async fn migrating_a_database_with_money_keeps_it_and_allows_debts(backend: Backend) {
+    let database = common::TestDatabase::create(&backend).await;
+    let db = Db::connect(&database.url).await.unwrap();
+    // The schema as the previous release left it.
+    db.migrate_until(20261126000006).await.unwrap();
+    let statements = [
+        "INSERT INTO users (id, email, balance, created_at, updated_at) VALUES ('old', 'old@example.com', 700, 1, 1)",
+        "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) VALUES ('k', 'old', 'k', 'h', 'p', 1)",
+        "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, created_at) VALUES ('l1', 'old', 'topup', 1000, 1000, 1)",
+        "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) VALUES ('l2', 'old', 'usage', -300, 700, 'r1', 2)",
+        "INSERT INTO usage_records (id, user_id, key_id, endpoint, status, latency_ms, created_at, cost) VALUES ('r1', 'old', 'k', 'chat.completions', 200, 5, 2, 300)",
+    ];
+    let run = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            match &db {
+                Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+                Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            }
+        }
+    };
+    for sql in statements {
+        run(sql).await.unwrap();
+    }
+    assert!(
+        run("UPDATE users SET balance = -1 WHERE id = 'old'")
+            .await
+            .is_err(),
+        "the old schema refuses a negative balance"
+    );
+    db.migrate().await.unwrap();
+    assert_eq!(ledger::balance(&db, "old").await.unwrap(), Some((700, 0)));
+    assert_eq!(ledger::ledger_sum(&db, "old").await.unwrap(), 700);
+    let records = llm_gateway::db::usage::all(&db).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].tokens_source, "upstream");
+    let user = llm_gateway::db::users::find_by_email(&db, "old@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.id, "old");
+    // Debts are possible now; references still hold.
+    run("UPDATE users SET balance = -5 WHERE id = 'old'")
+        .await
+        .unwrap();
+    run("INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, created_at) VALUES ('l3', 'old', 'adjustment', -705, -5, 3)")
+        .await
+        .unwrap();
+    assert!(
+        run("INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) VALUES ('k2', 'nobody', 'k', 'h2', 'p', 1)")
+            .await
+            .is_err(),
+        "a key of no user is refused"
+    );
+    assert!(
+        run("INSERT INTO users (id, email, created_at, updated_at) VALUES ('dup', 'old@example.com', 1, 1)")
+            .await
+            .is_err(),
+        "emails stay unique"
     );
     db.close().await;
 }
