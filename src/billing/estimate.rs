@@ -802,16 +802,23 @@ mod tests {
 
     #[test]
     fn hostile_media_neither_panics_nor_wraps() {
-        // Multi-byte characters where base64 was expected.
+        // Multi-byte characters where base64 was expected end the data:
+        // an image of unknown size counts at the rule's largest, audio at
+        // its one-second minimum.
         for data in ["abcé", "é", "ab\u{1F600}cd", "data:image/png;base64,abcé"] {
             let part = json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{data}")}});
-            assert!(
-                media_tokens(part.as_object().unwrap(), GPT_4O).is_some(),
+            assert_eq!(
+                media_tokens(part.as_object().unwrap(), GPT_4O),
+                Some(85 + 8 * 170),
                 "{data}"
             );
-            assert!(audio_tokens(data, Some("wav")) > 0);
-            assert!(inline_file_tokens(data) >= 0);
+            assert_eq!(audio_tokens(data, Some("wav")), AUDIO_TOKENS_PER_SECOND);
         }
+        assert_eq!(
+            inline_file_tokens("abcé"),
+            0,
+            "nothing before the é decodes"
+        );
         // A page count chosen to overflow is clamped.
         let pdf = b"%PDF-1.4 << /Type /Pages /Count 9223372036854775807 >>";
         assert_eq!(

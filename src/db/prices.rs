@@ -72,15 +72,6 @@ pub async fn all(db: &Db) -> Result<Vec<PriceRow>, sqlx::Error> {
     with_pool!(db, pool => sqlx::query_as::<_, PriceRow>(&sql).fetch_all(pool).await)
 }
 
-/// The models an operator deleted, with when.
-pub async fn deleted(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    with_pool!(db, pool => {
-        sqlx::query_as("SELECT model_key, deleted_at FROM deleted_prices ORDER BY model_key")
-            .fetch_all(pool)
-            .await
-    })
-}
-
 /// A price change, as kept in `price_history`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PriceChange {

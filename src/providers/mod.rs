@@ -377,12 +377,6 @@ pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// A rough local token count (≈4 characters a token), for when the upstream
-/// never reported usage (a stream cut short, a reply without `usage`).
-pub fn estimate_tokens(text: &str) -> i64 {
-    (text.chars().count() as i64 + 3) / 4
-}
-
 /// The characters an assistant message (or a stream delta) generated: its
 /// text and its tool calls' arguments, for a local count of output tokens.
 pub fn generated_chars(message: &Value) -> usize {
@@ -517,12 +511,5 @@ mod tests {
             Some(("image/png".into(), "AAAA".into()))
         );
         assert_eq!(parse_data_url("https://x/y.png"), None);
-    }
-
-    #[test]
-    fn estimates_are_never_zero_for_text() {
-        assert_eq!(estimate_tokens(""), 0);
-        assert_eq!(estimate_tokens("hi"), 1);
-        assert_eq!(estimate_tokens("twelve chars"), 3);
     }
 }
