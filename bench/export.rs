@@ -12,8 +12,9 @@
 use futures::StreamExt;
 use std::time::Instant;
 
+use llm_gateway::clock::Clock;
 use llm_gateway::config::Config;
-use llm_gateway::db::{now_ms, Db};
+use llm_gateway::db::Db;
 use serde_json::Value;
 
 #[path = "seed.rs"]
@@ -51,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let db = Db::connect(&url).await?;
     let started = Instant::now();
-    seed::generate(&db, user_id, None, rows, now_ms()).await?;
+    seed::generate(&db, user_id, None, rows, Clock::default().now_ms()).await?;
     db.close().await;
     println!(
         "generated {rows} usage records in {:.1} s ({})",

@@ -28,7 +28,7 @@ mock_port=4631 gateway_port=4632
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
 RUST_LOG=warn "$bin" mock-provider --port $mock_port >/dev/null 2>&1 &
 pids+=($!)
-export MOCK_URL=http://127.0.0.1:$mock_port BENCH_GATEWAY_PORT=$gateway_port BENCH_IDLE_POLL_US=0
+export MOCK_URL=http://127.0.0.1:$mock_port BENCH_GATEWAY_PORT=$gateway_port
 export BENCH_DATABASE_URL="sqlite://$work/bench.db"
 RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/callgrind.out" "$bin" serve --config bench/config.yml \

@@ -109,5 +109,5 @@ batches=$(curl -sf -H 'Authorization: Bearer bench-master-key-0123456789' "$gate
 
 printf '\n| stream time to first byte (c=1, p50) | gateway | mock | added |\n|---|---|---|---|\n'
 printf '| | %s µs | %s µs | %s µs |\n' "$g_ttfb_p50" "$m_ttfb_p50" $((g_ttfb_p50 - m_ttfb_p50))
-printf '\ngateway peak RSS: %s MiB; usage records written: %s; usage batches by lane: %s; idle_poll_us: %s\n' \
-  $((rss_kb / 1024)) "$records" "$batches" "${BENCH_IDLE_POLL_US:-0}"
+printf '\ngateway peak RSS: %s MiB; usage records written: %s; usage batches by lane: %s\n' \
+  $((rss_kb / 1024)) "$records" "$batches"

@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use llm_gateway::db::{keys, now_ms, usage, users, Db};
+use llm_gateway::clock::Clock;
+use llm_gateway::db::{keys, usage, users, Db};
 
 #[path = "seed.rs"]
 mod seed;
@@ -24,20 +25,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let db = Db::connect(&url).await?;
     db.migrate().await?;
-    let user = users::find_or_create(&db, "bench-user").await?;
-    let key = keys::insert(
-        &db,
-        keys::NewKey {
-            user_id: &user.id,
-            name: "bench",
-            key_hash: &format!("bench-{}", now_ms()),
-            key_prefix: "llm_sk_bench",
-        },
-    )
-    .await?;
+    let user = users::find_or_create(&db, "bench-user", 0).await?;
+    let now = Clock::default().now_ms();
+    let settings = keys::KeySettings {
+        name: "bench".into(),
+        ..Default::default()
+    };
+    let key_hash = format!("bench-{now}");
+    let key = keys::insert(&db, &user.id, &key_hash, "llm_sk_bench", now, &settings).await?;
 
     let started = Instant::now();
-    let now = now_ms();
     generate(&db, &user.id, Some(&key.id), rows, now).await?;
     println!(
         "generated {rows} usage records in {:.1} s ({})",

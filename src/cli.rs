@@ -4,15 +4,16 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::admin::users::normal_email;
-use crate::admin::{check_id, rfc3339, time_field};
-use crate::auth::api_key;
+use crate::auth::keys::{issue, IssuedKey};
 use crate::billing::money::{format_usd, parse_usd};
 use crate::billing::pricing::Price;
+use crate::clock::Clock;
 use crate::db::keys::{self, KeySettings};
 use crate::db::ledger::{self, CreditError, EntryKind};
 use crate::db::users::{self, Profile};
 use crate::db::{prices, Db};
+use crate::operator_api::users::normal_email;
+use crate::operator_api::{check_id, rfc3339, time_field};
 
 /// `llm-gateway users …`
 #[derive(Subcommand)]
@@ -138,8 +139,12 @@ pub struct AuditOptions {
 }
 
 /// Runs the audit; its report, rendered, and whether every check held.
-pub async fn audit(db: &Db, options: AuditOptions) -> Result<(String, bool), String> {
-    let now = crate::db::now_ms();
+pub async fn audit(
+    db: &Db,
+    clock: &Clock,
+    options: AuditOptions,
+) -> Result<(String, bool), String> {
+    let now = clock.now_ms();
     let since = crate::billing::audit::since(now, options.days);
     let report = crate::billing::audit::run(db, now, since)
         .await
@@ -219,7 +224,7 @@ fn user_json(row: &users::AdminUserRow) -> Value {
 }
 
 /// Runs a `users` command.
-pub async fn users(db: &Db, command: UsersCommand) -> CliResult {
+pub async fn users(db: &Db, clock: Clock, command: UsersCommand) -> CliResult {
     match command {
         UsersCommand::Create {
             id,
@@ -239,12 +244,12 @@ pub async fn users(db: &Db, command: UsersCommand) -> CliResult {
                 alias,
                 ..Profile::default()
             };
-            let row = users::create_admin(db, &id, &profile)
+            let row = users::create_admin(db, &id, &profile, clock.now_ms())
                 .await
                 .map_err(db_error)?
                 .ok_or_else(|| format!("a user with id `{id}` or this email already exists"))?;
             if admin {
-                users::set_role(db, &row.id, "admin")
+                users::set_role(db, &row.id, "admin", clock.now_ms())
                     .await
                     .map_err(db_error)?;
             }
@@ -287,15 +292,21 @@ pub async fn users(db: &Db, command: UsersCommand) -> CliResult {
                 .ok_or_else(|| format!("`{amount}` is not a non-zero USD amount such as 12.50"))?;
             let row = find_user(db, &user).await?;
             let note = note.or_else(|| Some("Credit from the command line".into()));
-            let balance =
-                ledger::credit(db, &row.id, EntryKind::Adjustment, nanos, note.as_deref())
-                    .await
-                    .map_err(|err| match err {
-                        CreditError::WouldGoNegative => {
-                            "that would take the balance below zero".to_string()
-                        }
-                        other => other.to_string(),
-                    })?;
+            let balance = ledger::credit(
+                db,
+                &row.id,
+                EntryKind::Adjustment,
+                nanos,
+                note.as_deref(),
+                clock.now_ms(),
+            )
+            .await
+            .map_err(|err| match err {
+                CreditError::WouldGoNegative => {
+                    "that would take the balance below zero".to_string()
+                }
+                other => other.to_string(),
+            })?;
             Ok(Printed {
                 text: format!("{}: balance ${}", row.id, format_usd(balance)),
                 json: json!({"user_id": row.id, "amount": format_usd(nanos), "balance": format_usd(balance), "balance_nanos": balance}),
@@ -303,7 +314,7 @@ pub async fn users(db: &Db, command: UsersCommand) -> CliResult {
         }
         UsersCommand::SetRole { user, role } => {
             let row = find_user(db, &user).await?;
-            users::set_role(db, &row.id, &role)
+            users::set_role(db, &row.id, &role, clock.now_ms())
                 .await
                 .map_err(db_error)?;
             let row = find_user(db, &row.id).await?;
@@ -331,7 +342,7 @@ fn key_json(row: &keys::AdminKeyRow) -> Value {
 }
 
 /// Runs a `keys` command.
-pub async fn keys(db: &Db, command: KeysCommand) -> CliResult {
+pub async fn keys(db: &Db, clock: Clock, command: KeysCommand) -> CliResult {
     match command {
         KeysCommand::Create {
             user,
@@ -343,21 +354,14 @@ pub async fn keys(db: &Db, command: KeysCommand) -> CliResult {
             expires_at,
         } => {
             let row = find_user(db, &user).await?;
-            if rpm_limit.is_some_and(|n| n <= 0) || tpm_limit.is_some_and(|n| n <= 0) {
-                return Err("limits must be positive".into());
-            }
             let max_budget = max_budget
-                .map(|m| {
-                    parse_usd(&m)
-                        .filter(|n| *n >= 0)
-                        .ok_or(format!("`{m}` is not a USD amount"))
-                })
+                .map(|m| parse_usd(&m).ok_or(format!("`{m}` is not a USD amount")))
                 .transpose()?;
             let expires_at = expires_at
                 .map(|t| time_field("expires_at", &Value::String(t)).map_err(|e| e.to_string()))
                 .transpose()?;
             let settings = KeySettings {
-                name: crate::api::keys::validate_key_name(&name).map_err(|e| e.to_string())?,
+                name,
                 expires_at,
                 allowed_models: allowed_models
                     .map(|m| serde_json::to_string(&m).unwrap_or_default()),
@@ -366,23 +370,13 @@ pub async fn keys(db: &Db, command: KeysCommand) -> CliResult {
                 max_budget,
                 ..KeySettings::default()
             };
-            let generated = api_key::generate();
-            let key = keys::insert_with_settings(
-                db,
-                &row.id,
-                &generated.hash,
-                &generated.display_prefix,
-                &settings,
-            )
-            .await
-            .map_err(db_error)?;
+            let IssuedKey { row: key, secret } = issue(db, clock.now_ms(), &row.id, settings)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut json = key_json(&key);
-            json["key"] = Value::String(generated.secret.clone());
+            json["key"] = Value::String(secret.clone());
             Ok(Printed {
-                text: format!(
-                    "{}\n(key {} for {}; shown once)",
-                    generated.secret, key.id, row.id
-                ),
+                text: format!("{secret}\n(key {} for {}; shown once)", key.id, row.id),
                 json,
             })
         }
@@ -422,7 +416,7 @@ pub async fn keys(db: &Db, command: KeysCommand) -> CliResult {
                 .await
                 .map_err(db_error)?
                 .ok_or_else(|| format!("no key `{key_id}`"))?;
-            keys::revoke_for_user(db, &row.user_id, &key_id)
+            keys::revoke_for_user(db, &row.user_id, &key_id, clock.now_ms())
                 .await
                 .map_err(db_error)?;
             let row = keys::find_admin(db, &key_id)
@@ -438,7 +432,7 @@ pub async fn keys(db: &Db, command: KeysCommand) -> CliResult {
 }
 
 /// Runs a `pricing` command.
-pub async fn pricing(db: &Db, command: PricingCommand) -> CliResult {
+pub async fn pricing(db: &Db, clock: Clock, command: PricingCommand) -> CliResult {
     match command {
         PricingCommand::Set {
             model_key,
@@ -479,7 +473,7 @@ pub async fn pricing(db: &Db, command: PricingCommand) -> CliResult {
                     .transpose()?,
                 margin_bp,
             };
-            prices::set(db, &model_key, &price)
+            prices::set(db, &price.row(&model_key), clock.now_ms())
                 .await
                 .map_err(db_error)?;
             Ok(Printed {
@@ -492,7 +486,10 @@ pub async fn pricing(db: &Db, command: PricingCommand) -> CliResult {
             })
         }
         PricingCommand::Delete { model_key } => {
-            if !prices::remove(db, &model_key).await.map_err(db_error)? {
+            if !prices::remove(db, &model_key, clock.now_ms())
+                .await
+                .map_err(db_error)?
+            {
                 return Err(format!("`{model_key}` has no price"));
             }
             Ok(Printed {

@@ -1,5 +1,7 @@
-//! The gateway's clock. It reads the system time, shifted by an offset that
-//! tests advance to see budgets reset and keys expire without waiting.
+//! The gateway's clock: every read of the time of day goes through it. It
+//! reads the system time, shifted by an offset that tests advance to see
+//! budgets reset and keys expire without waiting. (Durations, such as a
+//! request's latency, are measured with `Instant`.)
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,13 @@ pub struct Clock {
 impl Clock {
     /// The current time in Unix epoch milliseconds.
     pub fn now_ms(&self) -> i64 {
-        crate::db::now_ms() + self.offset_ms.load(Ordering::Relaxed)
+        let system = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        system as i64 + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// The current time in Unix epoch seconds (OpenAI's `created`).
+    pub fn now_secs(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
     }
 
     /// Moves the clock forward by `ms` (tests only; production never calls it).

@@ -89,11 +89,6 @@ pub struct Config {
     /// are cut (and billed for what they used), in seconds.
     #[serde(default = "default_shutdown_grace_secs", deserialize_with = "number")]
     pub shutdown_grace_secs: u64,
-    /// After each request, how long the workers keep polling for the next
-    /// one before they sleep, in microseconds; 0 (the default) never polls
-    /// (see `idle_poll`).
-    #[serde(default = "default_idle_poll_us", deserialize_with = "number")]
-    pub idle_poll_us: u64,
     /// Whether `GET /metrics` is open to anyone (otherwise it needs the master key).
     #[serde(default)]
     pub metrics_public: bool,
@@ -239,7 +234,6 @@ impl Default for Config {
             signup_credit: 0.0,
             payments: PaymentsConfig::default(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
-            idle_poll_us: default_idle_poll_us(),
             metrics_public: false,
             admin_emails: Vec::new(),
         }
@@ -253,13 +247,6 @@ fn default_shutdown_grace_secs() -> u64 {
 /// The highest price per million tokens, in USD, and the highest margin.
 const MAX_PRICE_USD: f64 = 100_000.0;
 const MAX_MARGIN_PERCENT: f64 = 1_000.0;
-
-/// Beyond this, polling would spin through pauses between requests.
-const MAX_IDLE_POLL_US: u64 = 10_000;
-
-fn default_idle_poll_us() -> u64 {
-    0
-}
 
 fn default_max_request_bytes() -> usize {
     10 * 1024 * 1024
@@ -482,12 +469,6 @@ impl Config {
         }
         if !self.signup_credit.is_finite() || self.signup_credit < 0.0 {
             return Err(invalid("signup_credit", "must be zero or more".into()));
-        }
-        if self.idle_poll_us > MAX_IDLE_POLL_US {
-            return Err(invalid(
-                "idle_poll_us",
-                format!("must be at most {MAX_IDLE_POLL_US} (10 ms)"),
-            ));
         }
         if self.max_request_bytes < 1024 {
             return Err(invalid("max_request_bytes", "must be at least 1024".into()));
@@ -734,21 +715,6 @@ mod tests {
         .is_err());
         let config = load_str("host: ${HOST:-::1}\n", &env_of(&[]), &Overrides::default()).unwrap();
         assert_eq!(config.host, "::1");
-    }
-
-    #[test]
-    fn idle_polling_is_off_unless_configured() {
-        let none = env_of(&[]);
-        let config = load_str("{}\n", &none, &Overrides::default()).unwrap();
-        assert_eq!(config.idle_poll_us, 0);
-        let config = load_str("idle_poll_us: 200\n", &none, &Overrides::default()).unwrap();
-        assert_eq!(config.idle_poll_us, 200);
-        let env = env_of(&[("POLL", "1000")]);
-        let config = load_str("idle_poll_us: ${POLL}\n", &env, &Overrides::default()).unwrap();
-        assert_eq!(config.idle_poll_us, 1000);
-        assert!(load_str("idle_poll_us: -1\n", &none, &Overrides::default()).is_err());
-        let err = load_str("idle_poll_us: 10001\n", &none, &Overrides::default()).unwrap_err();
-        assert!(err.to_string().contains("idle_poll_us"), "{err}");
     }
 
     #[test]

@@ -176,17 +176,45 @@ impl AppError {
         }
     }
 
+    /// The error's body on the wire.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind: self.error_type().to_string(),
+                param: self.param().map(str::to_string),
+                code: self.code().to_string(),
+            },
+        }
+    }
+
     /// The error in OpenAI's JSON shape.
     pub fn to_openai_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "error": {
-                "message": self.to_string(),
-                "type": self.error_type(),
-                "param": self.param(),
-                "code": self.code(),
-            }
-        })
+        serde_json::to_value(self.body()).unwrap_or_default()
     }
+}
+
+/// Every error, in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `insufficient_quota`, `rate_limit_error` or `api_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if any.
+    pub param: Option<String>,
+    /// A machine-readable code, such as `invalid_api_key`,
+    /// `insufficient_credits`, `budget_exceeded` or `model_not_allowed`.
+    pub code: String,
 }
 
 impl FromServerFnError for AppError {

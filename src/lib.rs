@@ -2,36 +2,50 @@
 //!
 //! The crate builds twice: with `ssr` it is the server (axum, sqlx, sessions),
 //! with `hydrate` it is the WASM client that hydrates the dashboard.
+//!
+//! Modules are listed by layer, lowest first; a module imports only from its
+//! own layer or those below (ARCHITECTURE.md, kept by `tests/layers.rs`).
 
-pub mod api;
-pub mod app;
-pub mod error;
-
-#[cfg(feature = "ssr")]
-pub mod admin;
-#[cfg(feature = "ssr")]
-pub mod auth;
-pub mod billing;
-#[cfg(feature = "ssr")]
-pub mod cli;
+// The ground: errors, configuration, time.
 #[cfg(feature = "ssr")]
 pub mod clock;
 #[cfg(feature = "ssr")]
 pub mod config;
+pub mod error;
+
+// SQL.
 #[cfg(feature = "ssr")]
 pub mod db;
+
+// The domain: upstreams, identity, money, counters.
 #[cfg(feature = "ssr")]
-pub mod idle_poll;
+pub mod auth;
+pub mod billing;
+pub mod format;
 #[cfg(feature = "ssr")]
 pub mod metrics;
 #[cfg(feature = "ssr")]
-pub mod mock;
-#[cfg(feature = "ssr")]
-pub mod openapi;
-#[cfg(feature = "ssr")]
 pub mod providers;
+
+// What every handler shares.
+#[cfg(feature = "ssr")]
+pub mod state;
+
+// The doors: callers' API, operators' API, the dashboard's server functions.
+#[cfg(feature = "ssr")]
+pub mod operator_api;
 #[cfg(feature = "ssr")]
 pub mod proxy;
+pub mod server_fns;
+
+// The pages.
+pub mod app;
+
+// Wiring and tools.
+#[cfg(feature = "ssr")]
+pub mod cli;
+#[cfg(feature = "ssr")]
+pub mod mock;
 #[cfg(feature = "ssr")]
 pub mod server;
 

@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use llm_gateway::cli;
+use llm_gateway::clock::Clock;
 use llm_gateway::config::{config_path, Config, Overrides};
 use llm_gateway::db::Db;
 use std::path::PathBuf;
@@ -132,17 +133,32 @@ async fn main() -> ExitCode {
             command,
             config,
             output,
-        } => operate(config, output, |db| Box::pin(cli::users(db, command))).await,
+        } => {
+            operate(config, output, |db| {
+                Box::pin(cli::users(db, Clock::default(), command))
+            })
+            .await
+        }
         Command::Keys {
             command,
             config,
             output,
-        } => operate(config, output, |db| Box::pin(cli::keys(db, command))).await,
+        } => {
+            operate(config, output, |db| {
+                Box::pin(cli::keys(db, Clock::default(), command))
+            })
+            .await
+        }
         Command::Pricing {
             command,
             config,
             output,
-        } => operate(config, output, |db| Box::pin(cli::pricing(db, command))).await,
+        } => {
+            operate(config, output, |db| {
+                Box::pin(cli::pricing(db, Clock::default(), command))
+            })
+            .await
+        }
         Command::Audit { options, config } => audit(config, options).await,
     };
     match result {
@@ -217,7 +233,7 @@ async fn audit(args: ConfigArgs, options: cli::AuditOptions) -> Result<(), Strin
         .await
         .map_err(|e| e.to_string())?;
     db.migrate().await.map_err(|e| e.to_string())?;
-    let result = cli::audit(&db, options).await;
+    let result = cli::audit(&db, &Clock::default(), options).await;
     db.close().await;
     let (report, passed) = result?;
     print!("{report}");

@@ -1,23 +1,18 @@
-//! `GET /metrics` in Prometheus's text format: requests, tokens and cost by
-//! provider and model, latency and time-to-first-token histograms, upstream
-//! errors by provider, open streams and reservations, and usage batches by
-//! lane.
+//! The counters behind `GET /metrics` (served by `operator_api::metrics`):
+//! requests, tokens and cost by provider and model, latency and
+//! time-to-first-token histograms, upstream errors by provider, open streams
+//! and reservations, and usage batches by lane, rendered in Prometheus's
+//! text format.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::billing::lanes::Lane;
 use crate::billing::money::NANOS_PER_USD;
 use crate::db::usage::UsageRecord;
-use crate::error::AppError;
 use crate::providers::UpstreamError;
-use crate::proxy::auth::{constant_time_eq, presented_key};
-use crate::proxy::recorder::Lane;
-use crate::server::AppState;
 
 /// Histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -354,29 +349,6 @@ fn histograms<'a>(
             histogram.count as f64,
         );
     }
-}
-
-/// `GET /metrics`: needs the master key unless `metrics_public: true`.
-pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !state.config.metrics_public {
-        let master = state.config.master_key.as_deref();
-        let presented = presented_key(&headers);
-        let allowed = matches!((master, presented), (Some(m), Some(p)) if constant_time_eq(m.as_bytes(), p.as_bytes()));
-        if !allowed {
-            return AppError::Unauthorized(
-                "Metrics need the master key (or `metrics_public: true` in the config).".into(),
-            )
-            .into_response();
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.recorder.metrics().render(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ async fn only_admins_reach_the_admin_pages() {
 
     // The admin role from the command line works the same way.
     let db = llm_gateway::db::Db::connect(&app.db.url).await.unwrap();
-    llm_gateway::db::users::set_role(&db, &worker_id, "admin")
+    llm_gateway::db::users::set_role(&db, &worker_id, "admin", app.clock().now_ms())
         .await
         .unwrap();
     db.close().await;

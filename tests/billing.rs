@@ -387,20 +387,20 @@ async fn client_request_ids_are_echoed_and_find_the_request(backend: Backend) {
 /// the balance (the database then holds a debt, with its record); a batch
 /// applied twice bills, and counts against rate limits, once.
 async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Backend) {
-    use llm_gateway::db::ledger::{apply_batch, WriteOp};
+    use llm_gateway::billing::batch::{apply_batch, WriteOp};
     use llm_gateway::db::usage::UsageRecord;
     let database = common::TestDatabase::create(&backend).await;
     let db = Db::connect(&database.url).await.unwrap();
     db.migrate().await.unwrap();
     for user in ["rich", "poor"] {
-        llm_gateway::db::users::find_or_create(&db, user)
+        llm_gateway::db::users::find_or_create(&db, user, 0)
             .await
             .unwrap();
     }
-    ledger::credit(&db, "rich", ledger::EntryKind::Adjustment, 1_000, None)
+    ledger::credit(&db, "rich", ledger::EntryKind::Adjustment, 1_000, None, 0)
         .await
         .unwrap();
-    ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, 100, None)
+    ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, 100, None, 0)
         .await
         .unwrap();
     let settle = |id: &str, user: &str, cost: i64| WriteOp::Settle {
@@ -426,9 +426,13 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         settle("p3", "poor", 0),
         settle("r2", "rich", 60),
     ];
-    let results = apply_batch(&db, &ops).await.unwrap();
+    let results = apply_batch(&db, &ops, llm_gateway::clock::Clock::default().now_ms())
+        .await
+        .unwrap();
     assert_eq!(results, [true; 5]);
-    apply_batch(&db, &ops).await.unwrap();
+    apply_batch(&db, &ops, llm_gateway::clock::Clock::default().now_ms())
+        .await
+        .unwrap();
 
     let balance = |user: &'static str| {
         let db = db.clone();
@@ -467,16 +471,16 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         "one entry per charge, with the running balance"
     );
     // A top-up pays the debt off first; the record goes once it is paid.
-    ledger::credit(&db, "poor", ledger::EntryKind::TopUp, 15, None)
+    ledger::credit(&db, "poor", ledger::EntryKind::TopUp, 15, None, 0)
         .await
         .unwrap();
     assert_eq!(ledger::debt(&db, "poor").await.unwrap().unwrap().amount, 5);
-    ledger::credit(&db, "poor", ledger::EntryKind::TopUp, 5, None)
+    ledger::credit(&db, "poor", ledger::EntryKind::TopUp, 5, None, 0)
         .await
         .unwrap();
     assert_eq!(ledger::debt(&db, "poor").await.unwrap(), None);
     assert!(
-        ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, -1, None)
+        ledger::credit(&db, "poor", ledger::EntryKind::Adjustment, -1, None, 0)
             .await
             .is_err(),
         "an operator's removal never makes a debt"
@@ -486,11 +490,13 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
     // completion tokens in the key's rate window, applied twice: once.
     let key = llm_gateway::db::keys::insert(
         &db,
-        llm_gateway::db::keys::NewKey {
-            user_id: "rich",
-            name: "limited",
-            key_hash: "hash-of-limited",
-            key_prefix: "llm_sk_lim",
+        "rich",
+        "hash-of-limited",
+        "llm_sk_lim",
+        1_000,
+        &llm_gateway::db::keys::KeySettings {
+            name: "limited".into(),
+            ..Default::default()
         },
     )
     .await
@@ -515,8 +521,12 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         budgets: None,
         rate_window: Some(window),
     }];
-    apply_batch(&db, &limited).await.unwrap();
-    apply_batch(&db, &limited).await.unwrap();
+    apply_batch(&db, &limited, llm_gateway::clock::Clock::default().now_ms())
+        .await
+        .unwrap();
+    apply_batch(&db, &limited, llm_gateway::clock::Clock::default().now_ms())
+        .await
+        .unwrap();
     let counts = llm_gateway::db::rate_limits::counts(&db, &key.id, window).await;
     assert_eq!(counts.unwrap(), (1, 7), "the tokens are counted once");
 
@@ -536,7 +546,16 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         expires_at: 2_000,
         replica_id: "rep_gone".into(),
     };
-    assert_eq!(apply_batch(&db, &[reserve]).await.unwrap(), [true]);
+    assert_eq!(
+        apply_batch(
+            &db,
+            &[reserve],
+            llm_gateway::clock::Clock::default().now_ms()
+        )
+        .await
+        .unwrap(),
+        [true]
+    );
     ledger::release_matching(&db, "replica_id = 'rep_gone' AND $1 = $1", 0)
         .await
         .unwrap();
@@ -555,7 +574,13 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         budgets: Some(vec![scope.to_string()].into()),
         rate_window: None,
     };
-    apply_batch(&db, &[settle]).await.unwrap();
+    apply_batch(
+        &db,
+        &[settle],
+        llm_gateway::clock::Clock::default().now_ms(),
+    )
+    .await
+    .unwrap();
     let window = llm_gateway::db::budgets::window(&db, scope).await.unwrap();
     assert_eq!(
         window.map(|(_, spent)| spent),

@@ -609,6 +609,7 @@ async fn a_deleted_price_stays_deleted(backend: Backend) {
     let db = app.database().await;
     llm_gateway::cli::pricing(
         &db,
+        app.clock().clone(),
         llm_gateway::cli::PricingCommand::Delete {
             model_key: "anthropic:claude-3-5-haiku".into(),
         },
@@ -787,7 +788,7 @@ async fn idempotent_requests_are_answered_once(backend: Backend) {
         VALUES ('master', 'old', 'u', 'chat.completions', 'h', 'r', 'rep', 'done', 0, 1)",
     )
     .await;
-    llm_gateway::db::idempotency::prune(&db, llm_gateway::db::now_ms())
+    llm_gateway::db::idempotency::prune(&db, llm_gateway::clock::Clock::default().now_ms())
         .await
         .unwrap();
     assert_eq!(

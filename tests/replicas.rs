@@ -164,7 +164,7 @@ async fn two_processes_share_rate_limits_and_budgets() {
     let bases = [first.base.clone(), second.base.clone()];
 
     let (key, _) = funded_key(&bases[0], "shared-rpm", json!({"rpm_limit": 10})).await;
-    let minute = || llm_gateway::db::now_ms() / 60_000;
+    let minute = || llm_gateway::clock::Clock::default().now_ms() / 60_000;
     let started = minute();
     let statuses = burst(&bases, &key, 30).await;
     let one_window = started == minute();
@@ -285,9 +285,10 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
     for stream in streams {
         stream.await.unwrap();
     }
-    let report = llm_gateway::billing::audit::run(&db, llm_gateway::db::now_ms(), 0)
-        .await
-        .unwrap();
+    let report =
+        llm_gateway::billing::audit::run(&db, llm_gateway::clock::Clock::default().now_ms(), 0)
+            .await
+            .unwrap();
     assert!(report.passed(), "{:#?}", report.findings);
     let (balance, _) = ledger::balance(&db, "streamer").await.unwrap().unwrap();
     assert_eq!(balance, ledger::ledger_sum(&db, "streamer").await.unwrap());
@@ -394,8 +395,8 @@ async fn changes_reach_every_replica_at_once() {
 /// users first, in one order, so none of them deadlocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_billing_batches_do_not_deadlock() {
+    use llm_gateway::billing::batch::{apply_batch, WriteOp};
     use llm_gateway::billing::budget::{BudgetLimit, Period};
-    use llm_gateway::db::ledger::{apply_batch, WriteOp};
     let Some(backend) = Backend::postgres().await else {
         return;
     };
@@ -403,10 +404,10 @@ async fn concurrent_billing_batches_do_not_deadlock() {
     let db = Db::connect(&database.url).await.unwrap();
     db.migrate().await.unwrap();
     for user in ["u1", "u2"] {
-        llm_gateway::db::users::find_or_create(&db, user)
+        llm_gateway::db::users::find_or_create(&db, user, 0)
             .await
             .unwrap();
-        ledger::credit(&db, user, ledger::EntryKind::Adjustment, 1 << 40, None)
+        ledger::credit(&db, user, ledger::EntryKind::Adjustment, 1 << 40, None, 0)
             .await
             .unwrap();
     }
@@ -426,7 +427,7 @@ async fn concurrent_billing_batches_do_not_deadlock() {
             period: Period::Lifetime,
         }],
         amount: 1,
-        now: llm_gateway::db::now_ms(),
+        now: llm_gateway::clock::Clock::default().now_ms(),
         expires_at: i64::MAX,
         replica_id: "rep_test".into(),
     };
@@ -443,7 +444,10 @@ async fn concurrent_billing_batches_do_not_deadlock() {
                 } else {
                     [balance, budget]
                 };
-                assert_eq!(apply_batch(&db, &ops).await?, [true, true]);
+                assert_eq!(
+                    apply_batch(&db, &ops, llm_gateway::clock::Clock::default().now_ms()).await?,
+                    [true, true]
+                );
             }
             Ok::<_, sqlx::Error>(())
         })

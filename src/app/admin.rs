@@ -7,15 +7,16 @@ use leptos_router::components::{Outlet, A};
 use leptos_router::hooks::use_query_map;
 
 use super::chart::SpendChart;
-use super::{format, ErrorMessage};
-use crate::api::admin::{
+use super::ErrorMessage;
+use crate::billing::audit::{AuditReport, ReconciliationRow};
+use crate::billing::money::format_usd;
+use crate::format;
+use crate::server_fns::admin::{
     admin_overview, admin_prices, admin_providers, admin_reconciliation, admin_users, AdminBlock,
     AdminCredit, AdminDeletePrice, AdminSetPrice, AdminUserLine, GatewayOverview, PriceCatalog,
     ProviderStatus,
 };
-use crate::api::UserView;
-use crate::billing::audit::{AuditReport, ReconciliationRow};
-use crate::billing::money::format_usd;
+use crate::server_fns::UserView;
 
 fn usd(nanos: i64) -> String {
     format!("${}", format_usd(nanos))

@@ -7,7 +7,7 @@ use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
 
 use super::ErrorMessage;
-use crate::api::auth::{SignIn, SignUp};
+use crate::server_fns::auth::{SignIn, SignUp};
 
 /// The sign-in page.
 #[component]

@@ -5,9 +5,12 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use super::dashboard::DebtNotice;
-use super::{format, ErrorMessage};
-use crate::api::billing::{account_summary, ledger_page, AddCredits, LedgerLine, MAX_TOP_UP_USD};
+use super::ErrorMessage;
 use crate::billing::money::format_usd;
+use crate::format;
+use crate::server_fns::billing::{
+    account_summary, ledger_page, AddCredits, LedgerLine, MAX_TOP_UP_USD,
+};
 
 /// The balance page.
 #[component]

@@ -2,9 +2,9 @@
 
 use leptos::prelude::*;
 
-use super::format;
-use crate::api::billing::SpendSeries;
 use crate::billing::money::format_usd;
+use crate::format;
+use crate::server_fns::billing::SpendSeries;
 
 const DAY_MS: i64 = 86_400_000;
 const DAYS: i64 = 30;

@@ -7,11 +7,11 @@ use leptos_router::hooks::use_location;
 
 use super::auth::encode_component;
 use super::chart::SpendChart;
-use super::format::{datetime, dollars};
-use crate::api::auth::{me, SignOut};
-use crate::api::billing::{account_summary, daily_spend, AccountFigures};
-use crate::api::UserView;
 use crate::billing::money::format_usd;
+use crate::format::{datetime, dollars};
+use crate::server_fns::auth::{me, SignOut};
+use crate::server_fns::billing::{account_summary, daily_spend, AccountFigures};
+use crate::server_fns::UserView;
 
 /// Says what the user owes, when their balance is below zero: usage cost
 /// more than it held, and paid calls are refused until credit covers it.

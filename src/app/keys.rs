@@ -3,9 +3,10 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use super::{format, ErrorMessage};
-use crate::api::keys::{list_keys, CreateKey, RevokeKey};
-use crate::api::{CreatedKey, KeyStatus, KeyView};
+use super::ErrorMessage;
+use crate::format;
+use crate::server_fns::keys::{list_keys, CreateKey, RevokeKey};
+use crate::server_fns::{CreatedKey, KeyStatus, KeyView};
 
 /// The API keys page.
 #[component]

@@ -5,7 +5,6 @@ mod auth;
 mod balance;
 mod chart;
 mod dashboard;
-pub mod format;
 mod keys;
 mod landing;
 mod models;

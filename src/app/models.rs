@@ -4,8 +4,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 
-use crate::api::models::{model_catalog, ModelPrice};
 use crate::billing::money::format_usd;
+use crate::server_fns::models::{model_catalog, ModelPrice};
 
 /// The public model catalog with the prices users pay.
 #[component]

@@ -6,10 +6,10 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use serde_json::json;
 
-use crate::api::billing::account_summary;
-use crate::api::models::{model_catalog, ModelPrice};
-use crate::api::playground::ReplyEvent;
 use crate::billing::money::format_usd;
+use crate::server_fns::billing::account_summary;
+use crate::server_fns::models::{model_catalog, ModelPrice};
+use crate::server_fns::playground::ReplyEvent;
 
 /// One message of the conversation.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +74,7 @@ pub fn PlaygroundPage() -> impl IntoView {
             let on_event = move |event| apply(event, turns, error);
             match client::stream_reply(body, on_event).await {
                 Ok(request_id) => {
-                    let settled = crate::api::playground::settled_balance(request_id).await;
+                    let settled = crate::server_fns::playground::settled_balance(request_id).await;
                     if let Ok(settled) = settled {
                         balance.set(Some(settled));
                     }
@@ -103,7 +103,7 @@ pub fn PlaygroundPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let initial = figures.await.map(|f| f.balance).ok();
-                let shown = move || balance.get().or(initial).map(super::format::dollars);
+                let shown = move || balance.get().or(initial).map(crate::format::dollars);
                 view! {
                     <p class="big-figure">
                         <span class="label">"Balance"</span>
@@ -231,7 +231,7 @@ mod client {
     use wasm_bindgen_futures::JsFuture;
     use web_sys::ReadableStreamDefaultReader;
 
-    use crate::api::playground::{error_message, EventReader, ReplyEvent, CHAT_PATH};
+    use crate::server_fns::playground::{error_message, EventReader, ReplyEvent, CHAT_PATH};
 
     /// Posts `body` and hands each event to `on_event` the moment its bytes
     /// arrive. Returns the request's id, or the error's message for people.

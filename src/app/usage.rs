@@ -5,9 +5,9 @@ use leptos_meta::Title;
 use leptos_router::components::Form;
 use leptos_router::hooks::use_query_map;
 
-use super::format;
-use crate::api::billing::{usage_page, UsageLine, UsageView};
 use crate::billing::money::format_usd;
+use crate::format;
+use crate::server_fns::billing::{usage_page, UsageLine, UsageView};
 
 /// The filters, read from the query string.
 #[derive(Clone, PartialEq)]

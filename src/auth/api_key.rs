@@ -1,6 +1,9 @@
 //! API keys: `llm_sk_` followed by 40 random base62 characters. Only the
 //! SHA-256 of a key is stored, plus a short prefix to recognise it by.
+//! Keys, and the master key, are read from requests here and compared in
+//! constant time.
 
+use axum::http::HeaderMap;
 use rand::{rngs::OsRng, Rng};
 use sha2::{Digest, Sha256};
 
@@ -54,9 +57,67 @@ pub fn looks_like_key(candidate: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric())
 }
 
+/// The key from `Authorization: Bearer`, `X-AnyLLM-Key: Bearer` or `x-api-key`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+    };
+    bearer("authorization")
+        .or_else(|| bearer("x-anyllm-key"))
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|k| !k.is_empty())
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `headers` present the master key (none is configured: never).
+pub fn presents_master_key(headers: &HeaderMap, master: Option<&str>) -> bool {
+    matches!((master, presented_key(headers)), (Some(m), Some(p)) if constant_time_eq(m.as_bytes(), p.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn keys_come_from_any_accepted_header() {
+        for (name, value) in [
+            ("authorization", "Bearer llm_sk_a"),
+            ("x-anyllm-key", "Bearer llm_sk_a"),
+            ("x-api-key", "llm_sk_a"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            assert_eq!(presented_key(&headers), Some("llm_sk_a"), "{name}");
+        }
+        assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"master-key", b"master-key"));
+        assert!(!constant_time_eq(b"master-key", b"master-kez"));
+        assert!(!constant_time_eq(b"master", b"master-key"));
+    }
 
     #[test]
     fn keys_have_the_documented_shape() {

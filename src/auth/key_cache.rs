@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::db::keys::KeyAuth;
+use crate::auth::policy::KeyAuth;
 
 /// How long a cached lookup is trusted.
 pub const TTL: Duration = Duration::from_secs(5);

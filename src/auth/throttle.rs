@@ -2,7 +2,7 @@
 //! IP address, block further attempts for a while. Kept in the database so it
 //! holds across replicas.
 
-use crate::db::{login_failures, now_ms, Db};
+use crate::db::{login_failures, Db};
 use crate::error::AppError;
 
 /// Failures counted over this window.
@@ -28,8 +28,7 @@ impl Attempt {
     }
 
     /// Refuses the attempt if either subject is over its limit.
-    pub async fn check(&self, db: &Db) -> Result<(), AppError> {
-        let now = now_ms();
+    pub async fn check(&self, db: &Db, now: i64) -> Result<(), AppError> {
         let since = now - WINDOW_MS;
         let mut limits = vec![(self.account.as_str(), MAX_PER_ACCOUNT)];
         if let Some(ip) = &self.ip {
@@ -53,12 +52,12 @@ impl Attempt {
     }
 
     /// Counts a failed attempt against both subjects.
-    pub async fn record_failure(&self, db: &Db) -> Result<(), AppError> {
+    pub async fn record_failure(&self, db: &Db, now: i64) -> Result<(), AppError> {
         let mut subjects = vec![self.account.as_str()];
         if let Some(ip) = &self.ip {
             subjects.push(ip.as_str());
         }
-        login_failures::record(db, &subjects, now_ms()).await?;
+        login_failures::record(db, &subjects, now).await?;
         Ok(())
     }
 

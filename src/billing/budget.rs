@@ -1,8 +1,10 @@
 //! Spending limits: a key's own budget and its owner's, each over a period
 //! that resets on schedule. They are held through the same reservation as
-//! the balance (see `db::ledger`), so concurrent requests cannot overshoot.
+//! the balance (see `reservation`), so concurrent requests cannot overshoot.
 
 use time::{Date, Duration, Month, OffsetDateTime, Time};
+
+use crate::db::budgets::BudgetRow;
 
 /// How often a budget resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +118,42 @@ fn midnight(date: Date) -> i64 {
     date.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp() * 1000
 }
 
+/// Midnight UTC of `now_ms`'s day and of the first of its month, in epoch
+/// milliseconds: where "today" and "this month" start in usage figures.
+pub fn day_and_month_starts(now_ms: i64) -> (i64, i64) {
+    (
+        Period::Daily.current_start(now_ms, now_ms),
+        Period::Monthly.current_start(now_ms, now_ms),
+    )
+}
+
+impl BudgetRow {
+    /// When the budget resets.
+    pub fn period(&self) -> Period {
+        Period::from_parts(self.budget_duration_sec, self.period.as_deref())
+    }
+
+    /// The limit this budget puts on `user_id`.
+    pub fn limit_for(&self, user_id: &str) -> BudgetLimit {
+        BudgetLimit {
+            scope: format!("user:{user_id}"),
+            max: self.max_budget,
+            period: self.period(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn days_and_months_start_at_midnight_and_the_first() {
+        // 2026-11-23 14:29:00 UTC
+        let (day, month) = day_and_month_starts(1_795_444_140_000);
+        assert_eq!(day, 1_795_392_000_000); // 2026-11-23 00:00
+        assert_eq!(month, 1_793_491_200_000); // 2026-11-01 00:00
+    }
 
     /// 2026-11-25 (a Wednesday) 13:45:10 UTC.
     const WED: i64 = 1_795_614_310_000;

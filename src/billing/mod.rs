@@ -1,19 +1,32 @@
-//! Reseller billing: prices with margin, reservations before forwarding, and
-//! an exact ledger settled after each response. `money` is shared with the
-//! WASM client, which formats amounts.
+//! Reseller billing, the whole money path: prices with margin (`pricing`,
+//! `price_book`), the reservation policy (`estimate`, `reservation`,
+//! `budget`), the meter that makes one usage record per request (`meter`),
+//! the in-memory accounts (`accounts`), the writer that batches records and
+//! settles them (`recorder`, `batch`), and the audit of it all (`audit`).
+//! `money` and `audit`'s report are shared with the WASM client.
 
 #[cfg(feature = "ssr")]
 pub mod accounts;
 pub mod audit;
 #[cfg(feature = "ssr")]
+pub mod batch;
+#[cfg(feature = "ssr")]
 pub mod budget;
 #[cfg(feature = "ssr")]
 pub mod estimate;
+#[cfg(feature = "ssr")]
+pub mod lanes;
+#[cfg(feature = "ssr")]
+pub mod meter;
 pub mod money;
 #[cfg(feature = "ssr")]
 mod price_book;
 #[cfg(feature = "ssr")]
 pub mod pricing;
+#[cfg(feature = "ssr")]
+pub mod recorder;
+#[cfg(feature = "ssr")]
+pub mod reservation;
 
 #[cfg(feature = "ssr")]
 pub use price_book::{percent_to_bp, PriceBook};

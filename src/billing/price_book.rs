@@ -27,7 +27,7 @@ struct Catalog {
 impl PriceBook {
     /// Seeds the catalog (config first, then the built-in table; existing
     /// rows win, and models an operator deleted stay deleted) and loads it.
-    pub async fn load(db: &Db, config: &Config) -> Result<Self, sqlx::Error> {
+    pub async fn load(db: &Db, config: &Config, now: i64) -> Result<Self, sqlx::Error> {
         for (key, price) in &config.pricing {
             let price = Price {
                 input: usd_to_nanos(price.input_price_per_million),
@@ -37,7 +37,7 @@ impl PriceBook {
                 cache_write_1h: price.cache_write_1h_price_per_million.map(usd_to_nanos),
                 margin_bp: price.margin_percent.map(percent_to_bp),
             };
-            prices::seed(db, key, &price, "config").await?;
+            prices::seed(db, &price.row(key), "config", now).await?;
         }
         for built_in in BUILT_IN {
             let price = Price {
@@ -48,7 +48,7 @@ impl PriceBook {
                 cache_write_1h: built_in.cache_write_1h.map(usd_to_nanos),
                 margin_bp: None,
             };
-            prices::seed(db, built_in.model_key, &price, "built-in").await?;
+            prices::seed(db, &price.row(built_in.model_key), "built-in", now).await?;
         }
         let book = Self {
             prices: RwLock::default(),

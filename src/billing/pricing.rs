@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::db::prices::PriceRow;
 use crate::providers::Usage;
 
 /// Tokens in the unit prices are quoted for.
@@ -24,6 +25,35 @@ pub struct Price {
     pub cache_write_1h: Option<i64>,
     /// This model's margin in basis points (2000 = 20%), overriding the global one.
     pub margin_bp: Option<i64>,
+}
+
+impl Price {
+    /// The price as the catalog stores it, for `model_key`.
+    pub fn row(&self, model_key: &str) -> PriceRow {
+        PriceRow {
+            model_key: model_key.to_string(),
+            input_per_million: self.input,
+            output_per_million: self.output,
+            cached_input_per_million: self.cached_input,
+            cache_write_per_million: self.cache_write,
+            cache_write_1h_per_million: self.cache_write_1h,
+            margin_bp: self.margin_bp,
+        }
+    }
+}
+
+impl PriceRow {
+    /// The price a catalog row holds.
+    pub fn price(&self) -> Price {
+        Price {
+            input: self.input_per_million,
+            output: self.output_per_million,
+            cached_input: self.cached_input_per_million,
+            cache_write: self.cache_write_per_million,
+            cache_write_1h: self.cache_write_1h_per_million,
+            margin_bp: self.margin_bp,
+        }
+    }
 }
 
 /// What each kind of token costs per million, in nano-USD: the user's

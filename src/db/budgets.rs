@@ -1,7 +1,6 @@
 //! Queries on `budgets` and on the spending windows they (and keys) open.
 
-use super::{now_ms, Db};
-use crate::billing::budget::{BudgetLimit, Period};
+use super::Db;
 use crate::with_pool;
 
 /// A row of `budgets`.
@@ -13,22 +12,6 @@ pub struct BudgetRow {
     pub period: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
-}
-
-impl BudgetRow {
-    /// When the budget resets.
-    pub fn period(&self) -> Period {
-        Period::from_parts(self.budget_duration_sec, self.period.as_deref())
-    }
-
-    /// The limit this budget puts on `user_id`.
-    pub fn limit_for(&self, user_id: &str) -> BudgetLimit {
-        BudgetLimit {
-            scope: format!("user:{user_id}"),
-            max: self.max_budget,
-            period: self.period(),
-        }
-    }
 }
 
 const COLUMNS: &str = "id, max_budget, budget_duration_sec, period, created_at, updated_at";
@@ -46,6 +29,7 @@ pub async fn insert(
     db: &Db,
     id: &str,
     settings: &BudgetSettings,
+    now: i64,
 ) -> Result<Option<BudgetRow>, sqlx::Error> {
     let sql = format!(
         "INSERT INTO budgets (id, max_budget, budget_duration_sec, period, created_at, updated_at) \
@@ -57,7 +41,7 @@ pub async fn insert(
             .bind(settings.max_budget)
             .bind(settings.budget_duration_sec)
             .bind(&settings.period)
-            .bind(now_ms())
+            .bind(now)
             .fetch_optional(pool)
             .await
     })
@@ -82,6 +66,7 @@ pub async fn update(
     db: &Db,
     id: &str,
     settings: &BudgetSettings,
+    now: i64,
 ) -> Result<Option<BudgetRow>, sqlx::Error> {
     let sql = format!(
         "UPDATE budgets SET max_budget = $2, budget_duration_sec = $3, period = $4, updated_at = $5 \
@@ -93,7 +78,7 @@ pub async fn update(
             .bind(settings.max_budget)
             .bind(settings.budget_duration_sec)
             .bind(&settings.period)
-            .bind(now_ms())
+            .bind(now)
             .fetch_optional(pool)
             .await
     })?;

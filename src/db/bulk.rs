@@ -1,11 +1,8 @@
 //! Helpers for writing many rows in few statements: multi-row `INSERT`s
 //! whose sizes are powers of two (so a handful of prepared statements serve
-//! any batch), and the arithmetic of settling a batch of charges per user.
+//! any batch).
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
-
-use super::usage::UsageRecord;
 
 /// The most rows one statement writes.
 pub const MAX_ROWS: usize = 64;
@@ -42,17 +39,6 @@ pub enum Placeholders {
     /// `?, ?, …` (SQLite, which looks a named parameter up by a linear
     /// scan: a thousand `$n` cost a million steps per statement).
     Positional,
-}
-
-impl Placeholders {
-    /// The style for backend `DB`.
-    pub fn of<DB: sqlx::Database>() -> Self {
-        if DB::NAME == "SQLite" {
-            Self::Positional
-        } else {
-            Self::Numbered
-        }
-    }
 }
 
 /// `VALUES ($1, …, $arity), (…)` (or with `?`) for `rows` rows.
@@ -137,36 +123,6 @@ pub fn lock_users_sql(rows: usize) -> &'static str {
     })
 }
 
-/// The records grouped by user, users in order of first appearance and
-/// records in order within each.
-pub fn by_user<'a>(records: &[&'a UsageRecord]) -> Vec<(&'a str, Vec<&'a UsageRecord>)> {
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut groups: Vec<(&str, Vec<&UsageRecord>)> = Vec::new();
-    for &record in records {
-        let slot = *index.entry(record.user_id.as_str()).or_insert_with(|| {
-            groups.push((record.user_id.as_str(), Vec::new()));
-            groups.len() - 1
-        });
-        groups[slot].1.push(record);
-    }
-    groups
-}
-
-/// Each key's latest use among `records`.
-pub fn last_use_by_key<'a>(records: &[&'a UsageRecord]) -> Vec<(&'a str, i64)> {
-    let mut latest: Vec<(&str, i64)> = Vec::new();
-    for record in records {
-        let Some(key_id) = record.key_id.as_deref() else {
-            continue;
-        };
-        match latest.iter_mut().find(|(k, _)| *k == key_id) {
-            Some((_, at)) => *at = (*at).max(record.created_at),
-            None => latest.push((key_id, record.created_at)),
-        }
-    }
-    latest
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,35 +161,5 @@ mod tests {
             lock_users_sql(4),
             "SELECT id FROM users WHERE id IN ($1, $2, $3, $4) ORDER BY id COLLATE \"C\" FOR NO KEY UPDATE"
         );
-        assert_eq!(Placeholders::of::<sqlx::Sqlite>(), Positional);
-        assert_eq!(Placeholders::of::<sqlx::Postgres>(), Numbered);
-    }
-
-    fn record(id: &str, user_id: &str, key_id: Option<&str>, at: i64) -> UsageRecord {
-        UsageRecord {
-            id: id.into(),
-            user_id: user_id.into(),
-            key_id: key_id.map(Into::into),
-            created_at: at,
-            ..UsageRecord::default()
-        }
-    }
-
-    #[test]
-    fn records_group_by_user_and_key_in_order() {
-        let records = [
-            record("r1", "u1", Some("k1"), 30),
-            record("r2", "u2", None, 10),
-            record("r3", "u1", Some("k2"), 20),
-            record("r4", "u1", Some("k1"), 20),
-        ];
-        let charged: Vec<&UsageRecord> = records.iter().collect();
-        let groups = by_user(&charged);
-        let shape: Vec<(&str, Vec<&str>)> = groups
-            .iter()
-            .map(|(user, rs)| (*user, rs.iter().map(|r| r.id.as_str()).collect()))
-            .collect();
-        assert_eq!(shape, [("u1", vec!["r1", "r3", "r4"]), ("u2", vec!["r2"])]);
-        assert_eq!(last_use_by_key(&charged), [("k1", 30), ("k2", 20)]);
     }
 }

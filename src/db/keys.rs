@@ -1,8 +1,7 @@
 //! Queries on `api_keys`. Every query a dashboard user can reach is scoped by
 //! `user_id`, so no id sent by a client reaches another user's keys.
 
-use super::{now_ms, Db};
-use crate::billing::budget::{BudgetLimit, Period};
+use super::Db;
 use crate::with_pool;
 
 /// A row of `api_keys`; the key itself is never stored, only its hash.
@@ -21,34 +20,6 @@ pub struct KeyRow {
 const COLUMNS: &str =
     "id, user_id, name, key_prefix, created_at, last_used_at, expires_at, revoked_at";
 
-/// The parts of a new key that are stored.
-pub struct NewKey<'a> {
-    pub user_id: &'a str,
-    pub name: &'a str,
-    pub key_hash: &'a str,
-    pub key_prefix: &'a str,
-}
-
-/// Stores a new key and returns its row.
-pub async fn insert(db: &Db, key: NewKey<'_>) -> Result<KeyRow, sqlx::Error> {
-    let id = format!("key_{}", uuid::Uuid::new_v4().simple());
-    let sql = format!(
-        "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-    );
-    with_pool!(db, pool => {
-        sqlx::query_as::<_, KeyRow>(&sql)
-            .bind(&id)
-            .bind(key.user_id)
-            .bind(key.name)
-            .bind(key.key_hash)
-            .bind(key.key_prefix)
-            .bind(now_ms())
-            .fetch_one(pool)
-            .await
-    })
-}
-
 /// Lists one user's keys, newest first.
 pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
     let sql = format!(
@@ -61,11 +32,16 @@ pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<KeyRow>, sqlx::
 
 /// Revokes a key if, and only if, it belongs to `user_id` and is still active.
 /// Returns whether a key was revoked.
-pub async fn revoke_for_user(db: &Db, user_id: &str, key_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn revoke_for_user(
+    db: &Db,
+    user_id: &str,
+    key_id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE api_keys SET revoked_at = $1 \
                WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL";
     let result = with_pool!(db, pool => {
-        sqlx::query(sql).bind(now_ms()).bind(key_id).bind(user_id).execute(pool).await?.rows_affected()
+        sqlx::query(sql).bind(now).bind(key_id).bind(user_id).execute(pool).await?.rows_affected()
     });
     if result == 1 {
         super::announce(db, super::Change::User(user_id.to_string())).await;
@@ -73,10 +49,9 @@ pub async fn revoke_for_user(db: &Db, user_id: &str, key_id: &str) -> Result<boo
     Ok(result == 1)
 }
 
-/// What authenticating a request needs about a key and its owner, with the
-/// key's limits parsed once (the result is cached; see `auth::key_cache`).
-#[derive(Debug, Clone)]
-pub struct KeyAuth {
+/// A key and what authenticating a request needs about its owner, as stored.
+#[derive(Debug, sqlx::FromRow)]
+pub struct KeyAuthRow {
     pub id: String,
     pub user_id: String,
     pub key_prefix: String,
@@ -84,91 +59,14 @@ pub struct KeyAuth {
     pub expires_at: Option<i64>,
     pub user_blocked_at: Option<i64>,
     pub user_deleted_at: Option<i64>,
-    pub policy: std::sync::Arc<KeyPolicy>,
-}
-
-/// What a key may do: which models, how fast, and how much it may spend.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyPolicy {
-    /// `None`: every model. Entries are `provider:model`, a bare model name,
-    /// or `provider:*`.
-    pub allowed_models: Option<Vec<String>>,
+    pub allowed_models: Option<String>,
     pub rpm_limit: Option<i64>,
     pub tpm_limit: Option<i64>,
-    /// The key's own budget, then its owner's.
-    pub budgets: Vec<BudgetLimit>,
-}
-
-impl KeyPolicy {
-    /// Whether the key may call `provider:model`.
-    pub fn allows(&self, provider: &str, model: &str) -> bool {
-        let Some(allowed) = &self.allowed_models else {
-            return true;
-        };
-        allowed.iter().any(|entry| match entry.split_once(':') {
-            Some((p, "*")) => p == provider,
-            Some((p, m)) => p == provider && m == model,
-            None => entry == model,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct KeyAuthRow {
-    id: String,
-    user_id: String,
-    key_prefix: String,
-    revoked_at: Option<i64>,
-    expires_at: Option<i64>,
-    user_blocked_at: Option<i64>,
-    user_deleted_at: Option<i64>,
-    allowed_models: Option<String>,
-    rpm_limit: Option<i64>,
-    tpm_limit: Option<i64>,
-    max_budget: Option<i64>,
-    budget_duration_sec: Option<i64>,
-    user_max_budget: Option<i64>,
-    user_budget_duration_sec: Option<i64>,
-    user_budget_period: Option<String>,
-}
-
-impl From<KeyAuthRow> for KeyAuth {
-    fn from(row: KeyAuthRow) -> Self {
-        let mut budgets = Vec::new();
-        if let Some(max) = row.max_budget {
-            budgets.push(BudgetLimit {
-                scope: format!("key:{}", row.id),
-                max,
-                period: Period::from_parts(row.budget_duration_sec, None),
-            });
-        }
-        if let Some(max) = row.user_max_budget {
-            budgets.push(BudgetLimit {
-                scope: format!("user:{}", row.user_id),
-                max,
-                period: Period::from_parts(
-                    row.user_budget_duration_sec,
-                    row.user_budget_period.as_deref(),
-                ),
-            });
-        }
-        let policy = KeyPolicy {
-            allowed_models: parse_models(row.allowed_models.as_deref()),
-            rpm_limit: row.rpm_limit,
-            tpm_limit: row.tpm_limit,
-            budgets,
-        };
-        Self {
-            id: row.id,
-            user_id: row.user_id,
-            key_prefix: row.key_prefix,
-            revoked_at: row.revoked_at,
-            expires_at: row.expires_at,
-            user_blocked_at: row.user_blocked_at,
-            user_deleted_at: row.user_deleted_at,
-            policy: std::sync::Arc::new(policy),
-        }
-    }
+    pub max_budget: Option<i64>,
+    pub budget_duration_sec: Option<i64>,
+    pub user_max_budget: Option<i64>,
+    pub user_budget_duration_sec: Option<i64>,
+    pub user_budget_period: Option<String>,
 }
 
 /// A stored `allowed_models` JSON array; anything else allows every model.
@@ -177,7 +75,7 @@ pub fn parse_models(json: Option<&str>) -> Option<Vec<String>> {
 }
 
 /// Looks a key up by hash, with its owner's status and budget.
-pub async fn find_for_auth(db: &Db, key_hash: &str) -> Result<Option<KeyAuth>, sqlx::Error> {
+pub async fn find_for_auth(db: &Db, key_hash: &str) -> Result<Option<KeyAuthRow>, sqlx::Error> {
     let sql = "SELECT k.id, k.user_id, k.key_prefix, k.revoked_at, k.expires_at, \
                u.blocked_at AS user_blocked_at, u.deleted_at AS user_deleted_at, \
                k.allowed_models, k.rpm_limit, k.tpm_limit, k.max_budget, k.budget_duration_sec, \
@@ -185,10 +83,9 @@ pub async fn find_for_auth(db: &Db, key_hash: &str) -> Result<Option<KeyAuth>, s
                b.period AS user_budget_period \
                FROM api_keys k JOIN users u ON u.id = k.user_id \
                LEFT JOIN budgets b ON b.id = u.budget_id WHERE k.key_hash = $1";
-    let row = with_pool!(db, pool => {
-        sqlx::query_as::<_, KeyAuthRow>(sql).bind(key_hash).fetch_optional(pool).await?
-    });
-    Ok(row.map(KeyAuth::from))
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, KeyAuthRow>(sql).bind(key_hash).fetch_optional(pool).await
+    })
 }
 
 /// Everything an operator sees about a key (never its hash).
@@ -213,6 +110,21 @@ pub struct AdminKeyRow {
 const ADMIN_COLUMNS: &str = "id, user_id, name, key_prefix, created_at, last_used_at, expires_at, \
      revoked_at, allowed_models, rpm_limit, tpm_limit, max_budget, budget_duration_sec, metadata";
 
+impl From<AdminKeyRow> for KeyRow {
+    fn from(row: AdminKeyRow) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            name: row.name,
+            key_prefix: row.key_prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
 /// A key's settings, as an operator sets them.
 #[derive(Debug, Clone, Default)]
 pub struct KeySettings {
@@ -230,12 +142,14 @@ pub struct KeySettings {
     pub revoked_at: Option<i64>,
 }
 
-/// Stores an operator's key with its settings.
-pub async fn insert_with_settings(
+/// Stores a new key, created at `created_at`, with its settings (see
+/// `auth::keys::issue`, the one caller).
+pub async fn insert(
     db: &Db,
     user_id: &str,
     key_hash: &str,
     key_prefix: &str,
+    created_at: i64,
     settings: &KeySettings,
 ) -> Result<AdminKeyRow, sqlx::Error> {
     let id = format!("key_{}", uuid::Uuid::new_v4().simple());
@@ -251,7 +165,7 @@ pub async fn insert_with_settings(
             .bind(&settings.name)
             .bind(key_hash)
             .bind(key_prefix)
-            .bind(now_ms())
+            .bind(created_at)
             .bind(settings.expires_at)
             .bind(&settings.allowed_models)
             .bind(settings.rpm_limit)
@@ -324,35 +238,11 @@ pub async fn update_settings(
 }
 
 /// Revokes every active key of a user; returns how many.
-pub async fn revoke_all_for_user(db: &Db, user_id: &str) -> Result<u64, sqlx::Error> {
+pub async fn revoke_all_for_user(db: &Db, user_id: &str, now: i64) -> Result<u64, sqlx::Error> {
     let sql = "UPDATE api_keys SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
     let revoked = with_pool!(db, pool => {
-        sqlx::query(sql).bind(now_ms()).bind(user_id).execute(pool).await?.rows_affected()
+        sqlx::query(sql).bind(now).bind(user_id).execute(pool).await?.rows_affected()
     });
     super::announce(db, super::Change::User(user_id.to_string())).await;
     Ok(revoked)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allowed_models_match_keys_bare_names_and_wildcards() {
-        let policy = KeyPolicy {
-            allowed_models: Some(vec![
-                "openai:gpt-4o-mini".into(),
-                "claude-3-5-haiku".into(),
-                "gemini:*".into(),
-            ]),
-            ..KeyPolicy::default()
-        };
-        assert!(policy.allows("openai", "gpt-4o-mini"));
-        assert!(!policy.allows("openai", "gpt-4o"));
-        assert!(!policy.allows("groq", "gpt-4o-mini"));
-        assert!(policy.allows("anthropic", "claude-3-5-haiku"));
-        assert!(policy.allows("gemini", "gemini-2.0-flash"));
-        assert!(KeyPolicy::default().allows("any", "model"));
-        assert_eq!(parse_models(Some("not json")), None);
-    }
 }

@@ -4,7 +4,7 @@
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
 pub mod audit;
-mod background;
+pub mod batch_tx;
 pub mod budgets;
 mod bulk;
 pub mod changes;
@@ -18,7 +18,6 @@ pub mod replicas;
 pub mod usage;
 pub mod users;
 
-pub use background::BackgroundWriter;
 pub use changes::{announce, notify, Change};
 
 use futures::future::BoxFuture;
@@ -205,15 +204,10 @@ impl Db {
 /// journal, which SQLite spills to a temporary file past 64 KiB (a file
 /// created, written page by page and deleted on every batch); here it stays
 /// in memory.
-fn writer_options(pool: &SqlitePool) -> SqliteConnectOptions {
+pub fn writer_options(pool: &SqlitePool) -> SqliteConnectOptions {
     (*pool.connect_options())
         .clone()
         .pragma("temp_store", "memory")
-}
-
-/// The current time in Unix epoch milliseconds, the unit of every time column.
-pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
 #[cfg(test)]

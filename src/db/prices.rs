@@ -1,7 +1,6 @@
 //! Queries on `model_prices`, the price catalog.
 
-use super::{now_ms, Db};
-use crate::billing::pricing::Price;
+use super::Db;
 use crate::with_pool;
 
 /// A catalog row.
@@ -16,28 +15,10 @@ pub struct PriceRow {
     pub margin_bp: Option<i64>,
 }
 
-impl PriceRow {
-    pub fn price(&self) -> Price {
-        Price {
-            input: self.input_per_million,
-            output: self.output_per_million,
-            cached_input: self.cached_input_per_million,
-            cache_write: self.cache_write_per_million,
-            cache_write_1h: self.cache_write_1h_per_million,
-            margin_bp: self.margin_bp,
-        }
-    }
-}
-
 /// Adds a price unless the model is already priced (the database wins after
 /// the first seed) or an operator deleted it (it stays deleted until one
 /// sets it again).
-pub async fn seed(
-    db: &Db,
-    model_key: &str,
-    price: &Price,
-    source: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn seed(db: &Db, price: &PriceRow, source: &str, now: i64) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO model_prices (model_key, input_per_million, output_per_million, \
                cached_input_per_million, cache_write_per_million, cache_write_1h_per_million, \
                margin_bp, source, updated_at) \
@@ -46,15 +27,15 @@ pub async fn seed(
                ON CONFLICT (model_key) DO NOTHING";
     with_pool!(db, pool => {
         sqlx::query(sql)
-            .bind(model_key)
-            .bind(price.input)
-            .bind(price.output)
-            .bind(price.cached_input)
-            .bind(price.cache_write)
-            .bind(price.cache_write_1h)
+            .bind(&price.model_key)
+            .bind(price.input_per_million)
+            .bind(price.output_per_million)
+            .bind(price.cached_input_per_million)
+            .bind(price.cache_write_per_million)
+            .bind(price.cache_write_1h_per_million)
             .bind(price.margin_bp)
             .bind(source)
-            .bind(now_ms())
+            .bind(now)
             .execute(pool)
             .await?;
     });
@@ -97,7 +78,8 @@ fn history_id() -> String {
 
 /// Sets a model's price (an operator's change: a model deleted before is
 /// priced again) and records it in the history.
-pub async fn set(db: &Db, model_key: &str, price: &Price) -> Result<(), sqlx::Error> {
+pub async fn set(db: &Db, price: &PriceRow, now: i64) -> Result<(), sqlx::Error> {
+    let model_key = price.model_key.as_str();
     let upsert = "INSERT INTO model_prices (model_key, input_per_million, output_per_million, \
                   cached_input_per_million, cache_write_per_million, cache_write_1h_per_million, \
                   margin_bp, source, updated_at) \
@@ -105,16 +87,15 @@ pub async fn set(db: &Db, model_key: &str, price: &Price) -> Result<(), sqlx::Er
                   input_per_million = $2, output_per_million = $3, cached_input_per_million = $4, \
                   cache_write_per_million = $5, cache_write_1h_per_million = $6, \
                   margin_bp = $7, source = 'admin', updated_at = $8";
-    let now = now_ms();
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         sqlx::query(upsert)
             .bind(model_key)
-            .bind(price.input)
-            .bind(price.output)
-            .bind(price.cached_input)
-            .bind(price.cache_write)
-            .bind(price.cache_write_1h)
+            .bind(price.input_per_million)
+            .bind(price.output_per_million)
+            .bind(price.cached_input_per_million)
+            .bind(price.cache_write_per_million)
+            .bind(price.cache_write_1h_per_million)
             .bind(price.margin_bp)
             .bind(now)
             .execute(&mut *tx)
@@ -127,11 +108,11 @@ pub async fn set(db: &Db, model_key: &str, price: &Price) -> Result<(), sqlx::Er
             .bind(history_id())
             .bind(model_key)
             .bind("set")
-            .bind(price.input)
-            .bind(price.output)
-            .bind(price.cached_input)
-            .bind(price.cache_write)
-            .bind(price.cache_write_1h)
+            .bind(price.input_per_million)
+            .bind(price.output_per_million)
+            .bind(price.cached_input_per_million)
+            .bind(price.cache_write_per_million)
+            .bind(price.cache_write_1h_per_million)
             .bind(price.margin_bp)
             .bind(now)
             .execute(&mut *tx)
@@ -143,8 +124,7 @@ pub async fn set(db: &Db, model_key: &str, price: &Price) -> Result<(), sqlx::Er
 
 /// Removes a model's price, recording it, so that neither the config nor
 /// the built-in table seeds it again; returns whether it had one.
-pub async fn remove(db: &Db, model_key: &str) -> Result<bool, sqlx::Error> {
-    let now = now_ms();
+pub async fn remove(db: &Db, model_key: &str, now: i64) -> Result<bool, sqlx::Error> {
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         let removed = sqlx::query("DELETE FROM model_prices WHERE model_key = $1")

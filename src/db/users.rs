@@ -1,6 +1,6 @@
 //! Queries on `users`.
 
-use super::{now_ms, Db};
+use super::Db;
 use crate::with_pool;
 
 /// A row of `users`, minus nothing: callers decide what to expose.
@@ -29,9 +29,9 @@ pub async fn create_with_password(
     db: &Db,
     email: &str,
     password_hash: &str,
+    now: i64,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     let id = format!("usr_{}", uuid::Uuid::new_v4().simple());
-    let now = now_ms();
     let sql = format!(
         "INSERT INTO users (id, email, password_hash, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING RETURNING {COLUMNS}"
@@ -65,8 +65,7 @@ pub async fn find_by_id(db: &Db, id: &str) -> Result<Option<UserRow>, sqlx::Erro
 
 /// Finds a live user by id, creating an API-only user if none exists
 /// (as any-llm-gateway does for the master key's `user` field).
-pub async fn find_or_create(db: &Db, id: &str) -> Result<UserRow, sqlx::Error> {
-    let now = now_ms();
+pub async fn find_or_create(db: &Db, id: &str, now: i64) -> Result<UserRow, sqlx::Error> {
     with_pool!(db, pool => {
         sqlx::query("INSERT INTO users (id, created_at, updated_at) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING")
             .bind(id)
@@ -118,6 +117,7 @@ pub async fn create_admin(
     db: &Db,
     id: &str,
     profile: &Profile,
+    now: i64,
 ) -> Result<Option<AdminUserRow>, sqlx::Error> {
     let sql = format!(
         "INSERT INTO users (id, email, alias, budget_id, metadata, blocked_at, created_at, updated_at) \
@@ -131,7 +131,7 @@ pub async fn create_admin(
             .bind(&profile.budget_id)
             .bind(&profile.metadata)
             .bind(profile.blocked_at)
-            .bind(now_ms())
+            .bind(now)
             .fetch_optional(pool)
             .await
     })
@@ -171,6 +171,7 @@ pub async fn update_admin(
     db: &Db,
     id: &str,
     profile: &Profile,
+    now: i64,
 ) -> Result<Option<AdminUserRow>, sqlx::Error> {
     let sql = format!(
         "UPDATE users SET email = $2, alias = $3, budget_id = $4, metadata = $5, blocked_at = $6, \
@@ -184,7 +185,7 @@ pub async fn update_admin(
             .bind(&profile.budget_id)
             .bind(&profile.metadata)
             .bind(profile.blocked_at)
-            .bind(now_ms())
+            .bind(now)
             .fetch_optional(pool)
             .await
     })?;
@@ -196,8 +197,7 @@ pub async fn update_admin(
 
 /// Soft-deletes a live user and revokes their keys, in one transaction.
 /// Returns whether there was such a user.
-pub async fn soft_delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
-    let now = now_ms();
+pub async fn soft_delete(db: &Db, id: &str, now: i64) -> Result<bool, sqlx::Error> {
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
         let deleted = sqlx::query(
@@ -228,10 +228,10 @@ pub async fn soft_delete(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
 }
 
 /// Sets a live user's role (`user` or `admin`); returns whether they exist.
-pub async fn set_role(db: &Db, id: &str, role: &str) -> Result<bool, sqlx::Error> {
+pub async fn set_role(db: &Db, id: &str, role: &str, now: i64) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE users SET role = $1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL";
     let updated = with_pool!(db, pool => {
-        sqlx::query(sql).bind(role).bind(now_ms()).bind(id).execute(pool).await?.rows_affected()
+        sqlx::query(sql).bind(role).bind(now).bind(id).execute(pool).await?.rows_affected()
     });
     Ok(updated == 1)
 }

@@ -5,10 +5,11 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::sse::{self, SseEvent, Step};
-use super::{
-    chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, unix_now,
-    usage_chunk, Body, ChunkStream, Completion, Provider, UpstreamError, Usage,
+use super::wire::{
+    chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, usage_chunk,
 };
+use super::{Body, ChunkStream, Completion, Provider, UpstreamError, Usage};
+use crate::clock::Clock;
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
 const API_VERSION: &str = "2023-06-01";
@@ -18,15 +19,18 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// A client for Anthropic.
 pub struct Anthropic {
     http: reqwest::Client,
+    /// Dates the answers (`created`).
+    clock: Clock,
     base: String,
     api_key: String,
 }
 
 impl Anthropic {
-    pub fn new(http: reqwest::Client, base: Option<String>, api_key: String) -> Self {
+    pub fn new(http: reqwest::Client, base: Option<String>, api_key: String, clock: Clock) -> Self {
         let base = base.unwrap_or_else(|| DEFAULT_BASE.into());
         Self {
             http,
+            clock,
             base: base
                 .trim_end_matches('/')
                 .trim_end_matches("/v1")
@@ -49,13 +53,21 @@ impl Provider for Anthropic {
     async fn chat(&self, body: &Body, model: &str) -> Result<Completion, UpstreamError> {
         let request = to_anthropic(body, model, false)?;
         let response = json_body(send(self.post(&request)).await?).await?;
-        Ok(Completion::Translated(from_anthropic(&response, model)))
+        Ok(Completion::Translated(from_anthropic(
+            &response,
+            model,
+            self.clock.now_secs(),
+        )))
     }
 
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {
         let request = to_anthropic(body, model, true)?;
         let response = send(self.post(&request)).await?;
-        Ok(stream_chunks(response, model.to_string()))
+        Ok(stream_chunks(
+            response,
+            model.to_string(),
+            self.clock.now_secs(),
+        ))
     }
 }
 
@@ -351,7 +363,7 @@ fn merge_usage(counts: &mut Usage, usage: &Value) {
 }
 
 /// Builds an OpenAI `chat.completion` from a Messages API response.
-pub fn from_anthropic(response: &Value, model: &str) -> Value {
+pub fn from_anthropic(response: &Value, model: &str, created: i64) -> Value {
     let mut text = String::new();
     let mut tool_calls = Vec::new();
     for block in response
@@ -384,7 +396,7 @@ pub fn from_anthropic(response: &Value, model: &str) -> Value {
     json!({
         "id": response.get("id").cloned().unwrap_or(json!("msg")),
         "object": "chat.completion",
-        "created": unix_now(),
+        "created": created,
         "model": model,
         "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(stop) }],
         // Left out when Anthropic sent none: the proxy then counts locally.
@@ -417,11 +429,11 @@ struct ToolBlock {
 }
 
 impl StreamState {
-    fn new(model: String) -> Self {
+    fn new(model: String, created: i64) -> Self {
         Self {
             id: "msg".into(),
             model,
-            created: unix_now(),
+            created,
             usage: None,
             tool_blocks: Default::default(),
             stopped: false,
@@ -563,8 +575,8 @@ fn chunk_with_id(id: &str, model: &str, created: i64, delta: Value) -> Value {
 }
 
 /// Translates Anthropic's event stream into OpenAI chunks.
-fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
-    let state = StreamState::new(model);
+fn stream_chunks(response: reqwest::Response, model: String, created: i64) -> ChunkStream {
+    let state = StreamState::new(model, created);
     sse::translate(response, state, on_sse_event, StreamState::on_end)
 }
 
@@ -651,6 +663,7 @@ mod tests {
                 "usage": {"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 6, "cache_creation_input_tokens": 2}
             }),
             "claude-x",
+            1,
         );
         let choice = &response["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls");
@@ -669,7 +682,7 @@ mod tests {
 
     #[test]
     fn stream_events_become_chunks() {
-        let mut state = StreamState::new("claude-x".into());
+        let mut state = StreamState::new("claude-x".into(), 1);
         let events = [
             json!({"type": "message_start", "message": {"id": "msg_9", "usage": {"input_tokens": 7, "output_tokens": 1}}}),
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
@@ -699,7 +712,7 @@ mod tests {
 
     #[test]
     fn a_tool_call_without_arguments_streams_an_empty_object() {
-        let mut state = StreamState::new("claude-x".into());
+        let mut state = StreamState::new("claude-x".into(), 1);
         let events = [
             json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}}),
             json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "tu", "name": "now", "input": {}}}),
@@ -727,7 +740,7 @@ mod tests {
 
     #[test]
     fn a_stream_cut_before_its_stop_reason_is_truncated() {
-        let mut state = StreamState::new("claude-x".into());
+        let mut state = StreamState::new("claude-x".into(), 1);
         let start =
             json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 3}}});
         state.on_event(&start).unwrap();
@@ -798,9 +811,10 @@ mod tests {
         let response = from_anthropic(
             &json!({"id": "m", "content": [{"type": "text", "text": "hi"}]}),
             "claude-x",
+            1,
         );
         assert!(response["usage"].is_null(), "{response}");
-        let mut state = StreamState::new("claude-x".into());
+        let mut state = StreamState::new("claude-x".into(), 1);
         let start = json!({"type": "message_start", "message": {"id": "m"}});
         let delta = json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 3}});
         for event in [start, delta] {

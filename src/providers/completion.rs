@@ -16,7 +16,8 @@ use serde_json::Value;
 use std::fmt;
 use std::ops::Range;
 
-use super::{in_band_error, UpstreamError, Usage};
+use super::error::in_band_error;
+use super::{UpstreamError, Usage};
 
 /// A complete answer: a chat completion or an embeddings list.
 #[derive(Debug)]

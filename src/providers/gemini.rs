@@ -6,10 +6,11 @@ use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
 use super::sse::{self, SseEvent, Step};
-use super::{
-    chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, unix_now,
-    usage_chunk, Body, ChunkStream, Completion, Provider, UpstreamError, Usage,
+use super::wire::{
+    chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, usage_chunk,
 };
+use super::{Body, ChunkStream, Completion, Provider, UpstreamError, Usage};
+use crate::clock::Clock;
 
 const DEFAULT_BASE: &str = "https://generativelanguage.googleapis.com";
 /// Joins a tool call id and the thought signature it carries (as LiteLLM does).
@@ -20,15 +21,18 @@ const DUMMY_SIGNATURE: &str = "skip_thought_signature_validator";
 /// A client for the Gemini API.
 pub struct Gemini {
     http: reqwest::Client,
+    /// Dates the answers (`created`).
+    clock: Clock,
     base: String,
     api_key: String,
 }
 
 impl Gemini {
-    pub fn new(http: reqwest::Client, base: Option<String>, api_key: String) -> Self {
+    pub fn new(http: reqwest::Client, base: Option<String>, api_key: String, clock: Clock) -> Self {
         let base = base.unwrap_or_else(|| DEFAULT_BASE.into());
         Self {
             http,
+            clock,
             base: base
                 .trim_end_matches('/')
                 .trim_end_matches("/v1beta")
@@ -52,14 +56,18 @@ impl Provider for Gemini {
         let request = to_gemini(body)?;
         let response =
             json_body(send(self.post(model, "generateContent", &request)).await?).await?;
-        let mut state = ChunkState::new(model);
+        let mut state = ChunkState::new(model, self.clock.now_secs());
         Ok(Completion::Translated(state.completion(&response)))
     }
 
     async fn chat_stream(&self, body: &Body, model: &str) -> Result<ChunkStream, UpstreamError> {
         let request = to_gemini(body)?;
         let response = send(self.post(model, "streamGenerateContent?alt=sse", &request)).await?;
-        Ok(stream_chunks(response, model.to_string()))
+        Ok(stream_chunks(
+            response,
+            model.to_string(),
+            self.clock.now_secs(),
+        ))
     }
 }
 
@@ -400,11 +408,11 @@ struct ChunkState {
 }
 
 impl ChunkState {
-    fn new(model: &str) -> Self {
+    fn new(model: &str, created: i64) -> Self {
         Self {
             id: format!("gemini-{}", uuid::Uuid::new_v4().simple()),
             model: model.to_string(),
-            created: unix_now(),
+            created,
             tool_calls: HashMap::new(),
             usage: None,
             started: HashSet::new(),
@@ -558,8 +566,8 @@ impl ChunkState {
 }
 
 /// Translates Gemini's SSE stream into OpenAI chunks, ending with usage.
-fn stream_chunks(response: reqwest::Response, model: String) -> ChunkStream {
-    let state = ChunkState::new(&model);
+fn stream_chunks(response: reqwest::Response, model: String, created: i64) -> ChunkStream {
+    let state = ChunkState::new(&model, created);
     sse::translate(response, state, on_sse_event, ChunkState::on_end)
 }
 
@@ -646,7 +654,7 @@ mod tests {
 
     #[test]
     fn response_maps_text_calls_reason_and_usage() {
-        let mut state = ChunkState::new("gemini-x");
+        let mut state = ChunkState::new("gemini-x", 1);
         let completion = state.completion(&json!({
             "candidates": [{"content": {"role": "model", "parts": [
                 {"text": "Checking."}, {"functionCall": {"name": "weather", "args": {"city": "Oslo"}}}
@@ -690,7 +698,7 @@ mod tests {
 
     #[test]
     fn a_stream_ends_complete_only_after_a_finish_reason() {
-        let mut state = ChunkState::new("gemini-x");
+        let mut state = ChunkState::new("gemini-x", 1);
         state.chunks(&json!({"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}));
         assert!(matches!(state.on_end(), Err(UpstreamError::Truncated)));
         state.chunks(&json!({
@@ -703,7 +711,7 @@ mod tests {
 
     #[test]
     fn thought_signatures_ride_in_tool_call_ids() {
-        let mut state = ChunkState::new("gemini-3");
+        let mut state = ChunkState::new("gemini-3", 1);
         let completion = state.completion(&json!({"candidates": [{"content": {"parts": [
             {"functionCall": {"name": "weather", "args": {}}, "thoughtSignature": "c2ln+/A="}
         ]}, "finishReason": "STOP"}]}));
@@ -771,8 +779,8 @@ mod tests {
             {"functionCall": {"name": "a", "args": {}}},
             {"functionCall": {"name": "b", "args": {}, "id": "fc-7"}}
         ]}}]});
-        let first = ChunkState::new("g").completion(&response);
-        let second = ChunkState::new("g").completion(&response);
+        let first = ChunkState::new("g", 1).completion(&response);
+        let second = ChunkState::new("g", 1).completion(&response);
         let id = |c: &Value, i: usize| {
             c["choices"][0]["message"]["tool_calls"][i]["id"]
                 .as_str()
@@ -785,7 +793,7 @@ mod tests {
         assert_eq!(id(&first, 1), "fc-7");
 
         // In a stream, calls keep counting and each keeps its own id.
-        let mut state = ChunkState::new("g");
+        let mut state = ChunkState::new("g", 1);
         let piece = json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": "a", "args": {}}}]}}]});
         let one = stream(&mut state, piece.clone());
         let two = stream(&mut state, piece);
@@ -840,11 +848,11 @@ mod tests {
     fn blocked_prompts_finish_with_content_filter() {
         let blocked = json!({"promptFeedback": {"blockReason": "SAFETY"},
             "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}});
-        let completion = ChunkState::new("g").completion(&blocked);
+        let completion = ChunkState::new("g", 1).completion(&blocked);
         assert_eq!(completion["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(completion["choices"][0]["message"]["content"], "");
 
-        let mut state = ChunkState::new("g");
+        let mut state = ChunkState::new("g", 1);
         let chunks = stream(&mut state, blocked);
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
@@ -857,7 +865,7 @@ mod tests {
             {"content": {"parts": [{"text": "A"}]}, "finishReason": "STOP"},
             {"index": 1, "content": {"parts": [{"functionCall": {"name": "f", "args": {}}}]}, "finishReason": "STOP"}
         ], "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 6}});
-        let completion = ChunkState::new("g").completion(&response);
+        let completion = ChunkState::new("g", 1).completion(&response);
         let choices = completion["choices"].as_array().unwrap();
         assert_eq!(choices.len(), 2);
         assert_eq!(choices[0]["index"], 0);
@@ -870,7 +878,7 @@ mod tests {
         );
         assert_eq!(choices[1]["finish_reason"], "tool_calls");
 
-        let mut state = ChunkState::new("g");
+        let mut state = ChunkState::new("g", 1);
         let chunks = stream(&mut state, response);
         let summary: Vec<(Value, Value, Value)> = chunks
             .iter()

@@ -7,10 +7,10 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::error::in_band_error;
 use super::sse::{self, SseEvent, Step};
-use super::{
-    in_band_error, send, upstream_json, Body, ChunkStream, Completion, Provider, UpstreamError,
-};
+use super::wire::{send, upstream_json};
+use super::{Body, ChunkStream, Completion, Provider, UpstreamError};
 
 const DEFAULT_BASE: &str = "https://api.openai.com/v1";
 

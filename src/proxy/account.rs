@@ -6,12 +6,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Caller;
-use crate::billing::budget::window_at;
+use crate::auth::policy::KeyPolicy;
+use crate::billing::budget::{day_and_month_starts, window_at};
 use crate::billing::money::nanos_to_usd_f64;
-use crate::db::keys::KeyPolicy;
-use crate::db::{budgets, now_ms, usage};
+use crate::db::{budgets, usage};
 use crate::error::AppError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The calling key's id, owner, display prefix and policy.
 type KeyCaller = (String, String, String, std::sync::Arc<KeyPolicy>);
@@ -31,15 +31,6 @@ fn key_only(caller: Caller) -> Result<KeyCaller, AppError> {
     }
 }
 
-/// Midnight UTC today and on the first of this month, in epoch milliseconds.
-fn period_starts(now_ms: i64) -> (i64, i64) {
-    let now = time::OffsetDateTime::from_unix_timestamp(now_ms / 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let day = now.replace_time(time::Time::MIDNIGHT);
-    let month = day.replace_day(1).unwrap_or(day);
-    (day.unix_timestamp() * 1000, month.unix_timestamp() * 1000)
-}
-
 /// `GET /v1/key`: the calling key's usage (today, this month, all time), the
 /// user's balance, and the key's limit.
 pub async fn key_info(
@@ -47,7 +38,7 @@ pub async fn key_info(
     State(state): State<AppState>,
 ) -> Result<Json<Value>, AppError> {
     let (key_id, user_id, prefix, policy) = key_only(caller)?;
-    let (day, month) = period_starts(now_ms());
+    let (day, month) = day_and_month_starts(state.clock.now_ms());
     let (requests_today, today) = usage::key_spend(&state.db, &key_id, day).await?;
     let (requests_month, this_month) = usage::key_spend(&state.db, &key_id, month).await?;
     let (requests_all, all_time) = usage::key_spend(&state.db, &key_id, 0).await?;
@@ -138,15 +129,4 @@ pub async fn generation(
             "created_at": record.created_at,
         }
     })))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn periods_start_at_midnight_and_the_first() {
-        // 2026-11-23 14:29:00 UTC
-        let (day, month) = super::period_starts(1_795_444_140_000);
-        assert_eq!(day, 1_795_392_000_000); // 2026-11-23 00:00
-        assert_eq!(month, 1_793_491_200_000); // 2026-11-01 00:00
-    }
 }

@@ -2,15 +2,14 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
 
-use crate::auth::api_key;
+use crate::auth::api_key::{self, constant_time_eq, presented_key};
 use std::sync::Arc;
 
-use crate::db::keys::KeyPolicy;
+use crate::auth::policy::{KeyAuth, KeyPolicy};
 use crate::db::{keys, users};
 use crate::error::AppError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// An authenticated caller of the proxy.
 #[derive(Debug, Clone)]
@@ -28,37 +27,6 @@ pub enum Caller {
     Master,
     /// A signed-in dashboard user, from the playground (never from an API route).
     Session { user_id: String },
-}
-
-/// The key from `Authorization: Bearer`, `X-AnyLLM-Key: Bearer` or `x-api-key`.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-    };
-    bearer("authorization")
-        .or_else(|| bearer("x-anyllm-key"))
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
-        .filter(|k| !k.is_empty())
-}
-
-/// Compares two secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The 403 for a blocked user.
@@ -93,9 +61,10 @@ impl FromRequestParts<AppState> for Caller {
         let key = match state.keys.get(&hash) {
             Some(key) => key,
             None => {
-                let key = keys::find_for_auth(&state.db, &hash)
+                let key: KeyAuth = keys::find_for_auth(&state.db, &hash)
                     .await?
-                    .ok_or_else(invalid_key)?;
+                    .ok_or_else(invalid_key)?
+                    .into();
                 state.keys.insert(hash, key.clone());
                 key
             }
@@ -138,7 +107,7 @@ pub async fn billed_user(
                         field: Some("user".into()),
                         message: "When using master key, 'user' field is required".into(),
                     })?;
-            let row = match users::find_or_create(&state.db, user).await {
+            let row = match users::find_or_create(&state.db, user, state.clock.now_ms()).await {
                 Err(sqlx::Error::RowNotFound) => {
                     return Err(AppError::denied(
                         "user_deleted",
@@ -152,32 +121,5 @@ pub async fn billed_user(
             }
             Ok((row.id, None))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn keys_come_from_any_accepted_header() {
-        for (name, value) in [
-            ("authorization", "Bearer llm_sk_a"),
-            ("x-anyllm-key", "Bearer llm_sk_a"),
-            ("x-api-key", "llm_sk_a"),
-        ] {
-            let mut headers = HeaderMap::new();
-            headers.insert(name, HeaderValue::from_static(value));
-            assert_eq!(presented_key(&headers), Some("llm_sk_a"), "{name}");
-        }
-        assert_eq!(presented_key(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"master-key", b"master-key"));
-        assert!(!constant_time_eq(b"master-key", b"master-kez"));
-        assert!(!constant_time_eq(b"master", b"master-key"));
     }
 }

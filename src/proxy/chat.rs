@@ -11,17 +11,19 @@ use std::time::{Duration, Instant};
 
 use super::auth::billed_user;
 use super::idempotency::{self, Begin, Held};
-use super::limits::{admit_rate, current_rate, reserve, Limits, RateStatus};
-use super::routing::Target;
-use super::stream::{sse_response, Counted, Meter};
+use super::limits::{admit_rate, current_rate, Limits, RateStatus};
+use super::stream::sse_response;
 use super::{parse_body, validate, Caller, RequestIds};
 use crate::billing::estimate::{self, ImageRule};
+use crate::billing::meter::{Counted, Meter};
 use crate::billing::money::nanos_to_usd_f64;
 use crate::billing::pricing::Quote;
+use crate::billing::reservation::reserve;
 use crate::config::ProviderKind;
 use crate::error::AppError;
+use crate::providers::router::Target;
 use crate::providers::{Body, ChunkStream, Completion, UpstreamError, Usage};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Chat completions, streaming or not, routed to the model's provider.
 pub async fn chat_completions(
@@ -31,17 +33,8 @@ pub async fn chat_completions(
     request: Request,
 ) -> Response {
     let ids = RequestIds::new(&headers);
-    let mut rate = None;
-    let result = chat(
-        &state,
-        &caller,
-        &ids,
-        &headers,
-        request.into_body(),
-        &mut rate,
-    )
-    .await;
-    respond(&state, &caller, &ids, result, rate).await
+    let result = chat(&state, &caller, &ids, &headers, request.into_body()).await;
+    respond(&state, &caller, &ids, result).await
 }
 
 /// The dashboard playground's chat: the same request, billed to the
@@ -50,9 +43,8 @@ pub async fn session_chat(state: &AppState, user_id: String, body: HttpBody) -> 
     let headers = HeaderMap::new();
     let ids = RequestIds::new(&headers);
     let caller = Caller::Session { user_id };
-    let mut rate = None;
-    let result = chat(state, &caller, &ids, &headers, body, &mut rate).await;
-    respond(state, &caller, &ids, result, rate).await
+    let result = chat(state, &caller, &ids, &headers, body).await;
+    respond(state, &caller, &ids, result).await
 }
 
 /// Embeddings, for OpenAI-compatible providers.
@@ -63,17 +55,8 @@ pub async fn embeddings(
     request: Request,
 ) -> Response {
     let ids = RequestIds::new(&headers);
-    let mut rate = None;
-    let result = embed(
-        &state,
-        &caller,
-        &ids,
-        &headers,
-        request.into_body(),
-        &mut rate,
-    )
-    .await;
-    respond(&state, &caller, &ids, result, rate).await
+    let result = embed(&state, &caller, &ids, &headers, request.into_body()).await;
+    respond(&state, &caller, &ids, result).await
 }
 
 /// The response, or the error in OpenAI's shape, with the request's ids and,
@@ -83,18 +66,32 @@ async fn respond(
     caller: &Caller,
     ids: &RequestIds,
     result: Result<Response, AppError>,
-    mut rate: Option<RateStatus>,
 ) -> Response {
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     ids.apply(response.headers_mut());
-    if let (None, Caller::Key { key_id, policy, .. }) = (rate, caller) {
-        // Refused before it was counted (a bad body, say): report the standing.
-        rate = current_rate(state, key_id, policy).await;
-    }
-    if let Some(rate) = rate {
-        rate.apply(response.headers_mut());
+    if let Caller::Key { key_id, policy, .. } = caller {
+        if !RateStatus::is_in(response.headers()) {
+            // Not answered after its admission (a bad body, a refusal, an
+            // upstream error): report where the key stands now.
+            if let Some(rate) = current_rate(state, key_id, policy).await {
+                rate.apply(response.headers_mut());
+            }
+        }
     }
     response
+}
+
+/// Adds where the key stands to an answer (see `limits::admit_rate`).
+fn with_rate(
+    result: Result<Response, AppError>,
+    rate: Option<RateStatus>,
+) -> Result<Response, AppError> {
+    result.map(|mut response| {
+        if let Some(rate) = rate {
+            rate.apply(response.headers_mut());
+        }
+        response
+    })
 }
 
 /// What a spending route checks its body against (see `validate`).
@@ -130,7 +127,13 @@ async fn prepare(
         Caller::Master => None,
     };
     let mut early_meter = known_payer.map(|(user_id, key_id)| {
-        Meter::new(state.recorder.clone(), ids, user_id, key_id, endpoint)
+        Meter::new(
+            state.recorder.clone(),
+            ids.pair(),
+            user_id,
+            key_id,
+            endpoint,
+        )
     });
     let read = read_checked(state, headers, body, check).await;
     let (raw, body) = match (read, early_meter.as_mut()) {
@@ -162,7 +165,13 @@ async fn prepare(
     let (user_id, key_id) =
         billed_user(caller, body.get("user").and_then(Value::as_str), state).await?;
     let limits = Limits::of_user(state, &user_id).await?;
-    let meter = Meter::new(state.recorder.clone(), ids, user_id, key_id, endpoint);
+    let meter = Meter::new(
+        state.recorder.clone(),
+        ids.pair(),
+        user_id,
+        key_id,
+        endpoint,
+    );
     Ok(Prepared {
         body,
         raw,
@@ -258,7 +267,6 @@ async fn chat(
     ids: &RequestIds,
     headers: &HeaderMap,
     body: HttpBody,
-    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
     let endpoint = match caller {
         Caller::Session { .. } => "playground",
@@ -266,7 +274,7 @@ async fn chat(
     };
     let request = Spending::new(ids, headers, endpoint, validate::chat_request);
     spend(state, caller, request, body, async |body, meter, limits| {
-        route_chat(state, body, meter, limits, rate).await
+        route_chat(state, body, meter, limits).await
     })
     .await
 }
@@ -330,24 +338,44 @@ async fn route_chat(
     body: &Body,
     meter: &mut Meter,
     limits: &Limits,
-    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
     let model = requested_model(body)?;
     let primary = state.models.resolve(model)?;
     meter.target(&primary);
     let targets = allowed_targets(state, limits, primary, meter)?;
     let prompt_tokens = prompt_estimate(body, &targets);
-    admit_rate(state, limits, meter, prompt_tokens, rate).await?;
-    reserve(state, limits, meter, prompt_tokens, max_output(state, body)).await?;
+    let rate = admit_rate(state, limits, meter, prompt_tokens).await?;
+    let max_output = max_output(state, body);
+    reserve(
+        &state.recorder,
+        &limits.budgets,
+        meter,
+        prompt_tokens,
+        max_output,
+    )
+    .await?;
     meter.sent_upstream(prompt_tokens);
+    with_rate(
+        forward_chat(state, body, meter, &targets, prompt_tokens).await,
+        rate,
+    )
+}
 
+/// Sends a chat request to the first target that answers, streamed or not.
+async fn forward_chat(
+    state: &AppState,
+    body: &Body,
+    meter: &mut Meter,
+    targets: &[Priced],
+    prompt_tokens: i64,
+) -> Result<Response, AppError> {
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let include_usage = body
             .get("stream_options")
             .and_then(|options| options.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let (answered, chunks) = with_retries(state, &targets, |t| async move {
+        let (answered, chunks) = with_retries(state, targets, |t| async move {
             with_first_chunk(t.provider.client.chat_stream(body, &t.model).await?).await
         })
         .await?;
@@ -360,7 +388,7 @@ async fn route_chat(
             state.cut_off.clone(),
         ))
     } else {
-        let (answered, response) = with_retries(state, &targets, |t| async move {
+        let (answered, response) = with_retries(state, targets, |t| async move {
             t.provider.client.chat(body, &t.model).await
         })
         .await?;
@@ -478,11 +506,10 @@ async fn embed(
     ids: &RequestIds,
     headers: &HeaderMap,
     body: HttpBody,
-    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
     let request = Spending::new(ids, headers, "embeddings", validate::embeddings_request);
     spend(state, caller, request, body, async |body, meter, limits| {
-        route_embeddings(state, body, meter, limits, rate).await
+        route_embeddings(state, body, meter, limits).await
     })
     .await
 }
@@ -492,7 +519,6 @@ async fn route_embeddings(
     body: &Body,
     meter: &mut Meter,
     limits: &Limits,
-    rate: &mut Option<RateStatus>,
 ) -> Result<Response, AppError> {
     let model = requested_model(body)?;
     let target = state.models.resolve(model)?;
@@ -508,15 +534,15 @@ async fn route_embeddings(
     }
     let targets = allowed_targets(state, limits, target, meter)?;
     let input_tokens = estimate::embedding_tokens(body.get("input").unwrap_or(&Value::Null));
-    admit_rate(state, limits, meter, input_tokens, rate).await?;
-    reserve(state, limits, meter, input_tokens, 0).await?;
+    let rate = admit_rate(state, limits, meter, input_tokens).await?;
+    reserve(&state.recorder, &limits.budgets, meter, input_tokens, 0).await?;
     meter.sent_upstream(input_tokens);
     let (answered, response) = with_retries(state, &targets, |t| async move {
         t.provider.client.embeddings(body, &t.model).await
     })
     .await?;
     answered.bill(meter);
-    Ok(finish_with_cost(meter, response, input_tokens))
+    with_rate(Ok(finish_with_cost(meter, response, input_tokens)), rate)
 }
 
 /// The model the body asks for (the body was checked; this is its guard).
@@ -571,7 +597,7 @@ where
                         break; // The next provider may take the request.
                     }
                     if !err.is_retryable() {
-                        return Err(upstream_to_app(err));
+                        return Err(AppError::from(err));
                     }
                     last = Some(err);
                     if attempt < retries {
@@ -581,38 +607,9 @@ where
             }
         }
     }
-    Err(upstream_to_app(last.unwrap_or(UpstreamError::Connect(
+    Err(AppError::from(last.unwrap_or(UpstreamError::Connect(
         "no provider to call".into(),
     ))))
-}
-
-/// How an upstream failure reaches the client.
-pub fn upstream_to_app(err: UpstreamError) -> AppError {
-    match err {
-        // The client's own key was fine; the gateway's was not.
-        err if err.is_gateway_credentials() => AppError::BadGateway(
-            "The upstream provider rejected the gateway's credentials; the operator must check its API key."
-                .into(),
-        ),
-        UpstreamError::Status {
-            status,
-            message,
-            code,
-        } if (400..500).contains(&status) => AppError::Upstream {
-            status,
-            message,
-            code,
-        },
-        UpstreamError::Status {
-            status, message, ..
-        } => AppError::BadGateway(format!(
-            "The upstream provider failed with status {status}: {message}"
-        )),
-        UpstreamError::Timeout => {
-            AppError::GatewayTimeout("The upstream provider timed out.".into())
-        }
-        other => AppError::BadGateway(other.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::Caller;
 use crate::db::idempotency::{self, Claim, Claimed, Stored};
 use crate::db::Db;
 use crate::error::AppError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The request header.
 pub const HEADER: &str = "idempotency-key";

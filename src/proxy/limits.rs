@@ -4,16 +4,12 @@
 use axum::http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
-use super::stream::Meter;
-use crate::billing::budget::{window_at, BudgetLimit};
-use crate::billing::money::format_usd;
-use crate::db::keys::KeyPolicy;
+use crate::auth::policy::KeyPolicy;
+use crate::billing::budget::BudgetLimit;
+use crate::billing::meter::Meter;
 use crate::db::{budgets, rate_limits};
 use crate::error::AppError;
-use crate::server::AppState;
-
-/// A reservation outlives any request; past this it is released by the sweeper.
-pub const RESERVATION_TTL_MS: i64 = 60 * 60 * 1000;
+use crate::state::AppState;
 
 /// The limits a request is subject to.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +67,12 @@ pub struct RateStatus {
 }
 
 impl RateStatus {
+    /// Whether `headers` already say where the key stands.
+    pub fn is_in(headers: &HeaderMap) -> bool {
+        headers.contains_key("x-ratelimit-reset-requests")
+            || headers.contains_key("x-ratelimit-reset-tokens")
+    }
+
     /// Adds OpenAI's `x-ratelimit-*` headers.
     pub fn apply(&self, headers: &mut HeaderMap) {
         let reset = format!("{}s", (self.reset_in_ms + 999) / 1000);
@@ -114,20 +116,20 @@ pub async fn current_rate(
     })
 }
 
-/// Counts the request against its key's rate limits; 429 with `Retry-After`
-/// when over either. `status` receives where the key stands, either way.
+/// Counts the request against its key's rate limits, and returns where the
+/// key stands (`None` for a caller without rate limits); 429 with
+/// `Retry-After` when over either.
 pub async fn admit_rate(
     state: &AppState,
     limits: &Limits,
     meter: &mut Meter,
     prompt_tokens: i64,
-    status: &mut Option<RateStatus>,
-) -> Result<(), AppError> {
+) -> Result<Option<RateStatus>, AppError> {
     let (Some(policy), Some(key_id)) = (&limits.policy, meter.key_id()) else {
-        return Ok(());
+        return Ok(None);
     };
     if policy.rpm_limit.is_none() && policy.tpm_limit.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let now = state.clock.now_ms();
     let window = rate_limits::window_start(now);
@@ -141,16 +143,15 @@ pub async fn admit_rate(
     let (admitted, used_requests, used_tokens) =
         rate_limits::admit(&state.db, key_id, window, tokens, rpm, tpm).await?;
     let reset_in_ms = window + rate_limits::WINDOW_MS - now;
-    *status = Some(RateStatus {
-        requests: policy.rpm_limit.map(|l| (l, l - used_requests)),
-        tokens: policy.tpm_limit.map(|l| (l, l - used_tokens)),
-        reset_in_ms,
-    });
     if admitted {
         if policy.tpm_limit.is_some() {
             meter.count_tokens_in(window);
         }
-        return Ok(());
+        return Ok(Some(RateStatus {
+            requests: policy.rpm_limit.map(|l| (l, l - used_requests)),
+            tokens: policy.tpm_limit.map(|l| (l, l - used_tokens)),
+            reset_in_ms,
+        }));
     }
     let what = if used_requests >= rpm {
         format!("{rpm} requests per minute")
@@ -161,90 +162,4 @@ pub async fn admit_rate(
         message: format!("Rate limit reached: this API key allows {what}. Try again shortly."),
         retry_after_secs: ((reset_in_ms + 999) / 1000).max(1) as u64,
     })
-}
-
-/// Holds the most the request can cost, from its budgets and then from the
-/// balance: 402 `budget_exceeded` or `insufficient_credits` when either
-/// cannot cover it. Free requests hold nothing.
-pub async fn reserve(
-    state: &AppState,
-    limits: &Limits,
-    meter: &mut Meter,
-    prompt_tokens: i64,
-    max_output: i64,
-) -> Result<(), AppError> {
-    let estimate = meter.estimate(prompt_tokens, max_output);
-    if estimate == 0 {
-        return Ok(());
-    }
-    let now = state.clock.now_ms();
-    if !limits.budgets.is_empty() {
-        let held = state
-            .recorder
-            .reserve_budgets(
-                meter.request_id(),
-                meter.user_id(),
-                &limits.budgets,
-                estimate,
-                now,
-                RESERVATION_TTL_MS,
-            )
-            .await?;
-        if !held {
-            return Err(budget_exceeded(state, &limits.budgets, estimate, now).await);
-        }
-        meter.hold_budgets(limits.budgets.iter().map(|b| b.scope.clone()).collect());
-    }
-    if state
-        .recorder
-        .reserve(
-            meter.request_id(),
-            meter.user_id(),
-            estimate,
-            RESERVATION_TTL_MS,
-        )
-        .await?
-    {
-        meter.hold(estimate);
-        return Ok(());
-    }
-    let (_, available) = state.recorder.balance(meter.user_id()).await?;
-    Err(AppError::PaymentRequired {
-        message: format!(
-            "Insufficient credits: this request may cost up to ${}, and the available balance is ${}. Add credits to continue.",
-            format_usd(estimate),
-            format_usd(available)
-        ),
-        code: "insufficient_credits".into(),
-    })
-}
-
-/// The 402 for a refused budget, naming the tightest one.
-async fn budget_exceeded(
-    state: &AppState,
-    limits: &[BudgetLimit],
-    estimate: i64,
-    now: i64,
-) -> AppError {
-    let mut tightest: Option<(&BudgetLimit, i64)> = None;
-    for limit in limits {
-        let spent = match budgets::window(&state.db, &limit.scope).await {
-            Ok(Some((start, spent))) => window_at(limit.period, start, spent, now).0,
-            _ => 0,
-        };
-        let left = limit.max - spent;
-        if tightest.is_none_or(|(_, l)| left < l) {
-            tightest = Some((limit, left));
-        }
-    }
-    let (owner, max, left) = tightest.map_or(("key", 0, 0), |(l, left)| (l.owner(), l.max, left));
-    AppError::PaymentRequired {
-        message: format!(
-            "Budget exceeded: this request may cost up to ${}, more than the {owner}'s budget of ${} per period has free now (${} unspent, less what requests in flight hold).",
-            format_usd(estimate),
-            format_usd(max),
-            format_usd(left.max(0)),
-        ),
-        code: "budget_exceeded".into(),
-    }
 }

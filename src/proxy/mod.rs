@@ -8,8 +8,6 @@ mod chat;
 pub mod idempotency;
 pub mod limits;
 mod models;
-pub mod recorder;
-pub mod routing;
 mod stream;
 mod validate;
 
@@ -25,7 +23,7 @@ pub use chat::session_chat;
 
 use crate::error::AppError;
 use crate::providers::Body;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The proxy's routes, under both `/v1` and `/api/v1`.
 pub fn routes() -> Router<AppState> {
@@ -117,6 +115,11 @@ impl RequestIds {
                 .and_then(|id| id.to_str().ok())
                 .map(str::to_owned),
         }
+    }
+
+    /// Both ids, as a usage record keeps them (see `billing::meter::Meter::new`).
+    pub fn pair(&self) -> (String, Option<String>) {
+        (self.own.clone(), self.client.clone())
     }
 
     /// Adds `x-request-id` (the client's, echoed, or else the gateway's) and

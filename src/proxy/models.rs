@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::Caller;
 use crate::billing::money::nanos_to_usd_f64;
 use crate::error::AppError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Lists the `provider:model` ids this caller may call, with the user's price per
 /// 1M tokens (margin included).

@@ -280,7 +280,7 @@ impl TestApp {
     /// mismatch; returns the report.
     pub async fn audit(&self) -> llm_gateway::billing::audit::AuditReport {
         let db = self.database().await;
-        let report = llm_gateway::billing::audit::run(&db, llm_gateway::db::now_ms(), 0)
+        let report = llm_gateway::billing::audit::run(&db, self.clock().now_ms(), 0)
             .await
             .unwrap();
         db.close().await;

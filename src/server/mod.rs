@@ -1,6 +1,8 @@
-//! Wiring: the shared state, the router, and the listening server.
+//! Wiring: builds the state, mounts every door's routes, and serves.
 
-use axum::extract::{FromRef, State};
+mod page_guard;
+
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -14,69 +16,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
-use crate::api::playground;
 use crate::app::{shell, App};
 use crate::auth::key_cache::KeyCache;
 use crate::auth::{origin, session::SessionBackend};
+use crate::billing::recorder::UsageRecorder;
 use crate::billing::PriceBook;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
-use crate::idle_poll::IdlePoll;
+use crate::providers::router::ModelRouter;
 use crate::providers::Providers;
-use crate::proxy::recorder::UsageRecorder;
-use crate::proxy::routing::ModelRouter;
-
-/// Everything a handler or server function needs: one [`Arc`], cloned
-/// several times per request (by the router, the middleware and the
-/// extractors), so each clone is a reference count.
-#[derive(Clone)]
-pub struct AppState(Arc<SharedState>);
-
-impl std::ops::Deref for AppState {
-    type Target = SharedState;
-
-    fn deref(&self) -> &SharedState {
-        &self.0
-    }
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(state: &AppState) -> Self {
-        state.leptos_options.clone()
-    }
-}
-
-impl FromRef<AppState> for Db {
-    fn from_ref(state: &AppState) -> Self {
-        state.db.clone()
-    }
-}
-
-impl FromRef<AppState> for IdlePoll {
-    fn from_ref(state: &AppState) -> Self {
-        state.idle_poll.clone()
-    }
-}
-
-/// What [`AppState`] shares.
-pub struct SharedState {
-    pub leptos_options: LeptosOptions,
-    pub db: Db,
-    pub config: Arc<Config>,
-    pub models: Arc<ModelRouter>,
-    pub prices: Arc<PriceBook>,
-    pub recorder: UsageRecorder,
-    /// Recent API key lookups (see `auth::key_cache`).
-    pub keys: Arc<KeyCache>,
-    /// The time budgets, rate limits and key expiry are judged by.
-    pub clock: Clock,
-    /// Turns true when a shutdown's grace period is over: open streams end.
-    pub cut_off: watch::Receiver<bool>,
-    /// When configured, keeps the workers polling for a while after each
-    /// request (see `idle_poll`).
-    pub idle_poll: IdlePoll,
-}
+use crate::server_fns::playground;
+use crate::state::{AppState, SharedState};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +106,17 @@ pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Opens and migrates the database, then builds the state and router.
 pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App, StartError> {
+    let clock = Clock::default();
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let sessions = SessionBackend::new(&db)
         .await
         .map_err(StartError::Sessions)?;
-    let prices = Arc::new(PriceBook::load(&db, &config).await.map_err(DbError::from)?);
+    let prices = Arc::new(
+        PriceBook::load(&db, &config, clock.now_ms())
+            .await
+            .map_err(DbError::from)?,
+    );
     if matches!(db, Db::Sqlite(_)) {
         // One process owns a SQLite file: any open reservation, or key
         // claimed in flight, is from a previous run that died: release it.
@@ -177,7 +133,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         }
     }
     let models = Arc::new(ModelRouter::new(
-        Providers::from_config(&config)?,
+        Providers::from_config(&config, &clock)?,
         &config,
         prices.keys(),
     ));
@@ -192,18 +148,22 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         spawn_liveness(liveness, replica_id.clone());
     }
     listen_for_changes(&db, keys.clone(), prices.clone(), models.clone());
-    spawn_maintenance(db.clone(), sessions.clone(), prices.clone(), models.clone());
-    let idle_poll = IdlePoll::start(Duration::from_micros(config.idle_poll_us));
+    spawn_maintenance(
+        db.clone(),
+        sessions.clone(),
+        prices.clone(),
+        models.clone(),
+        clock.clone(),
+    );
     let (recorder, usage_writer) = UsageRecorder::start(
         db.clone(),
         Arc::default(),
-        idle_poll.clone(),
         replica_id.clone(),
+        clock.clone(),
     );
     let secure_cookies = config.serves_https();
-    let clock = Clock::default();
     let (cut_off, cut_off_signal) = watch::channel(false);
-    let state = AppState(Arc::new(SharedState {
+    let state = AppState::new(SharedState {
         leptos_options,
         db: db.clone(),
         config: Arc::new(config),
@@ -213,8 +173,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         keys,
         clock: clock.clone(),
         cut_off: cut_off_signal,
-        idle_poll,
-    }));
+    });
     Ok(App {
         router: router(state, sessions, secure_cookies),
         usage_writer,
@@ -310,33 +269,30 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
     let app = Router::new()
-        .route("/export/usage.csv", get(crate::api::export::usage_csv))
+        .route(
+            "/export/usage.csv",
+            get(crate::server_fns::export::usage_csv),
+        )
         .route(playground::CHAT_PATH, post(playground::chat))
         .merge(site)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::dashboard_pages::guard,
+            page_guard::guard,
         ))
         .layer(middleware::from_fn(origin::require_same_origin))
         .layer(crate::auth::session::layer(sessions, secure_cookies))
         .layer(TraceLayer::new_for_http())
         // The API and health check need no session; keep their path short.
         .merge(crate::proxy::routes())
-        .merge(crate::admin::routes())
+        .merge(crate::operator_api::routes())
         .route("/health", get(health))
-        .route("/metrics", get(crate::metrics::metrics))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/docs", get(crate::openapi::docs))
+        .route("/metrics", get(crate::operator_api::metrics::metrics))
+        .route(
+            "/openapi.json",
+            get(crate::operator_api::openapi::openapi_json),
+        )
+        .route("/docs", get(crate::operator_api::openapi::docs))
         .layer(middleware::from_fn(crate::proxy::ensure_request_id));
-    // Without polling, requests skip the middleware altogether.
-    let app = if state.idle_poll.is_enabled() {
-        app.layer(middleware::from_fn_with_state(
-            state.idle_poll.clone(),
-            crate::idle_poll::keep_polling,
-        ))
-    } else {
-        app
-    };
     app.with_state(state)
 }
 
@@ -439,12 +395,14 @@ fn spawn_maintenance(
     sessions: SessionBackend,
     prices: Arc<PriceBook>,
     models: Arc<ModelRouter>,
+    clock: Clock,
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(err) = db::ledger::release_expired(&db, db::now_ms()).await {
+            let now = clock.now_ms();
+            if let Err(err) = db::ledger::release_expired(&db, now).await {
                 tracing::warn!(%err, "releasing expired reservations failed");
             }
             match prices.reload(&db).await {
@@ -454,15 +412,15 @@ fn spawn_maintenance(
             if let Err(err) = sessions.delete_expired().await {
                 tracing::warn!(%err, "deleting expired sessions failed");
             }
-            let stale_windows = db::now_ms() - 10 * db::rate_limits::WINDOW_MS;
+            let stale_windows = now - 10 * db::rate_limits::WINDOW_MS;
             if let Err(err) = db::rate_limits::prune(&db, stale_windows).await {
                 tracing::warn!(%err, "pruning rate-limit windows failed");
             }
-            let cutoff = db::now_ms() - crate::auth::throttle::WINDOW_MS;
+            let cutoff = now - crate::auth::throttle::WINDOW_MS;
             if let Err(err) = db::login_failures::prune(&db, cutoff).await {
                 tracing::warn!(%err, "pruning sign-in failures failed");
             }
-            if let Err(err) = db::idempotency::prune(&db, db::now_ms()).await {
+            if let Err(err) = db::idempotency::prune(&db, now).await {
                 tracing::warn!(%err, "deleting expired idempotent answers failed");
             }
         }

@@ -8,26 +8,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-/// Every error, in OpenAI's shape.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    error: ErrorDetail,
-}
-
-/// The inside of [`ErrorBody`].
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    message: String,
-    /// `invalid_request_error`, `authentication_error`, `permission_error`,
-    /// `insufficient_quota`, `rate_limit_error` or `api_error`.
-    #[serde(rename = "type")]
-    kind: String,
-    /// The request field at fault, if any.
-    param: Option<String>,
-    /// A machine-readable code, such as `invalid_api_key`,
-    /// `insufficient_credits`, `budget_exceeded` or `model_not_allowed`.
-    code: String,
-}
+use crate::error::ErrorBody;
 
 /// A chat completion request: OpenAI's, with every other field forwarded.
 #[derive(Serialize, ToSchema)]
@@ -206,16 +187,16 @@ impl Modify for Security {
     ),
     paths(
         chat_completions, embeddings, models, key, generation,
-        crate::admin::users::create, crate::admin::users::list, crate::admin::users::show,
-        crate::admin::users::update, crate::admin::users::delete, crate::admin::users::usage,
-        crate::admin::users::credit,
-        crate::admin::keys::create, crate::admin::keys::list, crate::admin::keys::show,
-        crate::admin::keys::update, crate::admin::keys::delete,
-        crate::admin::budgets::create, crate::admin::budgets::list, crate::admin::budgets::show,
-        crate::admin::budgets::update, crate::admin::budgets::delete,
-        crate::admin::pricing::list, crate::admin::pricing::show, crate::admin::pricing::set,
-        crate::admin::pricing::delete, crate::admin::pricing::history,
-        crate::admin::audit::reconciliation, crate::admin::audit::debts,
+        crate::operator_api::users::create, crate::operator_api::users::list, crate::operator_api::users::show,
+        crate::operator_api::users::update, crate::operator_api::users::delete, crate::operator_api::users::usage,
+        crate::operator_api::users::credit,
+        crate::operator_api::keys::create, crate::operator_api::keys::list, crate::operator_api::keys::show,
+        crate::operator_api::keys::update, crate::operator_api::keys::delete,
+        crate::operator_api::budgets::create, crate::operator_api::budgets::list, crate::operator_api::budgets::show,
+        crate::operator_api::budgets::update, crate::operator_api::budgets::delete,
+        crate::operator_api::pricing::list, crate::operator_api::pricing::show, crate::operator_api::pricing::set,
+        crate::operator_api::pricing::delete, crate::operator_api::pricing::history,
+        crate::operator_api::audit::reconciliation, crate::operator_api::audit::debts,
     ),
     modifiers(&Security),
     tags(

@@ -14,8 +14,8 @@ use crate::billing::audit;
 use crate::billing::money::nanos_to_usd_f64;
 use crate::db::ledger;
 use crate::error::AppError;
-use crate::openapi::ErrorBody;
-use crate::server::AppState;
+use crate::error::ErrorBody;
+use crate::state::AppState;
 
 /// `?days=&format=` of the reconciliation.
 #[derive(Deserialize, IntoParams)]

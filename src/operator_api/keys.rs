@@ -12,14 +12,12 @@ use super::{
     check_id, metadata_json, metadata_text, nullable, opt_rfc3339, rfc3339, time_field, usd,
     usd_limit, JsonBody, Operator, Paging, PagingQuery,
 };
-use crate::api::keys::validate_key_name;
-use crate::auth::api_key;
+use crate::auth::{self, keys::MAX_KEY_NAME_LEN};
 use crate::billing::budget::{window_at, Period};
 use crate::db::keys::{self, parse_models, AdminKeyRow, KeySettings};
 use crate::db::{budgets, users};
-use crate::error::AppError;
-use crate::openapi::ErrorBody;
-use crate::server::AppState;
+use crate::error::{AppError, ErrorBody};
+use crate::state::AppState;
 
 /// `POST /v1/keys`
 #[derive(Deserialize, ToSchema)]
@@ -124,15 +122,14 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<Response, AppError> {
-    let name = validate_key_name(body.key_name.as_deref().unwrap_or("key"))
-        .map_err(|_| AppError::invalid("key_name", "`key_name` must be 1 to 64 characters."))?;
+    let name = key_name(body.key_name.as_deref().unwrap_or("key"))?;
     let duration = body.budget_duration.or(body.budget_duration_sec);
     let settings = KeySettings {
         name,
         expires_at: future_time(&state, body.expires_at.as_ref())?,
-        allowed_models: models_text(body.allowed_models)?,
-        rpm_limit: positive("rpm_limit", body.rpm_limit)?,
-        tpm_limit: positive("tpm_limit", body.tpm_limit)?,
+        allowed_models: models_text(body.allowed_models),
+        rpm_limit: body.rpm_limit,
+        tpm_limit: body.tpm_limit,
         max_budget: body
             .max_budget
             .as_ref()
@@ -152,21 +149,15 @@ pub async fn create(
         }
         None => {
             let id = format!("apikey-{}", uuid::Uuid::new_v4().simple());
-            users::find_or_create(&state.db, &id).await?.id
+            users::find_or_create(&state.db, &id, state.clock.now_ms())
+                .await?
+                .id
         }
     };
-    let generated = api_key::generate();
-    let row = keys::insert_with_settings(
-        &state.db,
-        &user_id,
-        &generated.hash,
-        &generated.display_prefix,
-        &settings,
-    )
-    .await?;
-    tracing::info!(%user_id, key = %row.key_prefix, "API key issued by the operator");
-    let mut view = view(&state, &row).await?;
-    view.key = Some(generated.secret);
+    auth::keys::check_settings(&settings)?;
+    let issued = auth::keys::issue(&state.db, state.clock.now_ms(), &user_id, settings).await?;
+    let mut view = view(&state, &issued.row).await?;
+    view.key = Some(issued.secret);
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -232,8 +223,7 @@ pub async fn update(
         revoked_at: row.revoked_at,
     };
     if let Some(name) = body.key_name {
-        settings.name = validate_key_name(&name)
-            .map_err(|_| AppError::invalid("key_name", "`key_name` must be 1 to 64 characters."))?;
+        settings.name = key_name(&name)?;
     }
     if let Some(active) = body.is_active {
         settings.revoked_at = match (active, row.revoked_at) {
@@ -246,13 +236,13 @@ pub async fn update(
         settings.expires_at = future_time(&state, expires_at.as_ref())?;
     }
     if let Some(models) = body.allowed_models {
-        settings.allowed_models = models_text(models)?;
+        settings.allowed_models = models_text(models);
     }
     if let Some(rpm) = body.rpm_limit {
-        settings.rpm_limit = positive("rpm_limit", rpm)?;
+        settings.rpm_limit = rpm;
     }
     if let Some(tpm) = body.tpm_limit {
-        settings.tpm_limit = positive("tpm_limit", tpm)?;
+        settings.tpm_limit = tpm;
     }
     if let Some(max) = body.max_budget {
         settings.max_budget = max
@@ -266,6 +256,7 @@ pub async fn update(
     if let Some(metadata) = body.metadata {
         settings.metadata = metadata_text(metadata.as_ref())?;
     }
+    auth::keys::check_settings(&settings)?;
     let row = keys::update_settings(&state.db, &key_id, &settings)
         .await?
         .ok_or_else(|| no_key(&key_id))?;
@@ -313,14 +304,14 @@ fn no_key(key_id: &str) -> AppError {
     AppError::NotFound(format!("No key with id `{key_id}`."))
 }
 
-fn positive(field: &str, value: Option<i64>) -> Result<Option<i64>, AppError> {
-    match value {
-        Some(n) if n <= 0 => Err(AppError::invalid(
-            field,
-            format!("`{field}` must be positive."),
-        )),
-        other => Ok(other),
-    }
+/// A key name, checked by the one rule (`auth::keys`), named as this API names it.
+fn key_name(name: &str) -> Result<String, AppError> {
+    auth::keys::validate_name(name).map_err(|_| {
+        AppError::invalid(
+            "key_name",
+            format!("`key_name` must be 1 to {MAX_KEY_NAME_LEN} characters."),
+        )
+    })
 }
 
 fn future_time(state: &AppState, value: Option<&Value>) -> Result<Option<i64>, AppError> {
@@ -328,26 +319,13 @@ fn future_time(state: &AppState, value: Option<&Value>) -> Result<Option<i64>, A
         return Ok(None);
     };
     let at = time_field("expires_at", value)?;
-    if at <= state.clock.now_ms() {
-        return Err(AppError::invalid(
-            "expires_at",
-            "`expires_at` must be in the future.",
-        ));
-    }
+    auth::keys::check_expiry(Some(at), state.clock.now_ms())?;
     Ok(Some(at))
 }
 
-fn models_text(models: Option<Vec<String>>) -> Result<Option<String>, AppError> {
-    let Some(models) = models else {
-        return Ok(None);
-    };
-    if models.iter().any(|m| m.trim().is_empty() || m.len() > 200) {
-        return Err(AppError::invalid(
-            "allowed_models",
-            "`allowed_models` entries must be model names such as `openai:gpt-4o-mini`.",
-        ));
-    }
-    Ok(Some(serde_json::to_string(&models).unwrap_or_default()))
+/// The allow-list as stored (checked by `auth::keys::check_settings`).
+fn models_text(models: Option<Vec<String>>) -> Option<String> {
+    models.map(|models| serde_json::to_string(&models).unwrap_or_default())
 }
 
 /// A budget duration: seconds, or text such as `30d`, `12h`, `15m`, `90s`.

@@ -5,6 +5,8 @@
 pub mod audit;
 pub mod budgets;
 pub mod keys;
+pub mod metrics;
+pub mod openapi;
 pub mod pricing;
 pub mod users;
 
@@ -18,10 +20,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use crate::auth::api_key::{constant_time_eq, presented_key};
 use crate::billing::money::{nanos_to_usd_f64, parse_usd};
 use crate::error::AppError;
-use crate::proxy::auth::{constant_time_eq, presented_key};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The admin routes, under both `/v1` and `/api/v1`.
 pub fn routes() -> Router<AppState> {

@@ -14,7 +14,7 @@ use crate::billing::money::format_usd;
 use crate::db::usage::{self, ExportRow};
 use crate::db::users;
 use crate::error::AppError;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The usage page's filters, as query parameters.
 #[derive(Debug, Default, Deserialize)]
@@ -120,7 +120,7 @@ impl Pages {
 pub fn csv_line(row: ExportRow) -> String {
     let r = row.record;
     let fields = [
-        crate::app::format::datetime(r.created_at),
+        crate::format::datetime(r.created_at),
         r.id,
         row.key_prefix.unwrap_or_default(),
         r.model.unwrap_or_default(),

@@ -71,7 +71,7 @@ pub mod context {
     use crate::auth::session;
     use crate::db::users::{self, UserRow};
     use crate::error::AppError;
-    use crate::server::AppState;
+    use crate::state::AppState;
 
     /// The gateway's state, provided to server functions as context.
     pub fn state() -> Result<AppState, AppError> {

@@ -88,11 +88,11 @@ pub struct ProviderError {
 mod server {
     use crate::db::users::UserRow;
     use crate::error::AppError;
-    use crate::server::AppState;
+    use crate::state::AppState;
 
     /// The signed-in admin; 403 for anyone else signed in.
     pub async fn require_admin() -> Result<(AppState, UserRow), AppError> {
-        let (state, user) = crate::api::context::require_user().await?;
+        let (state, user) = crate::server_fns::context::require_user().await?;
         if state.config.is_admin(&user.role, user.email.as_deref()) {
             Ok((state, user))
         } else {
@@ -107,13 +107,14 @@ pub use server::require_admin;
 /// Totals and the 30-day chart over every user.
 #[server(prefix = "/rpc", endpoint = "admin_overview")]
 pub async fn admin_overview() -> Result<GatewayOverview, AppError> {
-    use super::billing::{usage_period_starts, SpendPoint};
-    use crate::api::context::finish;
+    use super::billing::SpendPoint;
+    use crate::billing::budget::day_and_month_starts;
     use crate::db::{usage, users};
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, _) = require_admin().await?;
-            let (day, month) = usage_period_starts();
+            let (day, month) = day_and_month_starts(state.clock.now_ms());
             let today = usage::all_totals(&state.db, day).await?;
             let this_month = usage::all_totals(&state.db, month).await?;
             let (users, balances) = users::census(&state.db).await?;
@@ -143,8 +144,8 @@ pub async fn admin_overview() -> Result<GatewayOverview, AppError> {
 /// A page of users matching `search` (id, email or alias), with their keys.
 #[server(prefix = "/rpc", endpoint = "admin_users")]
 pub async fn admin_users(search: String, page: u32) -> Result<Page<AdminUserLine>, AppError> {
-    use crate::api::context::finish;
     use crate::db::{keys, users};
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, _) = require_admin().await?;
@@ -162,7 +163,10 @@ pub async fn admin_users(search: String, page: u32) -> Result<Page<AdminUserLine
             for row in rows.into_iter().take(limit as usize) {
                 let keys = keys::list_for_user(&state.db, &row.id).await?;
                 items.push(AdminUserLine {
-                    keys: keys.into_iter().map(KeyView::from).collect(),
+                    keys: keys
+                        .into_iter()
+                        .map(|key| KeyView::at(key, state.clock.now_ms()))
+                        .collect(),
                     id: row.id,
                     email: row.email,
                     alias: row.alias,
@@ -186,8 +190,8 @@ pub async fn admin_users(search: String, page: u32) -> Result<Page<AdminUserLine
 /// Returns the new balance.
 #[server(prefix = "/rpc", endpoint = "admin_credit")]
 pub async fn admin_credit(user_id: String, amount: String, note: String) -> Result<i64, AppError> {
-    use crate::api::context::finish;
     use crate::billing::money::parse_usd;
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, admin) = require_admin().await?;
@@ -212,7 +216,7 @@ pub async fn admin_credit(user_id: String, amount: String, note: String) -> Resu
             } else {
                 note.to_string()
             };
-            crate::admin::users::adjust_credit(&state, &user_id, nanos, Some(&note)).await
+            crate::operator_api::users::adjust_credit(&state, &user_id, nanos, Some(&note)).await
         }
         .await,
     )
@@ -221,14 +225,14 @@ pub async fn admin_credit(user_id: String, amount: String, note: String) -> Resu
 /// Blocks or unblocks a user, from their next request.
 #[server(prefix = "/rpc", endpoint = "admin_block")]
 pub async fn admin_block(user_id: String, blocked: bool) -> Result<(), AppError> {
-    use crate::api::context::finish;
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, admin) = require_admin().await?;
             if blocked && admin.id == user_id {
                 return Err(AppError::invalid("user_id", "You cannot block yourself."));
             }
-            crate::admin::users::set_blocked(&state, &user_id, blocked).await?;
+            crate::operator_api::users::set_blocked(&state, &user_id, blocked).await?;
             Ok(())
         }
         .await,
@@ -238,7 +242,7 @@ pub async fn admin_block(user_id: String, blocked: bool) -> Result<(), AppError>
 /// The catalog with margins and user prices.
 #[server(prefix = "/rpc", endpoint = "admin_prices")]
 pub async fn admin_prices() -> Result<PriceCatalog, AppError> {
-    use crate::api::context::finish;
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, _) = require_admin().await?;
@@ -281,8 +285,8 @@ pub async fn admin_set_price(
     #[server(default)] cache_write_1h: String,
     margin_percent: String,
 ) -> Result<(), AppError> {
-    use crate::admin::pricing::{checked_model_key, margin_bp, price_field, set_price};
-    use crate::api::context::finish;
+    use crate::operator_api::pricing::{checked_model_key, margin_bp, price_field, set_price};
+    use crate::server_fns::context::finish;
     use serde_json::Value;
     finish(
         async {
@@ -314,11 +318,11 @@ pub async fn admin_set_price(
 /// Removes a model's price: it can no longer be called.
 #[server(prefix = "/rpc", endpoint = "admin_delete_price")]
 pub async fn admin_delete_price(model_key: String) -> Result<(), AppError> {
-    use crate::api::context::finish;
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, _) = require_admin().await?;
-            crate::admin::pricing::remove_price(&state, &model_key).await
+            crate::operator_api::pricing::remove_price(&state, &model_key).await
         }
         .await,
     )
@@ -330,7 +334,7 @@ pub async fn admin_delete_price(model_key: String) -> Result<(), AppError> {
 pub async fn admin_reconciliation(
     days: u32,
 ) -> Result<crate::billing::audit::AuditReport, AppError> {
-    use crate::api::context::finish;
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, _) = require_admin().await?;
@@ -345,8 +349,8 @@ pub async fn admin_reconciliation(
 /// The configured providers and each one's latest upstream failure.
 #[server(prefix = "/rpc", endpoint = "admin_providers")]
 pub async fn admin_providers() -> Result<Vec<ProviderStatus>, AppError> {
-    use crate::api::context::finish;
     use crate::config::ProviderKind;
+    use crate::server_fns::context::finish;
     finish(
         async {
             let (state, _) = require_admin().await?;

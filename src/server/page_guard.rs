@@ -15,10 +15,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
-use super::session;
 use crate::app::encode_component;
+use crate::auth::session;
 use crate::db::users::{self, UserRow};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Whether `path` is one of the dashboard's pages.
 pub fn is_dashboard_page(path: &str) -> bool {

@@ -5,31 +5,14 @@ use leptos::prelude::*;
 use super::{CreatedKey, KeyView};
 use crate::error::AppError;
 
-/// The longest key name accepted.
-pub const MAX_KEY_NAME_LEN: usize = 64;
-
-/// Checks and trims a key name.
-pub fn validate_key_name(name: &str) -> Result<String, AppError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(AppError::invalid("name", "Give the key a name."));
-    }
-    if name.chars().count() > MAX_KEY_NAME_LEN {
-        return Err(AppError::invalid(
-            "name",
-            format!("Use a name of at most {MAX_KEY_NAME_LEN} characters."),
-        ));
-    }
-    Ok(name.to_string())
-}
-
 #[cfg(feature = "ssr")]
-impl From<crate::db::keys::KeyRow> for KeyView {
-    fn from(row: crate::db::keys::KeyRow) -> Self {
+impl KeyView {
+    /// A key as the dashboard shows it, at `now_ms`.
+    pub fn at(row: crate::db::keys::KeyRow, now_ms: i64) -> Self {
         use super::KeyStatus;
         let status = if row.revoked_at.is_some() {
             KeyStatus::Revoked
-        } else if row.expires_at.is_some_and(|at| at <= crate::db::now_ms()) {
+        } else if row.expires_at.is_some_and(|at| at <= now_ms) {
             KeyStatus::Expired
         } else {
             KeyStatus::Active
@@ -49,28 +32,22 @@ impl From<crate::db::keys::KeyRow> for KeyView {
 #[server(prefix = "/rpc", endpoint = "create_key")]
 pub async fn create_key(name: String) -> Result<CreatedKey, AppError> {
     use super::context::{finish, require_user};
-    use crate::auth::api_key;
-    use crate::db::keys::{self, NewKey};
+    use crate::auth::keys::{issue, validate_name};
+    use crate::db::keys::KeySettings;
 
     finish(
         async {
-            let name = validate_key_name(&name)?;
+            let name = validate_name(&name)?;
             let (state, user) = require_user().await?;
-            let generated = api_key::generate();
-            let row = keys::insert(
-                &state.db,
-                NewKey {
-                    user_id: &user.id,
-                    name: &name,
-                    key_hash: &generated.hash,
-                    key_prefix: &generated.display_prefix,
-                },
-            )
-            .await?;
-            tracing::info!(user_id = %user.id, key = %row.key_prefix, "API key created");
+            let now = state.clock.now_ms();
+            let settings = KeySettings {
+                name,
+                ..KeySettings::default()
+            };
+            let issued = issue(&state.db, now, &user.id, settings).await?;
             Ok(CreatedKey {
-                key: row.into(),
-                secret: generated.secret,
+                key: KeyView::at(issued.row.into(), now),
+                secret: issued.secret,
             })
         }
         .await,
@@ -85,7 +62,8 @@ pub async fn list_keys() -> Result<Vec<KeyView>, AppError> {
         async {
             let (state, user) = require_user().await?;
             let rows = crate::db::keys::list_for_user(&state.db, &user.id).await?;
-            Ok(rows.into_iter().map(KeyView::from).collect())
+            let now = state.clock.now_ms();
+            Ok(rows.into_iter().map(|row| KeyView::at(row, now)).collect())
         }
         .await,
     )
@@ -98,7 +76,9 @@ pub async fn revoke_key(id: String) -> Result<(), AppError> {
     finish(
         async {
             let (state, user) = require_user().await?;
-            if crate::db::keys::revoke_for_user(&state.db, &user.id, &id).await? {
+            if crate::db::keys::revoke_for_user(&state.db, &user.id, &id, state.clock.now_ms())
+                .await?
+            {
                 state.keys.forget_user(&user.id);
                 tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
                 Ok(())
@@ -109,17 +89,4 @@ pub async fn revoke_key(id: String) -> Result<(), AppError> {
         }
         .await,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_names_are_trimmed_and_bounded() {
-        assert_eq!(validate_key_name("  ci  ").unwrap(), "ci");
-        assert!(validate_key_name("   ").is_err());
-        assert!(validate_key_name(&"k".repeat(65)).is_err());
-        assert!(validate_key_name(&"k".repeat(64)).is_ok());
-    }
 }

@@ -122,8 +122,8 @@ pub fn error_message(error: &Value) -> String {
 /// (up to a few seconds) before reading.
 #[server(prefix = "/rpc", endpoint = "settled_balance")]
 pub async fn settled_balance(request_id: String) -> Result<i64, AppError> {
-    use crate::api::context::{finish, require_user};
     use crate::db::{ledger, usage};
+    use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
@@ -149,7 +149,7 @@ pub async fn settled_balance(request_id: String) -> Result<i64, AppError> {
 /// session's user. Cross-site calls are refused by the origin middleware.
 #[cfg(feature = "ssr")]
 pub async fn chat(
-    axum::extract::State(state): axum::extract::State<crate::server::AppState>,
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
     session: tower_sessions::Session,
     request: axum::extract::Request,
 ) -> axum::response::Response {
@@ -163,7 +163,7 @@ pub async fn chat(
 
 #[cfg(feature = "ssr")]
 async fn signed_in_user(
-    state: &crate::server::AppState,
+    state: &crate::state::AppState,
     session: &tower_sessions::Session,
 ) -> Result<String, AppError> {
     let unauthorized = || AppError::Unauthorized("Please sign in.".into());

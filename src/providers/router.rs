@@ -168,7 +168,7 @@ fallbacks:
 "#;
         let config = Config::from_yaml(yaml, "test", &|_| None).unwrap();
         ModelRouter::new(
-            Providers::from_config(&config).unwrap(),
+            Providers::from_config(&config, &Default::default()).unwrap(),
             &config,
             config.pricing.keys().cloned(),
         )

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use super::{check_id, nullable, rfc3339, usd, usd_limit, JsonBody, Operator, Paging, PagingQuery};
 use crate::db::budgets::{self, BudgetRow, BudgetSettings};
 use crate::error::AppError;
-use crate::openapi::ErrorBody;
-use crate::server::AppState;
+use crate::error::ErrorBody;
+use crate::state::AppState;
 
 /// `POST /v1/budgets`: a duration or a calendar period, not both.
 #[derive(Deserialize, ToSchema)]
@@ -75,7 +75,7 @@ pub async fn create(
         budget_duration_sec: body.budget_duration_sec,
         period: body.period,
     })?;
-    let row = budgets::insert(&state.db, &id, &settings)
+    let row = budgets::insert(&state.db, &id, &settings, state.clock.now_ms())
         .await?
         .ok_or_else(|| AppError::Conflict(format!("A budget with id `{id}` already exists.")))?;
     Ok((StatusCode::CREATED, Json(view(&row))).into_response())
@@ -140,9 +140,14 @@ pub async fn update(
             settings.budget_duration_sec = None;
         }
     }
-    let row = budgets::update(&state.db, &budget_id, &checked(settings)?)
-        .await?
-        .ok_or_else(|| no_budget(&budget_id))?;
+    let row = budgets::update(
+        &state.db,
+        &budget_id,
+        &checked(settings)?,
+        state.clock.now_ms(),
+    )
+    .await?
+    .ok_or_else(|| no_budget(&budget_id))?;
     // Cached keys carry their owner's budget.
     state.keys.forget_all();
     Ok(Json(view(&row)))

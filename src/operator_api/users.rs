@@ -18,8 +18,8 @@ use crate::db::ledger::{self, CreditError, EntryKind};
 use crate::db::users::{self, is_duplicate, AdminUserRow, Profile};
 use crate::db::{budgets, usage};
 use crate::error::AppError;
-use crate::openapi::ErrorBody;
-use crate::server::AppState;
+use crate::error::ErrorBody;
+use crate::state::AppState;
 
 /// `POST /v1/users`
 #[derive(Deserialize, ToSchema)]
@@ -170,7 +170,7 @@ pub async fn create(
         blocked_at: body.blocked.then_some(now),
     };
     require_budget(&state, profile.budget_id.as_deref()).await?;
-    let row = users::create_admin(&state.db, &id, &profile)
+    let row = users::create_admin(&state.db, &id, &profile, state.clock.now_ms())
         .await?
         .ok_or_else(|| {
             AppError::Conflict(format!(
@@ -261,7 +261,7 @@ pub async fn update(
     if let Some(blocked) = body.blocked {
         profile.blocked_at = blocked_since(&state, blocked, profile.blocked_at);
     }
-    let row = users::update_admin(&state.db, &user_id, &profile)
+    let row = users::update_admin(&state.db, &user_id, &profile, state.clock.now_ms())
         .await
         .map_err(duplicate_email)?
         .ok_or_else(|| no_user(&user_id))?;
@@ -280,7 +280,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    if !users::soft_delete(&state.db, &user_id).await? {
+    if !users::soft_delete(&state.db, &user_id, state.clock.now_ms()).await? {
         return Err(no_user(&user_id));
     }
     state.keys.forget_user(&user_id);
@@ -378,19 +378,26 @@ pub async fn adjust_credit(
     note: Option<&str>,
 ) -> Result<i64, AppError> {
     find(state, user_id).await?;
-    let balance = ledger::credit(&state.db, user_id, EntryKind::Adjustment, amount, note)
-        .await
-        .map_err(|err| match err {
-            CreditError::NoUser => no_user(user_id),
-            CreditError::WouldGoNegative => AppError::invalid(
-                "amount",
-                format!(
-                    "Removing ${} would take the balance below zero.",
-                    format_usd(-amount)
-                ),
+    let balance = ledger::credit(
+        &state.db,
+        user_id,
+        EntryKind::Adjustment,
+        amount,
+        note,
+        state.clock.now_ms(),
+    )
+    .await
+    .map_err(|err| match err {
+        CreditError::NoUser => no_user(user_id),
+        CreditError::WouldGoNegative => AppError::invalid(
+            "amount",
+            format!(
+                "Removing ${} would take the balance below zero.",
+                format_usd(-amount)
             ),
-            CreditError::Db(err) => err.into(),
-        })?;
+        ),
+        CreditError::Db(err) => err.into(),
+    })?;
     state.recorder.credited(user_id, amount);
     tracing::info!(%user_id, amount, "credit adjusted by an operator");
     Ok(balance)
@@ -410,7 +417,7 @@ pub async fn set_blocked(
         budget_id: row.budget_id,
         metadata: row.metadata,
     };
-    let row = users::update_admin(&state.db, user_id, &profile)
+    let row = users::update_admin(&state.db, user_id, &profile, state.clock.now_ms())
         .await?
         .ok_or_else(|| no_user(user_id))?;
     state.keys.forget_user(user_id);

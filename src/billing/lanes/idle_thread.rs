@@ -13,7 +13,7 @@
 //! A thread, once idle, can only go back to the normal policy with
 //! `CAP_SYS_NICE`, so the caller keeps its ordinary pool for when the
 //! machine is too busy for background work to make progress (see
-//! [`crate::proxy::recorder`]).
+//! [`super::Lanes`]).
 
 use futures::future::BoxFuture;
 use sqlx::sqlite::SqlitePoolOptions;
@@ -21,7 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Db;
+use crate::db::{writer_options, Db};
 
 /// The name of the connection's thread: how it is found among the
 /// process's threads. Fifteen bytes, Linux's limit.
@@ -39,50 +39,52 @@ pub struct BackgroundWriter {
     thread: std::thread::JoinHandle<()>,
 }
 
-impl Db {
-    /// A [`BackgroundWriter`] on the same SQLite file; `None` on PostgreSQL,
-    /// whose commits run in the server, not in this process, or when the
-    /// thread cannot be started. The connection opens on first use.
-    pub fn background_writer(&self) -> Option<BackgroundWriter> {
-        let Db::Sqlite(pool) = self else {
-            return None;
-        };
-        let options = super::writer_options(pool).thread_name(|_| CONNECTION_THREAD.to_string());
-        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
-        let drive = move || {
-            lower_priority(idle_priority::apply_to_current);
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => return tracing::error!(%err, "cannot start the background writer"),
-            };
-            runtime.block_on(async move {
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|_, _| {
-                        Box::pin(async {
-                            lower_priority(|| idle_priority::apply_to_named(CONNECTION_THREAD));
-                            Ok(())
-                        })
-                    })
-                    .connect_lazy_with(options);
-                let db = Db::Sqlite(pool);
-                while let Some(job) = queue.recv().await {
-                    job(db.clone()).await;
-                }
-                db.close().await;
-            });
-        };
-        let thread = std::thread::Builder::new()
-            .name(DRIVER_THREAD.into())
-            .spawn(drive)
-            .map_err(|err| tracing::warn!(%err, "cannot start the background writer"))
-            .ok()?;
-        Some(BackgroundWriter { jobs, thread })
+/// A [`BackgroundWriter`] on `db`'s SQLite file; `None` on PostgreSQL,
+/// whose commits run in the server, not in this process, without the
+/// `idle-lane` feature, or when the thread cannot be started. The
+/// connection opens on first use.
+pub fn start(db: &Db) -> Option<BackgroundWriter> {
+    let Db::Sqlite(pool) = db else {
+        return None;
+    };
+    if !cfg!(feature = "idle-lane") {
+        return None;
     }
+    let options = writer_options(pool).thread_name(|_| CONNECTION_THREAD.to_string());
+    let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+    let drive = move || {
+        lower_priority(idle_priority::apply_to_current);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => return tracing::error!(%err, "cannot start the background writer"),
+        };
+        runtime.block_on(async move {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|_, _| {
+                    Box::pin(async {
+                        lower_priority(|| idle_priority::apply_to_named(CONNECTION_THREAD));
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options);
+            let db = Db::Sqlite(pool);
+            while let Some(job) = queue.recv().await {
+                job(db.clone()).await;
+            }
+            db.close().await;
+        });
+    };
+    let thread = std::thread::Builder::new()
+        .name(DRIVER_THREAD.into())
+        .spawn(drive)
+        .map_err(|err| tracing::warn!(%err, "cannot start the background writer"))
+        .ok()?;
+    Some(BackgroundWriter { jobs, thread })
 }
 
 impl BackgroundWriter {
@@ -207,7 +209,7 @@ mod idle_priority {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(test, target_os = "linux", feature = "idle-lane"))]
 mod tests {
     use super::*;
 
@@ -229,9 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/background.db", dir.path().display());
         let db = Db::connect(&url).await.unwrap();
-        let writer = db
-            .background_writer()
-            .expect("SQLite has a background writer");
+        let writer = start(&db).expect("SQLite has a background writer");
         let written = writer
             .run(|background| async move {
                 let Db::Sqlite(pool) = background else {
@@ -287,6 +287,6 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        assert!(Db::Postgres(pool).background_writer().is_none());
+        assert!(start(&Db::Postgres(pool)).is_none());
     }
 }

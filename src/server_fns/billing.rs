@@ -113,7 +113,7 @@ pub const MAX_TOP_UP_USD: i64 = 1000;
 #[cfg(feature = "ssr")]
 mod server {
     use super::*;
-    use crate::db::{keys, now_ms, usage};
+    use crate::db::{keys, usage};
 
     /// Parses `YYYY-MM-DD` as midnight UTC in epoch milliseconds.
     pub fn parse_day(field: &str, value: &str) -> Result<Option<i64>, AppError> {
@@ -173,32 +173,21 @@ mod server {
             .collect();
         Ok((lines, keys))
     }
-
-    /// Start of today and of this month (UTC), epoch milliseconds.
-    pub fn period_starts() -> (i64, i64) {
-        let now = time::OffsetDateTime::now_utc();
-        let day = now.replace_time(time::Time::MIDNIGHT);
-        let month = day.replace_day(1).unwrap_or(day);
-        (day.unix_timestamp() * 1000, month.unix_timestamp() * 1000)
-    }
-
-    pub fn now() -> i64 {
-        now_ms()
-    }
 }
 
 #[cfg(feature = "ssr")]
-pub use server::{filter as usage_filter, period_starts as usage_period_starts, usage_lines};
+pub use server::{filter as usage_filter, usage_lines};
 
 /// The signed-in user's balance and this month's figures.
 #[server(prefix = "/rpc", endpoint = "account_summary")]
 pub async fn account_summary() -> Result<AccountFigures, AppError> {
-    use crate::api::context::{finish, require_user};
+    use crate::billing::budget::day_and_month_starts;
     use crate::db::usage;
+    use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
-            let (day, month) = server::period_starts();
+            let (day, month) = day_and_month_starts(state.clock.now_ms());
             let today = usage::user_totals(&state.db, &user.id, day).await?;
             let this_month = usage::user_totals(&state.db, &user.id, month).await?;
             let (balance, available) = state.recorder.balance(&user.id).await?;
@@ -222,12 +211,12 @@ pub async fn account_summary() -> Result<AccountFigures, AppError> {
 /// Daily spend by model over the last 30 days.
 #[server(prefix = "/rpc", endpoint = "daily_spend")]
 pub async fn daily_spend() -> Result<SpendSeries, AppError> {
-    use crate::api::context::{finish, require_user};
+    use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
             let day = 86_400_000;
-            let today = server::now() / day * day;
+            let today = state.clock.now_ms() / day * day;
             let since = today - 29 * day;
             let rows = crate::db::usage::daily_spend(&state.db, &user.id, since).await?;
             Ok(SpendSeries {
@@ -245,7 +234,7 @@ pub async fn daily_spend() -> Result<SpendSeries, AppError> {
 /// A page of the signed-in user's ledger, newest first.
 #[server(prefix = "/rpc", endpoint = "ledger_page")]
 pub async fn ledger_page(page: u32) -> Result<Page<LedgerLine>, AppError> {
-    use crate::api::context::{finish, require_user};
+    use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
@@ -279,9 +268,9 @@ pub async fn ledger_page(page: u32) -> Result<Page<LedgerLine>, AppError> {
 /// Adds credit directly, in `payments: {mode: test}` only. Returns the new balance.
 #[server(prefix = "/rpc", endpoint = "add_credits")]
 pub async fn add_credits(amount: String) -> Result<i64, AppError> {
-    use crate::api::context::{finish, require_user};
     use crate::billing::money::{parse_usd, NANOS_PER_USD};
     use crate::db::ledger::{self, EntryKind};
+    use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
@@ -305,6 +294,7 @@ pub async fn add_credits(amount: String) -> Result<i64, AppError> {
                 EntryKind::TopUp,
                 nanos,
                 Some("Test-mode top-up"),
+                state.clock.now_ms(),
             )
             .await
             .map_err(|err| {
@@ -327,7 +317,7 @@ pub async fn usage_page(
     model: String,
     page: u32,
 ) -> Result<UsageView, AppError> {
-    use crate::api::context::{finish, require_user};
+    use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;

@@ -80,7 +80,7 @@ pub async fn sign_up(
             validate_password(&password)?;
             let state = state()?;
             let hash = pw::hash(password).await?;
-            let user = users::create_with_password(&state.db, &email, &hash)
+            let user = users::create_with_password(&state.db, &email, &hash, state.clock.now_ms())
                 .await?
                 .ok_or_else(|| {
                     AppError::Conflict("An account with this email already exists.".into())
@@ -98,7 +98,7 @@ pub async fn sign_up(
 /// Credits a new account with the configured `signup_credit`, if any.
 #[cfg(feature = "ssr")]
 async fn grant_signup_credit(
-    state: &crate::server::AppState,
+    state: &crate::state::AppState,
     user_id: &str,
 ) -> Result<(), AppError> {
     use crate::billing::money::usd_to_nanos;
@@ -111,6 +111,7 @@ async fn grant_signup_credit(
             EntryKind::SignupGrant,
             amount,
             Some("Sign-up credit"),
+            state.clock.now_ms(),
         )
         .await
         .map_err(|err| {
@@ -138,13 +139,15 @@ pub async fn sign_in(
             let email = normalize_email(&email);
             let state = state()?;
             let attempt = Attempt::new(&email, client_ip(state.config.trust_forwarded_for).await);
-            attempt.check(&state.db).await?;
+            attempt.check(&state.db, state.clock.now_ms()).await?;
             let user = users::find_by_email(&state.db, &email).await?;
             let stored = user.as_ref().and_then(|u| u.password_hash.clone());
             let user = match user {
                 Some(user) if pw::verify(password, stored).await => user,
                 _ => {
-                    attempt.record_failure(&state.db).await?;
+                    attempt
+                        .record_failure(&state.db, state.clock.now_ms())
+                        .await?;
                     return Err(AppError::Unauthorized("Invalid email or password.".into()));
                 }
             };

@@ -14,8 +14,8 @@ use super::{rfc3339, usd, usd_limit, JsonBody, Operator, Paging, PagingQuery};
 use crate::billing::pricing::Price;
 use crate::db::prices::{self, PriceRow};
 use crate::error::AppError;
-use crate::openapi::ErrorBody;
-use crate::server::AppState;
+use crate::error::ErrorBody;
+use crate::state::AppState;
 
 /// The highest price accepted per million tokens, in USD (a typo guard).
 const MAX_PRICE_USD: i64 = 100_000;
@@ -190,7 +190,7 @@ pub async fn delete(
 
 /// Sets a model's price, from the next request on.
 pub async fn set_price(state: &AppState, model_key: &str, price: &Price) -> Result<(), AppError> {
-    prices::set(&state.db, model_key, price).await?;
+    prices::set(&state.db, &price.row(model_key), state.clock.now_ms()).await?;
     reload(state).await?;
     tracing::info!(%model_key, "price set by an operator");
     Ok(())
@@ -198,7 +198,7 @@ pub async fn set_price(state: &AppState, model_key: &str, price: &Price) -> Resu
 
 /// Removes a model's price: it can no longer be called.
 pub async fn remove_price(state: &AppState, model_key: &str) -> Result<(), AppError> {
-    if !prices::remove(&state.db, model_key).await? {
+    if !prices::remove(&state.db, model_key, state.clock.now_ms()).await? {
         return Err(no_price(model_key));
     }
     reload(state).await?;

@@ -1,0 +1,442 @@
+//! A batch of money writes, applied in one transaction (group commit):
+//! reservations of balances and budgets, and usage records with their
+//! settlement. Each op goes through one named step; the SQL of each step is
+//! `db::batch_tx`'s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::budget::BudgetLimit;
+use crate::db::batch_tx::{BalanceHold, BatchTx, DebtNote, UsageEntry};
+use crate::db::usage::UsageRecord;
+use crate::db::Db;
+
+/// One write to the money tables, applied by [`apply_batch`].
+// `Settle`, the largest, is also the op of every request: boxing its record
+// would cost an allocation per request to save memory in a short queue.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Hold `amount` of the user's available balance for a request, on
+    /// behalf of replica `replica_id` (released should it die).
+    Reserve {
+        request_id: String,
+        user_id: String,
+        amount: i64,
+        expires_at: i64,
+        replica_id: Arc<str>,
+    },
+    /// Hold `amount` of each budget the request must fit in; all or none.
+    /// Every budget belongs to the one user whose request it is.
+    ReserveBudget {
+        request_id: String,
+        user_id: String,
+        limits: Vec<BudgetLimit>,
+        amount: i64,
+        now: i64,
+        expires_at: i64,
+        replica_id: Arc<str>,
+    },
+    /// Write a usage record and settle its billing: the whole cost is
+    /// taken, below zero if need be. `in_memory` when the in-memory
+    /// accounts already held and charged it (SQLite); otherwise the
+    /// request's reservation row is released here.
+    Settle {
+        record: UsageRecord,
+        in_memory: bool,
+        /// The budget scopes the request falls under, to release what it
+        /// holds of each (if a sweep has not already) and charge its cost.
+        budgets: Option<Arc<[String]>>,
+        /// The key's rate-limit window to count the completion tokens in.
+        rate_window: Option<i64>,
+    },
+}
+
+impl WriteOp {
+    /// The user whose money or budgets the op touches.
+    fn user_id(&self) -> &str {
+        match self {
+            WriteOp::Reserve { user_id, .. } | WriteOp::ReserveBudget { user_id, .. } => user_id,
+            WriteOp::Settle { record, .. } => &record.user_id,
+        }
+    }
+
+    /// A settlement charged in memory, with nothing else to settle (no
+    /// budget, no token window): the common case on SQLite, written in bulk.
+    fn charged_in_memory(&self) -> Option<&UsageRecord> {
+        match self {
+            WriteOp::Settle {
+                record,
+                in_memory: true,
+                budgets: None,
+                rate_window: None,
+            } => Some(record),
+            _ => None,
+        }
+    }
+}
+
+/// Applies `ops` in order in one transaction at `now`. A record already
+/// written is skipped with everything that goes with it, so a request is
+/// billed (and counted against its rate limit) exactly once. Consecutive
+/// settlements charged in memory are written together ([`settle_in_bulk`]).
+/// Returns, per op, whether it took effect (a reservation may be refused).
+pub async fn apply_batch(db: &Db, ops: &[WriteOp], now: i64) -> Result<Vec<bool>, sqlx::Error> {
+    let mut tx = BatchTx::begin(db).await?;
+    tx.lock_users(ops.iter().map(WriteOp::user_id).collect())
+        .await?;
+    let mut results = Vec::with_capacity(ops.len());
+    let same_kind = |a: &WriteOp, b: &WriteOp| {
+        a.charged_in_memory().is_some() == b.charged_in_memory().is_some()
+    };
+    for run in ops.chunk_by(same_kind) {
+        if run[0].charged_in_memory().is_some() {
+            let group = run.iter().filter_map(WriteOp::charged_in_memory).collect();
+            settle_in_bulk(&mut tx, group, now).await?;
+            results.extend(std::iter::repeat_n(true, run.len()));
+            continue;
+        }
+        for op in run {
+            results.push(apply_one(&mut tx, op, now).await?);
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Applies one op through its step.
+async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sqlx::Error> {
+    match op {
+        WriteOp::Reserve {
+            request_id,
+            user_id,
+            amount,
+            expires_at,
+            replica_id,
+        } => {
+            let hold = BalanceHold {
+                request_id,
+                user_id,
+                amount: *amount,
+                created_at: now,
+                expires_at: *expires_at,
+                replica_id,
+            };
+            tx.hold_balance(&hold).await
+        }
+        WriteOp::ReserveBudget {
+            request_id,
+            user_id,
+            limits,
+            amount,
+            now,
+            expires_at,
+            replica_id,
+        } => {
+            let hold = BalanceHold {
+                request_id,
+                user_id,
+                amount: *amount,
+                created_at: *now,
+                expires_at: *expires_at,
+                replica_id,
+            };
+            hold_budgets(tx, &hold, limits, *now).await
+        }
+        WriteOp::Settle {
+            record,
+            in_memory,
+            budgets,
+            rate_window,
+        } => {
+            let scopes = budgets.as_deref().unwrap_or_default();
+            settle(tx, record, *in_memory, scopes, *rate_window, now).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Holds `hold.amount` of every budget in `limits`, each in its window as
+/// of `now`, or of none of them; `false` when one cannot cover it.
+async fn hold_budgets(
+    tx: &mut BatchTx,
+    hold: &BalanceHold<'_>,
+    limits: &[BudgetLimit],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut taken: Vec<&str> = Vec::with_capacity(limits.len());
+    for limit in limits {
+        let fresh = limit.period.current_start(now, now);
+        let stored = tx.budget_window_start(&limit.scope, fresh).await?;
+        let current = limit.period.current_start(stored, now);
+        if current != stored {
+            tx.restart_budget_window(&limit.scope, current, stored)
+                .await?;
+        }
+        if !tx.hold_budget(&limit.scope, hold.amount, limit.max).await? {
+            break;
+        }
+        taken.push(&limit.scope);
+    }
+    let all_held = taken.len() == limits.len();
+    for scope in taken {
+        if all_held {
+            tx.note_budget_hold(hold, scope).await?;
+        } else {
+            tx.unhold_budget(scope, hold.amount, 0).await?;
+        }
+    }
+    Ok(all_held)
+}
+
+/// Writes one usage record and settles it: counts its completion tokens in
+/// the key's rate window, releases its reservation (unless charged in
+/// memory), takes its whole cost with a ledger entry (noting a debt if the
+/// balance goes below zero), charges each budget scope in full (even when a
+/// sweep released its hold), and notes the key's use.
+async fn settle(
+    tx: &mut BatchTx,
+    record: &UsageRecord,
+    in_memory: bool,
+    scopes: &[String],
+    rate_window: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if tx.insert_records(&[record]).await?.is_empty() {
+        return Ok(()); // already written and settled
+    }
+    if let (Some(window), Some(key_id)) = (rate_window, &record.key_id) {
+        tx.count_tokens(key_id, window, record.completion_tokens)
+            .await?;
+    }
+    if !in_memory {
+        tx.release_reservation(&record.id, &record.user_id).await?;
+    }
+    if record.cost > 0 {
+        let after = tx.debit(&record.user_id, record.cost).await?;
+        let debits = running_balances(after, &[record]);
+        tx.insert_usage_entries(&debits.entries).await?;
+        if let Some(debt) = debits.debt(now) {
+            tx.note_debt(&debt).await?;
+        }
+    }
+    for scope in scopes {
+        let held = tx.take_budget_hold(&record.id, scope).await?;
+        tx.unhold_budget(scope, held, record.cost).await?;
+    }
+    if let Some(key_id) = &record.key_id {
+        tx.touch_key(key_id, record.created_at).await?;
+    }
+    Ok(())
+}
+
+/// Writes a run of settlements charged in memory, in a few statements
+/// whatever its length: the records (skipping any already written), one
+/// debit per user, the ledger entries, the debts, the keys' last use.
+async fn settle_in_bulk(
+    tx: &mut BatchTx,
+    group: Vec<&UsageRecord>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let written: HashSet<String> = tx.insert_records(&group).await?.into_iter().collect();
+    let group: Vec<&UsageRecord> = group
+        .into_iter()
+        .filter(|r| written.contains(&r.id))
+        .collect();
+    let mut entries = Vec::with_capacity(group.len());
+    for (user_id, records) in by_user(&group) {
+        let charged: Vec<&UsageRecord> = records.into_iter().filter(|r| r.cost > 0).collect();
+        let total: i64 = charged.iter().map(|r| r.cost).sum();
+        if total == 0 {
+            continue;
+        }
+        let after = tx.debit(user_id, total).await?;
+        let debits = running_balances(after, &charged);
+        if let Some(debt) = debits.debt(now) {
+            tx.note_debt(&debt).await?;
+        }
+        entries.extend(debits.entries);
+    }
+    tx.insert_usage_entries(&entries).await?;
+    for (key_id, at) in last_use_by_key(&group) {
+        tx.touch_key(key_id, at).await?;
+    }
+    Ok(())
+}
+
+/// Applies a batch, again if the database rolled it back for a conflict
+/// with another process (a deadlock or a serialization failure): nothing
+/// of it was written, and the next try usually goes through.
+pub async fn apply_retrying_conflicts(
+    db: &Db,
+    ops: &[WriteOp],
+    now: i64,
+) -> Result<Vec<bool>, sqlx::Error> {
+    const TRIES: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match apply_batch(db, ops, now).await {
+            Err(err) if attempt < TRIES && is_conflict(&err) => {
+                tracing::warn!(%err, attempt, ops = ops.len(), "billing batch conflicted; trying again");
+                tokio::time::sleep(Duration::from_millis(5 << (2 * attempt))).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether the database refused a transaction for a conflict with another
+/// (PostgreSQL's `deadlock_detected` or `serialization_failure`).
+fn is_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// One user's charges, each with the balance after it.
+struct Debits<'a> {
+    entries: Vec<UsageEntry<'a>>,
+    /// The balance after the last charge.
+    after: i64,
+    /// The charge that took the balance below zero, if one did.
+    into_debt: Option<&'a UsageRecord>,
+}
+
+impl<'a> Debits<'a> {
+    /// The debt the charges leave, if the balance ends below zero: since
+    /// the charge that took it there (or the last, for a debt older than
+    /// these charges, whose record keeps its own start).
+    fn debt(&self, now: i64) -> Option<DebtNote<'a>> {
+        if self.after >= 0 {
+            return None;
+        }
+        let last = self.entries.last()?;
+        let (since, request_id) = self
+            .into_debt
+            .map_or((last.created_at, last.request_id), |r| {
+                (r.created_at, r.id.as_str())
+            });
+        Some(DebtNote {
+            user_id: last.user_id,
+            owed: -self.after,
+            since,
+            request_id,
+            now,
+        })
+    }
+}
+
+/// The entries of one user's `charges`, taken in order, given the balance
+/// `after` them all: each entry's balance after it, and which charge (if
+/// any) took the balance from zero or above to below zero.
+fn running_balances<'a>(after: i64, charges: &[&'a UsageRecord]) -> Debits<'a> {
+    let mut balance = after + charges.iter().map(|r| r.cost).sum::<i64>();
+    let mut into_debt = None;
+    let mut entries = Vec::with_capacity(charges.len());
+    for &record in charges {
+        if balance >= 0 && balance - record.cost < 0 {
+            into_debt = Some(record);
+        }
+        balance -= record.cost;
+        entries.push(UsageEntry {
+            user_id: &record.user_id,
+            amount: -record.cost,
+            balance_after: balance,
+            request_id: &record.id,
+            created_at: record.created_at,
+        });
+    }
+    Debits {
+        entries,
+        after,
+        into_debt,
+    }
+}
+
+/// The records grouped by user, users in order of first appearance and
+/// records in order within each.
+fn by_user<'a>(records: &[&'a UsageRecord]) -> Vec<(&'a str, Vec<&'a UsageRecord>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut groups: Vec<(&str, Vec<&UsageRecord>)> = Vec::new();
+    for &record in records {
+        let slot = *index.entry(record.user_id.as_str()).or_insert_with(|| {
+            groups.push((record.user_id.as_str(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(record);
+    }
+    groups
+}
+
+/// Each key's latest use among `records`.
+fn last_use_by_key<'a>(records: &[&'a UsageRecord]) -> Vec<(&'a str, i64)> {
+    let mut latest: Vec<(&str, i64)> = Vec::new();
+    for record in records {
+        let Some(key_id) = record.key_id.as_deref() else {
+            continue;
+        };
+        match latest.iter_mut().find(|(k, _)| *k == key_id) {
+            Some((_, at)) => *at = (*at).max(record.created_at),
+            None => latest.push((key_id, record.created_at)),
+        }
+    }
+    latest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, user_id: &str, key_id: Option<&str>, at: i64) -> UsageRecord {
+        UsageRecord {
+            id: id.into(),
+            user_id: user_id.into(),
+            key_id: key_id.map(Into::into),
+            created_at: at,
+            ..UsageRecord::default()
+        }
+    }
+
+    #[test]
+    fn records_group_by_user_and_key_in_order() {
+        let records = [
+            record("r1", "u1", Some("k1"), 30),
+            record("r2", "u2", None, 10),
+            record("r3", "u1", Some("k2"), 20),
+            record("r4", "u1", Some("k1"), 20),
+        ];
+        let charged: Vec<&UsageRecord> = records.iter().collect();
+        let groups = by_user(&charged);
+        let shape: Vec<(&str, Vec<&str>)> = groups
+            .iter()
+            .map(|(user, rs)| (*user, rs.iter().map(|r| r.id.as_str()).collect()))
+            .collect();
+        assert_eq!(shape, [("u1", vec!["r1", "r3", "r4"]), ("u2", vec!["r2"])]);
+        assert_eq!(last_use_by_key(&charged), [("k1", 30), ("k2", 20)]);
+    }
+
+    #[test]
+    fn running_balances_name_the_charge_that_made_the_debt() {
+        let mut records = [
+            record("r1", "u1", None, 10),
+            record("r2", "u1", None, 20),
+            record("r3", "u1", None, 30),
+        ];
+        for (record, cost) in records.iter_mut().zip([40, 50, 30]) {
+            record.cost = cost;
+        }
+        let charges: Vec<&UsageRecord> = records.iter().collect();
+        // 100 before: 60, 10, then -20 after the third.
+        let debits = running_balances(-20, &charges);
+        let after: Vec<i64> = debits.entries.iter().map(|e| e.balance_after).collect();
+        assert_eq!(after, [60, 10, -20]);
+        assert!(debits.entries.iter().all(|e| e.amount < 0));
+        let debt = debits.debt(99).unwrap();
+        assert_eq!((debt.owed, debt.request_id, debt.since), (20, "r3", 30));
+        // Already in debt before: the debt's own start stays (the note names the last).
+        let deeper = running_balances(-130, &charges);
+        assert_eq!(deeper.debt(99).unwrap().request_id, "r3");
+        assert!(deeper.into_debt.is_none());
+        assert!(running_balances(0, &charges).debt(99).is_none());
+    }
+}
