@@ -130,35 +130,20 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => migrate(args).await,
         Command::MockProvider(args) => mock_provider(args).await,
         Command::Users {
-            command,
+            command: cmd,
             config,
             output,
-        } => {
-            operate(config, output, |db| {
-                Box::pin(cli::users(db, Clock::default(), command))
-            })
-            .await
-        }
+        } => operate(config, output, |db, c| Box::pin(cli::users(db, c, cmd))).await,
         Command::Keys {
-            command,
+            command: cmd,
             config,
             output,
-        } => {
-            operate(config, output, |db| {
-                Box::pin(cli::keys(db, Clock::default(), command))
-            })
-            .await
-        }
+        } => operate(config, output, |db, c| Box::pin(cli::keys(db, c, cmd))).await,
         Command::Pricing {
-            command,
+            command: cmd,
             config,
             output,
-        } => {
-            operate(config, output, |db| {
-                Box::pin(cli::pricing(db, Clock::default(), command))
-            })
-            .await
-        }
+        } => operate(config, output, |db, c| Box::pin(cli::pricing(db, c, cmd))).await,
         Command::Audit { options, config } => audit(config, options).await,
     };
     match result {
@@ -210,6 +195,7 @@ async fn operate<F>(args: ConfigArgs, output: cli::Output, command: F) -> Result
 where
     F: for<'a> FnOnce(
         &'a Db,
+        Clock,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<cli::Printed, String>> + 'a>,
     >,
@@ -219,7 +205,7 @@ where
         .await
         .map_err(|e| e.to_string())?;
     db.migrate().await.map_err(|e| e.to_string())?;
-    let result = command(&db).await;
+    let result = command(&db, Clock::default()).await;
     db.close().await;
     println!("{}", result?.render(output));
     Ok(())

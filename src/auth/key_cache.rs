@@ -52,23 +52,26 @@ impl KeyCache {
     /// Forgets every cached key of `user_id` (after a revocation, a block or a deletion).
     pub fn forget_user(&self, user_id: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (key, _)| key.user_id != user_id);
+        entries.retain(|_, (key, _)| key.standing.user_id != user_id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::keys::KeyStanding;
 
     fn key(id: &str, user_id: &str) -> KeyAuth {
         KeyAuth {
-            id: id.into(),
-            user_id: user_id.into(),
-            key_prefix: "llm_sk_abcdef".into(),
-            revoked_at: None,
-            expires_at: None,
-            user_blocked_at: None,
-            user_deleted_at: None,
+            standing: KeyStanding {
+                id: id.into(),
+                user_id: user_id.into(),
+                key_prefix: "llm_sk_abcdef".into(),
+                revoked_at: None,
+                expires_at: None,
+                user_blocked_at: None,
+                user_deleted_at: None,
+            },
             policy: Default::default(),
         }
     }
@@ -79,10 +82,10 @@ mod tests {
         assert!(cache.get("h1").is_none());
         cache.insert("h1".into(), key("k1", "u1"));
         cache.insert("h2".into(), key("k2", "u2"));
-        assert_eq!(cache.get("h1").unwrap().id, "k1");
+        assert_eq!(cache.get("h1").unwrap().standing.id, "k1");
         cache.forget_user("u1");
         assert!(cache.get("h1").is_none());
-        assert_eq!(cache.get("h2").unwrap().id, "k2");
+        assert_eq!(cache.get("h2").unwrap().standing.id, "k2");
     }
 
     #[test]

@@ -4,19 +4,13 @@
 use std::sync::Arc;
 
 use crate::billing::budget::{BudgetLimit, Period};
-use crate::db::keys::{parse_models, KeyAuthRow};
+use crate::db::keys::{parse_models, KeyAuthRow, KeyStanding};
 
 /// What authenticating a request needs about a key and its owner, with the
 /// key's limits parsed once (the result is cached; see `auth::key_cache`).
 #[derive(Debug, Clone)]
 pub struct KeyAuth {
-    pub id: String,
-    pub user_id: String,
-    pub key_prefix: String,
-    pub revoked_at: Option<i64>,
-    pub expires_at: Option<i64>,
-    pub user_blocked_at: Option<i64>,
-    pub user_deleted_at: Option<i64>,
+    pub standing: KeyStanding,
     pub policy: Arc<KeyPolicy>,
 }
 
@@ -51,14 +45,14 @@ impl From<KeyAuthRow> for KeyAuth {
         let mut budgets = Vec::new();
         if let Some(max) = row.max_budget {
             budgets.push(BudgetLimit {
-                scope: format!("key:{}", row.id),
+                scope: format!("key:{}", row.standing.id),
                 max,
                 period: Period::from_parts(row.budget_duration_sec, None),
             });
         }
         if let Some(max) = row.user_max_budget {
             budgets.push(BudgetLimit {
-                scope: format!("user:{}", row.user_id),
+                scope: format!("user:{}", row.standing.user_id),
                 max,
                 period: Period::from_parts(
                     row.user_budget_duration_sec,
@@ -73,13 +67,7 @@ impl From<KeyAuthRow> for KeyAuth {
             budgets,
         };
         Self {
-            id: row.id,
-            user_id: row.user_id,
-            key_prefix: row.key_prefix,
-            revoked_at: row.revoked_at,
-            expires_at: row.expires_at,
-            user_blocked_at: row.user_blocked_at,
-            user_deleted_at: row.user_deleted_at,
+            standing: row.standing,
             policy: Arc::new(policy),
         }
     }

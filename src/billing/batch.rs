@@ -62,6 +62,42 @@ impl WriteOp {
         }
     }
 
+    /// What a reservation holds, taken at `now` (a settlement holds nothing).
+    fn hold(&self, now: i64) -> BalanceHold<'_> {
+        match self {
+            WriteOp::Reserve {
+                request_id,
+                user_id,
+                amount,
+                expires_at,
+                replica_id,
+            }
+            | WriteOp::ReserveBudget {
+                request_id,
+                user_id,
+                amount,
+                expires_at,
+                replica_id,
+                ..
+            } => BalanceHold {
+                request_id,
+                user_id,
+                amount: *amount,
+                created_at: now,
+                expires_at: *expires_at,
+                replica_id,
+            },
+            WriteOp::Settle { record, .. } => BalanceHold {
+                request_id: &record.id,
+                user_id: &record.user_id,
+                amount: 0,
+                created_at: now,
+                expires_at: now,
+                replica_id: "",
+            },
+        }
+    }
+
     /// A settlement charged in memory, with nothing else to settle (no
     /// budget, no token window): the common case on SQLite, written in bulk.
     fn charged_in_memory(&self) -> Option<&UsageRecord> {
@@ -108,41 +144,9 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp], now: i64) -> Result<Vec<bool>
 /// Applies one op through its step.
 async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sqlx::Error> {
     match op {
-        WriteOp::Reserve {
-            request_id,
-            user_id,
-            amount,
-            expires_at,
-            replica_id,
-        } => {
-            let hold = BalanceHold {
-                request_id,
-                user_id,
-                amount: *amount,
-                created_at: now,
-                expires_at: *expires_at,
-                replica_id,
-            };
-            tx.hold_balance(&hold).await
-        }
-        WriteOp::ReserveBudget {
-            request_id,
-            user_id,
-            limits,
-            amount,
-            now,
-            expires_at,
-            replica_id,
-        } => {
-            let hold = BalanceHold {
-                request_id,
-                user_id,
-                amount: *amount,
-                created_at: *now,
-                expires_at: *expires_at,
-                replica_id,
-            };
-            hold_budgets(tx, &hold, limits, *now).await
+        WriteOp::Reserve { .. } => tx.hold_balance(&op.hold(now)).await,
+        WriteOp::ReserveBudget { limits, now, .. } => {
+            hold_budgets(tx, &op.hold(*now), limits, *now).await
         }
         WriteOp::Settle {
             record,
@@ -293,34 +297,44 @@ fn is_conflict(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
+/// A settlement of a plain, answered request, not charged in memory (tests).
+#[cfg(test)]
+pub(crate) fn settle_op(id: &str, user_id: &str) -> WriteOp {
+    WriteOp::Settle {
+        record: UsageRecord {
+            id: id.into(),
+            user_id: user_id.into(),
+            status: 200,
+            created_at: 1,
+            ..UsageRecord::default()
+        },
+        in_memory: false,
+        budgets: None,
+        rate_window: None,
+    }
+}
+
 /// One user's charges, each with the balance after it.
 struct Debits<'a> {
     entries: Vec<UsageEntry<'a>>,
     /// The balance after the last charge.
     after: i64,
-    /// The charge that took the balance below zero, if one did.
-    into_debt: Option<&'a UsageRecord>,
+    /// The entry of the charge that took the balance below zero, if one did.
+    into_debt: Option<usize>,
 }
 
 impl<'a> Debits<'a> {
     /// The debt the charges leave, if the balance ends below zero: since
     /// the charge that took it there (or the last, for a debt older than
     /// these charges, whose record keeps its own start).
-    fn debt(&self, now: i64) -> Option<DebtNote<'a>> {
+    fn debt(&self, now: i64) -> Option<DebtNote<'_>> {
         if self.after >= 0 {
             return None;
         }
-        let last = self.entries.last()?;
-        let (since, request_id) = self
-            .into_debt
-            .map_or((last.created_at, last.request_id), |r| {
-                (r.created_at, r.id.as_str())
-            });
+        let last = self.entries.len().checked_sub(1)?;
         Some(DebtNote {
-            user_id: last.user_id,
+            charge: &self.entries[self.into_debt.unwrap_or(last)],
             owed: -self.after,
-            since,
-            request_id,
             now,
         })
     }
@@ -335,7 +349,7 @@ fn running_balances<'a>(after: i64, charges: &[&'a UsageRecord]) -> Debits<'a> {
     let mut entries = Vec::with_capacity(charges.len());
     for &record in charges {
         if balance >= 0 && balance - record.cost < 0 {
-            into_debt = Some(record);
+            into_debt = Some(entries.len());
         }
         balance -= record.cost;
         entries.push(UsageEntry {
@@ -432,10 +446,14 @@ mod tests {
         assert_eq!(after, [60, 10, -20]);
         assert!(debits.entries.iter().all(|e| e.amount < 0));
         let debt = debits.debt(99).unwrap();
-        assert_eq!((debt.owed, debt.request_id, debt.since), (20, "r3", 30));
+        let charge = debt.charge;
+        assert_eq!(
+            (debt.owed, charge.request_id, charge.created_at),
+            (20, "r3", 30)
+        );
         // Already in debt before: the debt's own start stays (the note names the last).
         let deeper = running_balances(-130, &charges);
-        assert_eq!(deeper.debt(99).unwrap().request_id, "r3");
+        assert_eq!(deeper.debt(99).unwrap().charge.request_id, "r3");
         assert!(deeper.into_debt.is_none());
         assert!(running_balances(0, &charges).debt(99).is_none());
     }

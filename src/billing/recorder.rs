@@ -410,21 +410,7 @@ async fn retry_records(db: &Db, records: &[WriteOp], clock: &Clock) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settle_op(id: &str, user_id: &str) -> WriteOp {
-        WriteOp::Settle {
-            record: UsageRecord {
-                id: id.into(),
-                user_id: user_id.into(),
-                status: 200,
-                created_at: 1,
-                ..UsageRecord::default()
-            },
-            in_memory: false,
-            budgets: None,
-            rate_window: None,
-        }
-    }
+    use crate::billing::batch::settle_op;
 
     #[test]
     fn only_a_partial_batch_nobody_waits_on_lingers() {

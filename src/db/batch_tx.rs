@@ -36,7 +36,18 @@ macro_rules! on_tx {
     };
 }
 
+/// Runs one statement with its arguments; how many rows it changed.
+macro_rules! execute {
+    ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        on_tx!($tx, conn, _style => {
+            let done = sqlx::query($sql)$(.bind($arg))*.execute(&mut *conn).await?;
+            Ok::<u64, sqlx::Error>(done.rows_affected())
+        })
+    };
+}
+
 /// A hold on a user's balance for one request.
+#[derive(Clone, Copy)]
 pub struct BalanceHold<'a> {
     pub request_id: &'a str,
     pub user_id: &'a str,
@@ -55,12 +66,14 @@ pub struct UsageEntry<'a> {
     pub created_at: i64,
 }
 
-/// What a user owes, and since which request.
+/// What a user owes, and since which charge (a debt already recorded
+/// keeps its own start).
+#[derive(Clone, Copy)]
 pub struct DebtNote<'a> {
-    pub user_id: &'a str,
+    pub charge: &'a UsageEntry<'a>,
+    /// The balance below zero, as a positive amount.
     pub owed: i64,
-    pub since: i64,
-    pub request_id: &'a str,
+    /// When the note is written.
     pub now: i64,
 }
 
@@ -108,27 +121,19 @@ impl BatchTx {
         const HOLD: &str = "INSERT INTO reservations \
             (request_id, user_id, amount, created_at, expires_at, replica_id) \
             VALUES ($1, $2, $3, $4, $5, $6)";
-        on_tx!(self, conn, _style => {
-            let held = sqlx::query(RESERVE)
-                .bind(hold.amount)
-                .bind(hold.user_id)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-                == 1;
-            if held {
-                sqlx::query(HOLD)
-                    .bind(hold.request_id)
-                    .bind(hold.user_id)
-                    .bind(hold.amount)
-                    .bind(hold.created_at)
-                    .bind(hold.expires_at)
-                    .bind(hold.replica_id)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(held)
-        })
+        let BalanceHold {
+            request_id,
+            user_id,
+            amount,
+            created_at,
+            expires_at,
+            replica_id,
+        } = *hold;
+        let held = execute!(self, RESERVE, amount, user_id)? == 1;
+        if held {
+            execute!(self, HOLD, request_id, user_id, amount, created_at, expires_at, replica_id)?;
+        }
+        Ok(held)
     }
 
     /// The start of a budget scope's stored window, opening it at `fresh`
@@ -157,10 +162,7 @@ impl BatchTx {
     ) -> Result<(), sqlx::Error> {
         const RESET: &str = "UPDATE budget_windows SET spent = 0, period_start = $2 \
             WHERE scope = $1 AND period_start = $3";
-        on_tx!(self, conn, _style => {
-            sqlx::query(RESET).bind(scope).bind(start).bind(stored).execute(&mut *conn).await?;
-            Ok(())
-        })
+        execute!(self, RESET, scope, start, stored).map(drop)
     }
 
     /// Holds `amount` of a scope's budget of `max`; `false` when what is
@@ -173,10 +175,7 @@ impl BatchTx {
     ) -> Result<bool, sqlx::Error> {
         const HOLD: &str = "UPDATE budget_windows SET reserved = reserved + $1 \
             WHERE scope = $2 AND spent + reserved + $1 <= $3";
-        on_tx!(self, conn, _style => {
-            let result = sqlx::query(HOLD).bind(amount).bind(scope).bind(max).execute(&mut *conn).await?;
-            Ok(result.rows_affected() == 1)
-        })
+        Ok(execute!(self, HOLD, amount, scope, max)? == 1)
     }
 
     /// Notes which request holds `amount` of a scope, for its settlement
@@ -189,17 +188,8 @@ impl BatchTx {
         const NOTE: &str =
             "INSERT INTO budget_holds (request_id, scope, amount, expires_at, replica_id) \
             VALUES ($1, $2, $3, $4, $5)";
-        on_tx!(self, conn, _style => {
-            sqlx::query(NOTE)
-                .bind(hold.request_id)
-                .bind(scope)
-                .bind(hold.amount)
-                .bind(hold.expires_at)
-                .bind(hold.replica_id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        })
+        let (id, amount, expires_at) = (hold.request_id, hold.amount, hold.expires_at);
+        execute!(self, NOTE, id, scope, amount, expires_at, hold.replica_id).map(drop)
     }
 
     /// Releases `held` of a scope and adds `charged` to what it spent.
@@ -209,10 +199,7 @@ impl BatchTx {
         held: i64,
         charged: i64,
     ) -> Result<(), sqlx::Error> {
-        on_tx!(self, conn, _style => {
-            sqlx::query(UNHOLD_BUDGET).bind(held).bind(charged).bind(scope).execute(&mut *conn).await?;
-            Ok(())
-        })
+        execute!(self, UNHOLD_BUDGET, held, charged, scope).map(drop)
     }
 
     /// Takes the note of what a request holds of a scope; 0 if there is
@@ -284,10 +271,7 @@ impl BatchTx {
     ) -> Result<(), sqlx::Error> {
         const COUNT: &str =
             "UPDATE rate_windows SET tokens = tokens + $1 WHERE key_id = $2 AND window_start = $3";
-        on_tx!(self, conn, _style => {
-            sqlx::query(COUNT).bind(tokens).bind(key_id).bind(window).execute(&mut *conn).await?;
-            Ok(())
-        })
+        execute!(self, COUNT, tokens, key_id, window).map(drop)
     }
 
     /// Releases a request's reservation of the user's balance, if it has one.
@@ -342,24 +326,13 @@ impl BatchTx {
 
     /// Records what a user owes (a debt already recorded keeps its start).
     pub async fn note_debt(&mut self, debt: &DebtNote<'_>) -> Result<(), sqlx::Error> {
-        on_tx!(self, conn, _style => {
-            sqlx::query(NOTE_DEBT)
-                .bind(debt.user_id)
-                .bind(debt.owed)
-                .bind(debt.since)
-                .bind(debt.request_id)
-                .bind(debt.now)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        })
+        let DebtNote { charge, owed, now } = *debt;
+        let (user, since, request) = (charge.user_id, charge.created_at, charge.request_id);
+        execute!(self, NOTE_DEBT, user, owed, since, request, now).map(drop)
     }
 
     /// Notes a key's use at `at` (the latest use wins).
     pub async fn touch_key(&mut self, key_id: &str, at: i64) -> Result<(), sqlx::Error> {
-        on_tx!(self, conn, _style => {
-            sqlx::query(TOUCH).bind(at).bind(key_id).execute(&mut *conn).await?;
-            Ok(())
-        })
+        execute!(self, TOUCH, at, key_id).map(drop)
     }
 }

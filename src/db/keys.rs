@@ -52,13 +52,8 @@ pub async fn revoke_for_user(
 /// A key and what authenticating a request needs about its owner, as stored.
 #[derive(Debug, sqlx::FromRow)]
 pub struct KeyAuthRow {
-    pub id: String,
-    pub user_id: String,
-    pub key_prefix: String,
-    pub revoked_at: Option<i64>,
-    pub expires_at: Option<i64>,
-    pub user_blocked_at: Option<i64>,
-    pub user_deleted_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub standing: KeyStanding,
     pub allowed_models: Option<String>,
     pub rpm_limit: Option<i64>,
     pub tpm_limit: Option<i64>,
@@ -67,6 +62,18 @@ pub struct KeyAuthRow {
     pub user_max_budget: Option<i64>,
     pub user_budget_duration_sec: Option<i64>,
     pub user_budget_period: Option<String>,
+}
+
+/// Where a key and its owner stand: what authenticating a request checks.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyStanding {
+    pub id: String,
+    pub user_id: String,
+    pub key_prefix: String,
+    pub revoked_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub user_blocked_at: Option<i64>,
+    pub user_deleted_at: Option<i64>,
 }
 
 /// A stored `allowed_models` JSON array; anything else allows every model.

@@ -69,20 +69,24 @@ impl FromRequestParts<AppState> for Caller {
                 key
             }
         };
-        if key.revoked_at.is_some() || key.user_deleted_at.is_some() {
+        let KeyAuth { standing, policy } = key;
+        if standing.revoked_at.is_some() || standing.user_deleted_at.is_some() {
             return Err(invalid_key());
         }
-        if key.expires_at.is_some_and(|at| at <= state.clock.now_ms()) {
+        if standing
+            .expires_at
+            .is_some_and(|at| at <= state.clock.now_ms())
+        {
             return Err(AppError::denied("key_expired", "This API key has expired."));
         }
-        if key.user_blocked_at.is_some() {
+        if standing.user_blocked_at.is_some() {
             return Err(blocked());
         }
         Ok(Caller::Key {
-            key_id: key.id,
-            user_id: key.user_id,
-            prefix: key.key_prefix,
-            policy: key.policy,
+            key_id: standing.id,
+            user_id: standing.user_id,
+            prefix: standing.key_prefix,
+            policy,
         })
     }
 }

@@ -197,22 +197,7 @@ impl Lanes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::usage::UsageRecord;
-
-    fn settle_op(id: &str, user_id: &str) -> WriteOp {
-        WriteOp::Settle {
-            record: UsageRecord {
-                id: id.into(),
-                user_id: user_id.into(),
-                status: 200,
-                created_at: 1,
-                ..UsageRecord::default()
-            },
-            in_memory: false,
-            budgets: None,
-            rate_window: None,
-        }
-    }
+    use crate::billing::batch::settle_op;
 
     async fn sqlite_lanes() -> Lanes {
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
