@@ -32,7 +32,7 @@ fn failed(err: crate::error::AppError) -> AnyView {
 
 /// Guards the admin pages and shows their navigation. A signed-in
 /// non-admin sees a notice (with a 403 status, from
-/// `auth::dashboard_pages`), and every server function behind the pages
+/// `server::page_guard`), and every server function behind the pages
 /// refuses them too.
 #[component]
 pub fn AdminLayout() -> impl IntoView {

@@ -7,7 +7,8 @@
 //! the idle lane keeps the p99 at one connection about 400 µs lower.
 //!
 //! All of it sits behind the `idle-lane` cargo feature (on by default):
-//! without it, or elsewhere than Linux, every batch takes the normal lane.
+//! without it every batch takes the normal lane. Elsewhere than Linux the
+//! lane's threads keep the normal priority.
 
 mod idle_thread;
 
