@@ -1,5 +1,6 @@
-//! What a request must stay within before it is forwarded: the key's rate
-//! limits, then the budgets and the balance, held through one reservation.
+//! What a request must stay within before it is forwarded: the models its
+//! key may call and the key's rate limits. The budgets and the balance are
+//! held after these, by `billing::reservation`.
 
 use axum::http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
