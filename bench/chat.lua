@@ -13,7 +13,8 @@ done = function(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read +
     summary.errors.write + summary.errors.timeout
   io.write(string.format(
-    "RESULT rps=%.0f p50_us=%d p99_us=%d requests=%d errors=%d\n",
+    "RESULT rps=%.0f p50_us=%d p99_us=%d requests=%d errors=%d status=%d connect=%d read=%d write=%d timeout=%d secs=%.1f\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50),
-    latency:percentile(99), summary.requests, errors))
+    latency:percentile(99), summary.requests, errors, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout, summary.duration / 1e6))
 end
