@@ -139,6 +139,8 @@ pub async fn create(
         metadata: metadata_text(body.metadata.as_ref())?,
         revoked_at: None,
     };
+    // Checked before a user is made for the key: a refusal writes nothing.
+    auth::keys::check_settings(&settings)?;
     let user_id = match body.user_id {
         Some(user_id) => {
             check_id("user_id", &user_id)?;
@@ -154,7 +156,6 @@ pub async fn create(
                 .id
         }
     };
-    auth::keys::check_settings(&settings)?;
     let issued = auth::keys::issue(&state.db, state.clock.now_ms(), &user_id, settings).await?;
     let mut view = view(&state, &issued.row).await?;
     view.key = Some(issued.secret);
