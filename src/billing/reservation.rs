@@ -1,6 +1,8 @@
 //! The reservation policy: before a request is forwarded, the most it can
-//! cost is held of each budget it falls under and then of the balance, so
-//! that requests in flight can never spend more than there is.
+//! cost (its estimate) is held of each budget it falls under and then of
+//! the balance, so that requests in flight together never hold more than
+//! there is. A call that costs more than its estimate is still charged in
+//! full when it settles (see `batch`).
 
 use super::budget::{window_at, BudgetLimit};
 use super::meter::Meter;
