@@ -62,8 +62,8 @@ impl WriteOp {
         }
     }
 
-    /// What a reservation holds, taken at `now` (a settlement holds nothing).
-    fn hold(&self, now: i64) -> BalanceHold<'_> {
+    /// What a reservation holds, taken at `now`; `None` for a settlement.
+    fn hold(&self, now: i64) -> Option<BalanceHold<'_>> {
         match self {
             WriteOp::Reserve {
                 request_id,
@@ -79,22 +79,15 @@ impl WriteOp {
                 expires_at,
                 replica_id,
                 ..
-            } => BalanceHold {
+            } => Some(BalanceHold {
                 request_id,
                 user_id,
                 amount: *amount,
                 created_at: now,
                 expires_at: *expires_at,
                 replica_id,
-            },
-            WriteOp::Settle { record, .. } => BalanceHold {
-                request_id: &record.id,
-                user_id: &record.user_id,
-                amount: 0,
-                created_at: now,
-                expires_at: now,
-                replica_id: "",
-            },
+            }),
+            WriteOp::Settle { .. } => None,
         }
     }
 
@@ -143,21 +136,25 @@ pub async fn apply_batch(db: &Db, ops: &[WriteOp], now: i64) -> Result<Vec<bool>
 
 /// Applies one op through its step.
 async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sqlx::Error> {
-    match op {
-        WriteOp::Reserve { .. } => tx.hold_balance(&op.hold(now)).await,
-        WriteOp::ReserveBudget { limits, now, .. } => {
-            hold_budgets(tx, &op.hold(*now), limits, *now).await
+    match (op, op.hold(now)) {
+        (WriteOp::ReserveBudget { limits, now, .. }, Some(hold)) => {
+            hold_budgets(tx, &hold, limits, *now).await
         }
-        WriteOp::Settle {
-            record,
-            in_memory,
-            budgets,
-            rate_window,
-        } => {
+        (_, Some(hold)) => tx.hold_balance(&hold).await,
+        (
+            WriteOp::Settle {
+                record,
+                in_memory,
+                budgets,
+                rate_window,
+            },
+            _,
+        ) => {
             let scopes = budgets.as_deref().unwrap_or_default();
             settle(tx, record, *in_memory, scopes, *rate_window, now).await?;
             Ok(true)
         }
+        (_, None) => unreachable!("every reservation holds something"),
     }
 }
 

@@ -337,6 +337,17 @@ mod tests {
         (db, held)
     }
 
+    /// An answer streamed as server-sent events, in `chunks`.
+    fn event_stream(chunks: Vec<Bytes>) -> Response {
+        let chunks = chunks.into_iter().map(Ok::<_, std::io::Error>);
+        let mut response = Response::new(HttpBody::from_stream(futures::stream::iter(chunks)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        response
+    }
+
     async fn state_of(db: &Db, key: &str) -> Option<String> {
         let Db::Sqlite(pool) = db else { unreachable!() };
         sqlx::query_scalar("SELECT state FROM idempotent_requests WHERE idem_key = ?")
@@ -363,16 +374,11 @@ mod tests {
         // Streamed past the limit, then finished: never kept, so no replay
         // of a copy that lost its middle.
         let (db, held) = held_key(&dir, "long").await;
-        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(Bytes::from_static(b"data: {}\n\n")),
-            Ok(Bytes::from(vec![b'x'; STORED_MAX])),
-            Ok(Bytes::from_static(STREAM_DONE)),
-        ];
-        let mut response = Response::new(HttpBody::from_stream(futures::stream::iter(chunks)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
+        let response = event_stream(vec![
+            Bytes::from_static(b"data: {}\n\n"),
+            Bytes::from(vec![b'x'; STORED_MAX]),
+            Bytes::from_static(STREAM_DONE),
+        ]);
         let passed = held.finish(Ok(response)).await.unwrap();
         let body = axum::body::to_bytes(passed.into_body(), usize::MAX)
             .await
@@ -383,15 +389,10 @@ mod tests {
 
         // A short stream is kept whole, once its last event has come.
         let (db, held) = held_key(&dir, "short").await;
-        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(Bytes::from_static(b"data: {}\n\n")),
-            Ok(Bytes::from_static(STREAM_DONE)),
-        ];
-        let mut response = Response::new(HttpBody::from_stream(futures::stream::iter(chunks)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
+        let response = event_stream(vec![
+            Bytes::from_static(b"data: {}\n\n"),
+            Bytes::from_static(STREAM_DONE),
+        ]);
         let passed = held.finish(Ok(response)).await.unwrap();
         axum::body::to_bytes(passed.into_body(), usize::MAX)
             .await
