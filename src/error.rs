@@ -192,6 +192,38 @@ impl AppError {
     pub fn to_openai_json(&self) -> serde_json::Value {
         serde_json::to_value(self.body()).unwrap_or_default()
     }
+
+    /// Anthropic's `error.type` for this error, by its status as Anthropic
+    /// documents them (another 4xx is an `invalid_request_error`).
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The error in Anthropic's shape: `{"type":"error","error":{"type","message"}}`.
+    pub fn to_anthropic_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "error",
+            "error": {"type": self.anthropic_type(), "message": self.to_string()},
+        })
+    }
+}
+
+/// Whose API shape an error takes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error":{"message","type","param","code"}}`.
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}`.
+    Anthropic,
 }
 
 /// Every error, in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
@@ -227,15 +259,26 @@ impl FromServerFnError for AppError {
 
 #[cfg(feature = "ssr")]
 mod server {
-    use super::AppError;
+    use super::{AppError, ErrorShape};
     use axum::http::{header, HeaderValue, StatusCode};
     use axum::response::{IntoResponse, Response};
 
     impl IntoResponse for AppError {
         fn into_response(self) -> Response {
+            self.into_response_shaped(ErrorShape::OpenAi)
+        }
+    }
+
+    impl AppError {
+        /// The response in the caller's API shape, with `Retry-After` when throttled.
+        pub fn into_response_shaped(self, shape: ErrorShape) -> Response {
             let status =
                 StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = (status, axum::Json(self.to_openai_json())).into_response();
+            let body = match shape {
+                ErrorShape::OpenAi => self.to_openai_json(),
+                ErrorShape::Anthropic => self.to_anthropic_json(),
+            };
+            let mut response = (status, axum::Json(body)).into_response();
             if let AppError::TooManyRequests {
                 retry_after_secs, ..
             } = self

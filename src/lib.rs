@@ -21,6 +21,8 @@ pub mod db;
 #[cfg(feature = "ssr")]
 pub mod auth;
 pub mod billing;
+#[cfg(feature = "ssr")]
+pub mod dialects;
 pub mod format;
 #[cfg(feature = "ssr")]
 pub mod metrics;

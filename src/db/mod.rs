@@ -15,6 +15,7 @@ pub mod login_failures;
 pub mod prices;
 pub mod rate_limits;
 pub mod replicas;
+pub mod responses;
 pub mod usage;
 pub mod users;
 

@@ -215,11 +215,13 @@ pub async fn soft_delete(db: &Db, id: &str, now: i64) -> Result<bool, sqlx::Erro
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            // Stored answers go with their user.
-            sqlx::query("DELETE FROM idempotent_requests WHERE user_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Stored answers and responses go with their user.
+            for table in ["idempotent_requests", "stored_responses"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             super::notify(&mut tx, super::Change::User(id.to_string())).await?;
         }
         tx.commit().await?;

@@ -14,7 +14,8 @@
 //! `status-503` (any code) fails with that status, which lets fallbacks be
 //! exercised. A request with `tools` gets a call to its first tool.
 //! OpenAI-format non-streaming replies echo the request they received as
-//! `mock_request`.
+//! `mock_request`; Anthropic-format ones echo it with its `anthropic-beta`
+//! header. `POST /v1/messages/count_tokens` counts the prompt's words.
 //!
 //! Reported usage can be chosen, in each format's own fields:
 //! `[mock prompt_tokens=100000 completion_tokens=7]` sets the counts (by
@@ -73,6 +74,7 @@ pub fn router(options: MockOptions) -> Router {
         .route("/v1/embeddings", post(openai_embeddings))
         .route("/v1/models", get(openai_models))
         .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
         .route("/v1beta/models/{spec}", post(gemini_generate))
         .with_state(options)
         .layer(axum::middleware::from_fn(count))
@@ -516,6 +518,8 @@ async fn anthropic_messages(
         if !plan.no_usage {
             message["usage"] = plan.anthropic_usage(plan.completion_tokens());
         }
+        let beta = headers.get("anthropic-beta").and_then(|v| v.to_str().ok());
+        message["mock_request"] = json!({"body": body, "anthropic_beta": beta});
         return Json(message).into_response();
     }
     let event = |name: &str, value: Value| format!("event: {name}\ndata: {value}\n\n");
@@ -569,6 +573,21 @@ async fn anthropic_messages(
     ));
     frames.push(event("message_stop", json!({"type": "message_stop"})));
     sse_body(&plan, frames)
+}
+
+/// Anthropic's token count: the prompt's words, as the mock's usage counts them.
+async fn anthropic_count_tokens(headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if headers.get("anthropic-version").is_none() {
+        return error_response(400, "anthropic-version header is required");
+    }
+    if body.get("max_tokens").is_some() {
+        return error_response(400, "max_tokens: Extra inputs are not permitted");
+    }
+    let words = messages_text(&body, "messages")
+        .split_whitespace()
+        .count()
+        .max(1);
+    Json(json!({"input_tokens": words})).into_response()
 }
 
 async fn gemini_generate(

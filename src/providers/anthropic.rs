@@ -8,7 +8,7 @@ use super::sse::{self, SseEvent, Step};
 use super::wire::{
     chunk, content_text, json_body, parse_data_url, push_merged, send, stop_list, usage_chunk,
 };
-use super::{Body, ChunkStream, Completion, Provider, UpstreamError, Usage};
+use super::{Body, ChunkStream, Completion, NativeMessages, Provider, UpstreamError, Usage};
 use crate::clock::Clock;
 
 const DEFAULT_BASE: &str = "https://api.anthropic.com";
@@ -40,12 +40,38 @@ impl Anthropic {
     }
 
     fn post(&self, body: &Value) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}/v1/messages", self.base))
-            .header("x-api-key", &self.api_key)
-            .header("anthropic-version", API_VERSION)
-            .json(body)
+        self.post_to("/v1/messages", body, None)
     }
+
+    fn post_to(&self, path: &str, body: &Value, beta: Option<&str>) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", &self.api_key)
+            .header("anthropic-version", API_VERSION);
+        match beta {
+            Some(beta) => request.header("anthropic-beta", beta),
+            None => request,
+        }
+        .json(body)
+    }
+}
+
+/// The client's body with `model` set to the upstream's name, and `stream`
+/// as the call needs it (a count's body is left as it came).
+fn native_body(request: NativeMessages<'_>, stream: Option<bool>) -> Value {
+    let mut body = request.body.clone();
+    body.insert("model".into(), json!(request.model));
+    match stream {
+        Some(true) => {
+            body.insert("stream".into(), json!(true));
+        }
+        Some(false) => {
+            body.remove("stream");
+        }
+        None => {}
+    }
+    Value::Object(body)
 }
 
 #[async_trait]
@@ -68,6 +94,84 @@ impl Provider for Anthropic {
             model.to_string(),
             self.clock.now_secs(),
         ))
+    }
+
+    async fn messages(&self, request: NativeMessages<'_>) -> Result<Value, UpstreamError> {
+        let body = native_body(request, Some(false));
+        json_body(send(self.post_to("/v1/messages", &body, request.beta)).await?).await
+    }
+
+    async fn messages_stream(
+        &self,
+        request: NativeMessages<'_>,
+    ) -> Result<ChunkStream, UpstreamError> {
+        let body = native_body(request, Some(true));
+        let response = send(self.post_to("/v1/messages", &body, request.beta)).await?;
+        Ok(sse::translate(
+            response,
+            NativeStream::default(),
+            NativeStream::on_event,
+            NativeStream::on_end,
+        ))
+    }
+
+    async fn count_tokens(&self, request: NativeMessages<'_>) -> Result<Value, UpstreamError> {
+        let body = native_body(request, None);
+        let path = "/v1/messages/count_tokens";
+        json_body(send(self.post_to(path, &body, request.beta)).await?).await
+    }
+}
+
+/// Anthropic's own events, passed on as they came: a stream is complete at
+/// `message_stop`, or when it ends after `message_delta` gave a stop reason.
+#[derive(Default)]
+struct NativeStream {
+    stopped: bool,
+}
+
+impl NativeStream {
+    fn on_event(&mut self, event: &SseEvent) -> Step {
+        let value = match serde_json::from_str::<Value>(&event.data) {
+            Ok(value) => value,
+            Err(e) => return Step::Fail(UpstreamError::Protocol(format!("bad event: {e}"))),
+        };
+        match value.get("type").and_then(Value::as_str).unwrap_or("") {
+            "error" => Step::Fail(stream_error(&value)),
+            "message_stop" => Step::Finish(vec![value]),
+            "message_delta" => {
+                self.stopped |= value
+                    .pointer("/delta/stop_reason")
+                    .is_some_and(|r| !r.is_null());
+                Step::Continue(vec![value])
+            }
+            _ => Step::Continue(vec![value]),
+        }
+    }
+
+    fn on_end(&mut self) -> Result<Vec<Value>, UpstreamError> {
+        if self.stopped {
+            Ok(vec![json!({"type": "message_stop"})])
+        } else {
+            Err(UpstreamError::Truncated)
+        }
+    }
+}
+
+/// The failure an `error` event reports.
+fn stream_error(event: &Value) -> UpstreamError {
+    let kind = event.pointer("/error/type").and_then(Value::as_str);
+    UpstreamError::Status {
+        status: if kind == Some("overloaded_error") {
+            529
+        } else {
+            502
+        },
+        message: event
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("upstream stream error")
+            .to_string(),
+        code: kind.map(str::to_owned),
     }
 }
 
@@ -310,58 +414,6 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
-/// Reads Anthropic's `usage`; none without `input_tokens`. Anthropic counts
-/// cache reads and writes apart from `input_tokens`; the prompt is their
-/// sum. Writes are split by lifetime in `cache_creation` (5 minutes and 1
-/// hour); without it, every write is a 5-minute one.
-fn usage_of(usage: Option<&Value>) -> Option<Usage> {
-    let usage = usage?;
-    let input = usage.get("input_tokens")?.as_i64()?;
-    let mut counts = Usage::default();
-    merge_usage(&mut counts, usage);
-    counts.prompt_tokens =
-        input + counts.cached_tokens + counts.cache_write_tokens + counts.cache_write_1h_tokens;
-    Some(counts)
-}
-
-/// Updates `counts` with the fields present in an Anthropic `usage`
-/// object (`message_delta` repeats them, cumulative); the prompt total is
-/// recomputed when any of its parts is given.
-fn merge_usage(counts: &mut Usage, usage: &Value) {
-    let get = |key: &str| usage.get(key).and_then(Value::as_i64);
-    let uncached = counts.prompt_tokens
-        - counts.cached_tokens
-        - counts.cache_write_tokens
-        - counts.cache_write_1h_tokens;
-    if let Some(output) = get("output_tokens") {
-        counts.completion_tokens = output;
-    }
-    if let Some(read) = get("cache_read_input_tokens") {
-        counts.cached_tokens = read;
-    }
-    let split = usage.get("cache_creation").map(|c| {
-        let part = |key: &str| c.get(key).and_then(Value::as_i64).unwrap_or(0);
-        (
-            part("ephemeral_5m_input_tokens"),
-            part("ephemeral_1h_input_tokens"),
-        )
-    });
-    match (split, get("cache_creation_input_tokens")) {
-        (Some((five_minutes, one_hour)), _) => {
-            counts.cache_write_tokens = five_minutes;
-            counts.cache_write_1h_tokens = one_hour;
-        }
-        (None, Some(written)) => {
-            counts.cache_write_tokens = written;
-            counts.cache_write_1h_tokens = 0;
-        }
-        (None, None) => {}
-    }
-    let uncached = get("input_tokens").unwrap_or(uncached.max(0));
-    counts.prompt_tokens =
-        uncached + counts.cached_tokens + counts.cache_write_tokens + counts.cache_write_1h_tokens;
-}
-
 /// Builds an OpenAI `chat.completion` from a Messages API response.
 pub fn from_anthropic(response: &Value, model: &str, created: i64) -> Value {
     let mut text = String::new();
@@ -400,7 +452,7 @@ pub fn from_anthropic(response: &Value, model: &str, created: i64) -> Value {
         "model": model,
         "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(stop) }],
         // Left out when Anthropic sent none: the proxy then counts locally.
-        "usage": usage_of(response.get("usage")).map(Usage::to_openai),
+        "usage": Usage::from_anthropic(response.get("usage")).map(Usage::to_openai),
     })
 }
 
@@ -449,7 +501,7 @@ impl StreamState {
                 if let Some(message_id) = event.pointer("/message/id").and_then(Value::as_str) {
                     self.id = message_id.to_string();
                 }
-                self.usage = usage_of(event.pointer("/message/usage"));
+                self.usage = Usage::from_anthropic(event.pointer("/message/usage"));
                 Ok(vec![chunk_with_id(
                     &self.id,
                     &model,
@@ -525,7 +577,7 @@ impl StreamState {
             }
             "message_delta" => {
                 if let (Some(usage), Some(delta)) = (&mut self.usage, event.get("usage")) {
-                    merge_usage(usage, delta);
+                    usage.merge_anthropic(delta);
                 }
                 let stop = event
                     .pointer("/delta/stop_reason")
@@ -535,18 +587,7 @@ impl StreamState {
                 Ok(vec![chunk(json!({}), Some(finish_reason(stop)))])
             }
             "message_stop" => Ok(self.usage_chunk().into_iter().collect()),
-            "error" => Err(UpstreamError::Status {
-                status: 502,
-                message: event
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("upstream stream error")
-                    .to_string(),
-                code: event
-                    .pointer("/error/type")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-            }),
+            "error" => Err(stream_error(event)),
             _ => Ok(vec![]),
         }
     }

@@ -59,6 +59,14 @@ impl Completion {
             .sum()
     }
 
+    /// The answer as a JSON value, for a door that translates it.
+    pub fn into_value(self) -> Value {
+        match self {
+            Self::Translated(value) => value,
+            Self::Upstream(json) => serde_json::from_slice(&json.bytes).unwrap_or_default(),
+        }
+    }
+
     /// The body for the client, with `cost` (in USD) added to its `usage`
     /// object when it has one.
     pub fn into_body(self, cost_usd: f64) -> Bytes {

@@ -165,6 +165,7 @@ pub fn to_gemini(body: &Body) -> Result<Value, UpstreamError> {
     let mapping = [
         ("temperature", "temperature"),
         ("top_p", "topP"),
+        ("top_k", "topK"),
         ("max_tokens", "maxOutputTokens"),
         ("max_completion_tokens", "maxOutputTokens"),
         ("n", "candidateCount"),
@@ -179,6 +180,9 @@ pub fn to_gemini(body: &Body) -> Result<Value, UpstreamError> {
     }
     if let Some(stop) = stop_list(body) {
         generation.insert("stopSequences".into(), Value::Array(stop));
+    }
+    if let Some(budget) = body.get("reasoning_effort").and_then(thinking_budget) {
+        generation.insert("thinkingConfig".into(), json!({"thinkingBudget": budget}));
     }
     if let Some(format) = body.get("response_format").filter(|f| !f.is_null()) {
         match format.get("type").and_then(Value::as_str) {
@@ -339,6 +343,18 @@ fn parts_of(content: &Value) -> Vec<Value> {
             })
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// OpenAI's `reasoning_effort` as a Gemini thinking budget, as Gemini's
+/// own OpenAI-compatible endpoint maps it.
+fn thinking_budget(effort: &Value) -> Option<i64> {
+    match effort.as_str()? {
+        "minimal" | "none" => Some(0),
+        "low" => Some(1024),
+        "medium" => Some(8192),
+        "high" => Some(24576),
+        _ => None,
     }
 }
 

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 pub use completion::{Completion, UpstreamJson};
 pub use error::UpstreamError;
-pub use provider::{ChunkStream, Provider, ProviderEntry, Providers, Timeouts};
+pub use provider::{ChunkStream, NativeMessages, Provider, ProviderEntry, Providers, Timeouts};
 pub use sse::SseParser;
 pub use usage::Usage;
 pub use wire::{content_text, generated_chars};

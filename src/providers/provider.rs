@@ -12,8 +12,28 @@ use super::{anthropic, gemini, openai, Body, Completion, UpstreamError};
 use crate::clock::Clock;
 use crate::config::{Config, ProviderKind};
 
-/// A stream of OpenAI chat chunks.
+/// A stream of OpenAI chat chunks (or, from [`Provider::messages_stream`],
+/// Anthropic's events).
 pub type ChunkStream = BoxStream<'static, Result<Value, UpstreamError>>;
+
+/// A request in Anthropic's Messages shape, for an Anthropic upstream: sent
+/// as the client wrote it, unknown fields included, with only `model` set to
+/// the upstream's name, and the client's `anthropic-beta` header passed on.
+#[derive(Debug, Clone, Copy)]
+pub struct NativeMessages<'a> {
+    pub body: &'a Body,
+    pub model: &'a str,
+    pub beta: Option<&'a str>,
+}
+
+/// The refusal of a provider that does not speak Anthropic's Messages API.
+fn not_anthropic() -> UpstreamError {
+    UpstreamError::Status {
+        status: 400,
+        message: "this provider does not take Anthropic's Messages API as it is".into(),
+        code: Some("unsupported".into()),
+    }
+}
 
 /// One upstream wire format.
 #[async_trait]
@@ -30,6 +50,25 @@ pub trait Provider: Send + Sync {
             message: "this provider does not offer embeddings through the gateway".into(),
             code: Some("unsupported".into()),
         })
+    }
+    /// Anthropic's Messages API, answered in its own shape; only Anthropic
+    /// providers have it (the others are reached by translation).
+    async fn messages(&self, request: NativeMessages<'_>) -> Result<Value, UpstreamError> {
+        let _ = request;
+        Err(not_anthropic())
+    }
+    /// The same, streamed: Anthropic's events, each its `data` object.
+    async fn messages_stream(
+        &self,
+        request: NativeMessages<'_>,
+    ) -> Result<ChunkStream, UpstreamError> {
+        let _ = request;
+        Err(not_anthropic())
+    }
+    /// Anthropic's token count for a Messages request, `{"input_tokens"}`.
+    async fn count_tokens(&self, request: NativeMessages<'_>) -> Result<Value, UpstreamError> {
+        let _ = request;
+        Err(not_anthropic())
     }
 }
 

@@ -42,6 +42,73 @@ impl Usage {
         })
     }
 
+    /// Reads Anthropic's `usage`; none without `input_tokens`. Anthropic
+    /// counts cache reads and writes apart from `input_tokens`; the prompt is
+    /// their sum. Writes are split by lifetime in `cache_creation` (5 minutes
+    /// and 1 hour); without it, every write is a 5-minute one.
+    pub fn from_anthropic(usage: Option<&Value>) -> Option<Self> {
+        let usage = usage?;
+        let input = usage.get("input_tokens")?.as_i64()?;
+        let mut counts = Self::default();
+        counts.merge_anthropic(usage);
+        counts.prompt_tokens = input + counts.cache_tokens();
+        Some(counts)
+    }
+
+    /// Updates the counts with the fields present in an Anthropic `usage`
+    /// object (`message_delta` repeats them, cumulative); the prompt total
+    /// is recomputed when any of its parts is given.
+    pub fn merge_anthropic(&mut self, usage: &Value) {
+        let get = |key: &str| usage.get(key).and_then(Value::as_i64);
+        let uncached = self.prompt_tokens - self.cache_tokens();
+        if let Some(output) = get("output_tokens") {
+            self.completion_tokens = output;
+        }
+        if let Some(read) = get("cache_read_input_tokens") {
+            self.cached_tokens = read;
+        }
+        let split = usage.get("cache_creation").map(|c| {
+            let part = |key: &str| c.get(key).and_then(Value::as_i64).unwrap_or(0);
+            (
+                part("ephemeral_5m_input_tokens"),
+                part("ephemeral_1h_input_tokens"),
+            )
+        });
+        match (split, get("cache_creation_input_tokens")) {
+            (Some((five_minutes, one_hour)), _) => {
+                self.cache_write_tokens = five_minutes;
+                self.cache_write_1h_tokens = one_hour;
+            }
+            (None, Some(written)) => {
+                self.cache_write_tokens = written;
+                self.cache_write_1h_tokens = 0;
+            }
+            (None, None) => {}
+        }
+        let uncached = get("input_tokens").unwrap_or(uncached.max(0));
+        self.prompt_tokens = uncached + self.cache_tokens();
+    }
+
+    /// Anthropic's `usage` object: `input_tokens` counts only the prompt
+    /// tokens that neither read nor wrote the cache.
+    pub fn to_anthropic(self) -> Value {
+        json!({
+            "input_tokens": (self.prompt_tokens - self.cache_tokens()).max(0),
+            "output_tokens": self.completion_tokens,
+            "cache_creation_input_tokens": self.cache_write_tokens + self.cache_write_1h_tokens,
+            "cache_read_input_tokens": self.cached_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write_tokens,
+                "ephemeral_1h_input_tokens": self.cache_write_1h_tokens,
+            },
+        })
+    }
+
+    /// The prompt tokens that read or wrote the cache.
+    fn cache_tokens(self) -> i64 {
+        self.cached_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
+    }
+
     /// A local count, for an answer that never reported its usage: the
     /// prompt's estimate and ≈4 generated characters a token.
     pub fn estimated(prompt_tokens: i64, generated_chars: usize) -> Self {
@@ -94,5 +161,10 @@ mod tests {
             ..usage
         };
         assert_eq!(Usage::from_openai(&writes.to_openai()), Some(writes));
+        assert_eq!(
+            Usage::from_anthropic(Some(&writes.to_anthropic())),
+            Some(writes)
+        );
+        assert_eq!(writes.to_anthropic()["input_tokens"], 4);
     }
 }

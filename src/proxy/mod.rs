@@ -1,13 +1,17 @@
-//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/embeddings`,
-//! `/v1/models`, and the key holder's `/v1/key` and `/v1/generation`, also
-//! mounted under `/api/v1`.
+//! The callers' API: OpenAI's `/v1/chat/completions`, `/v1/embeddings`,
+//! `/v1/responses` and `/v1/models`, Anthropic's `/v1/messages`, and the key
+//! holder's `/v1/key` and `/v1/generation`, also mounted under `/api/v1`.
 
 mod account;
 pub mod auth;
 mod chat;
 pub mod idempotency;
 pub mod limits;
+mod messages;
 mod models;
+mod responses;
+mod route;
+mod spend;
 mod stream;
 mod validate;
 
@@ -30,6 +34,13 @@ pub fn routes() -> Router<AppState> {
     let v1 = Router::new()
         .route("/chat/completions", post(chat::chat_completions))
         .route("/embeddings", post(chat::embeddings))
+        .route("/messages", post(messages::messages))
+        .route("/messages/count_tokens", post(messages::count_tokens))
+        .route("/responses", post(responses::create))
+        .route(
+            "/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
         .route("/models", get(models::list_models))
         .route("/key", get(account::key_info))
         .route("/generation", get(account::generation))

@@ -1,9 +1,11 @@
-//! Streaming responses: OpenAI chunks relayed as server-sent events the moment
-//! they arrive, with usage captured however the stream ends.
+//! Streaming responses: upstream items relayed as server-sent events the
+//! moment they arrive, in the caller's API shape ([`Frames`]), with usage
+//! captured however the stream ends.
 
 use axum::body::{Body as HttpBody, Bytes};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use std::convert::Infallible;
@@ -18,11 +20,92 @@ use crate::billing::TokensSource;
 use crate::error::AppError;
 use crate::providers::{generated_chars, ChunkStream, Usage};
 
-/// The SSE response for a chunk stream.
+/// How a stream's items reach the client, in its API's shape: OpenAI's
+/// chunks as they came, or translated to another door's events.
+pub trait Frames: Send + 'static {
+    /// The bytes for one upstream item, if any; `tally` keeps what it
+    /// reports (usage, generated characters).
+    fn item(&mut self, item: Value, tally: &mut Tally, meter: Option<&Meter>) -> Option<Bytes>;
+    /// The bytes that end a complete stream, billed as `billed`; a future
+    /// to finish before they are sent (storing the answer), if any.
+    fn end(&mut self, billed: Usage) -> (Option<Bytes>, Option<BoxFuture<'static, ()>>);
+    /// The bytes that end a failed stream.
+    fn failed(&mut self, err: &AppError) -> Bytes;
+}
+
+/// What a stream reported so far.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// The usage the upstream reported, if it did.
+    pub usage: Option<Usage>,
+    /// The characters generated, for a local count if it did not.
+    pub generated_chars: usize,
+}
+
+impl Tally {
+    /// Reads a chat chunk: the usage it reports, if any (also returned),
+    /// and the characters its deltas generated.
+    pub fn read_chunk(&mut self, chunk: &Value) -> Option<Usage> {
+        let usage = chunk.get("usage").and_then(Usage::from_openai);
+        if usage.is_some() {
+            self.usage = usage;
+        }
+        let choices = chunk.get("choices").and_then(Value::as_array);
+        for choice in choices.into_iter().flatten() {
+            if let Some(delta) = choice.get("delta") {
+                self.generated_chars += generated_chars(delta);
+            }
+        }
+        usage
+    }
+}
+
+/// OpenAI's chunks as server-sent events, ending with `[DONE]`: the
+/// `usage` chunk (with its `cost`) only if the client asked for it.
+pub struct ChatChunks {
+    pub include_usage: bool,
+}
+
+impl Frames for ChatChunks {
+    fn item(
+        &mut self,
+        mut chunk: Value,
+        tally: &mut Tally,
+        meter: Option<&Meter>,
+    ) -> Option<Bytes> {
+        if let Some(usage) = tally.read_chunk(&chunk) {
+            if let (Some(meter), Some(object)) = (meter, chunk["usage"].as_object_mut()) {
+                object.insert("cost".into(), nanos_to_usd_f64(meter.cost_of(usage)).into());
+            }
+        }
+        let choices = chunk.get("choices").and_then(Value::as_array);
+        let usage_only = choices.is_some_and(|c| c.is_empty())
+            && chunk.get("usage").is_some_and(|u| !u.is_null());
+        if !self.include_usage {
+            if usage_only {
+                return None; // The gateway asked for it; the client did not.
+            }
+            if let Some(object) = chunk.as_object_mut() {
+                object.remove("usage");
+            }
+        }
+        Some(sse_data(&chunk.to_string()))
+    }
+
+    fn end(&mut self, _billed: Usage) -> (Option<Bytes>, Option<BoxFuture<'static, ()>>) {
+        (Some(Bytes::from_static(b"data: [DONE]\n\n")), None)
+    }
+
+    fn failed(&mut self, err: &AppError) -> Bytes {
+        sse_data(&err.to_openai_json().to_string())
+    }
+}
+
+/// The SSE response for a chunk stream, metered, in `frames`' shape.
 pub fn sse_response(
     chunks: ChunkStream,
     mut meter: Meter,
-    include_usage: bool,
+    frames: Box<dyn Frames>,
     prompt_estimate: i64,
     mut cut_off: watch::Receiver<bool>,
 ) -> Response {
@@ -34,10 +117,10 @@ pub fn sse_response(
         inner: chunks,
         cut_off: Box::pin(cut_off),
         meter: Some(meter),
-        include_usage,
-        usage: None,
-        generated_chars: 0,
+        frames,
+        tally: Tally::default(),
         prompt_estimate,
+        closing: None,
         finished: false,
     };
     let mut response = Response::new(HttpBody::from_stream(body));
@@ -57,10 +140,11 @@ struct MeteredStream {
     /// Resolves when a shutdown's grace period is over.
     cut_off: Pin<Box<dyn Future<Output = ()> + Send>>,
     meter: Option<Meter>,
-    include_usage: bool,
-    usage: Option<Usage>,
-    generated_chars: usize,
+    frames: Box<dyn Frames>,
+    tally: Tally,
     prompt_estimate: i64,
+    /// The last bytes of a complete stream, sent once their future is done.
+    closing: Option<(BoxFuture<'static, ()>, Option<Bytes>)>,
     finished: bool,
 }
 
@@ -68,10 +152,10 @@ impl MeteredStream {
     /// The usage to bill: the upstream's, or else a local count, known
     /// for the reason `unreported` gives.
     fn counted(&self, unreported: TokensSource) -> Counted {
-        match self.usage {
+        match self.tally.usage {
             Some(usage) => Counted::upstream(usage),
             None => Counted {
-                usage: Usage::estimated(self.prompt_estimate, self.generated_chars),
+                usage: Usage::estimated(self.prompt_estimate, self.tally.generated_chars),
                 source: unreported,
             },
         }
@@ -93,34 +177,29 @@ impl MeteredStream {
         }
     }
 
-    /// Inspects a chunk; returns the bytes to send, if any.
-    fn on_chunk(&mut self, mut chunk: Value) -> Option<Bytes> {
-        if let Some(usage) = chunk.get("usage").and_then(Usage::from_openai) {
-            self.usage = Some(usage);
-            if let (Some(meter), Some(object)) = (&self.meter, chunk["usage"].as_object_mut()) {
-                object.insert("cost".into(), nanos_to_usd_f64(meter.cost_of(usage)).into());
+    /// The stream failed: its record, and the frame that says so.
+    fn fail(&mut self, err: &AppError, code: &str, unreported: TokensSource) -> Bytes {
+        self.finished = true;
+        self.end(err.status() as i32, Some(code.into()), true, unreported);
+        self.frames.failed(err)
+    }
+
+    /// The stream is complete: its record, and its last frames (after the
+    /// future that must finish first, if any).
+    fn complete(&mut self) -> Option<Bytes> {
+        let billed = self.counted(TokensSource::LocalCount).usage;
+        let (bytes, before) = self.frames.end(billed);
+        self.end(200, None, false, TokensSource::LocalCount);
+        match before {
+            Some(future) => {
+                self.closing = Some((future, bytes));
+                None
+            }
+            None => {
+                self.finished = true;
+                bytes
             }
         }
-        let choices = chunk.get("choices").and_then(Value::as_array);
-        for choice in choices.into_iter().flatten() {
-            if let Some(delta) = choice.get("delta") {
-                self.generated_chars += generated_chars(delta);
-            }
-        }
-        let usage_only = choices.is_some_and(|c| c.is_empty())
-            && chunk.get("usage").is_some_and(|u| !u.is_null());
-        if !self.include_usage {
-            if usage_only {
-                return None; // The gateway asked for it; the client did not.
-            }
-            if let Some(object) = chunk.as_object_mut() {
-                object.remove("usage");
-            }
-        }
-        if let Some(meter) = self.meter.as_mut() {
-            meter.mark_first_byte();
-        }
-        Some(sse_data(&chunk.to_string()))
     }
 }
 
@@ -132,49 +211,77 @@ fn sse_data(data: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// Events as server-sent events, one after another; none for no events.
+pub fn events_bytes(events: Vec<Value>) -> Option<Bytes> {
+    if events.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for event in &events {
+        out.extend_from_slice(&sse_event(event));
+    }
+    Some(Bytes::from(out))
+}
+
+/// A named server-sent event (`event:` and `data:`), as Anthropic's and
+/// the Responses API's streams send them: named by the object's `type`.
+pub fn sse_event(value: &Value) -> Bytes {
+    let name = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
+    Bytes::from(format!("event: {name}\ndata: {value}\n\n"))
+}
+
 impl Stream for MeteredStream {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
+            if let Some((future, _)) = self.closing.as_mut() {
+                if future.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.finished = true;
+                let bytes = self.closing.take().and_then(|(_, bytes)| bytes);
+                return Poll::Ready(bytes.map(Ok));
+            }
             if self.finished {
                 return Poll::Ready(None);
             }
             if self.cut_off.as_mut().poll(cx).is_ready() {
-                self.finished = true;
                 let err = AppError::Unavailable(
                     "The gateway is shutting down; the stream was cut short.".into(),
                 );
-                self.end(
-                    err.status() as i32,
-                    Some("shutdown".into()),
-                    true,
-                    TokensSource::Shutdown,
-                );
-                return Poll::Ready(Some(Ok(sse_data(&err.to_openai_json().to_string()))));
+                let bytes = self.fail(&err, "shutdown", TokensSource::Shutdown);
+                return Poll::Ready(Some(Ok(bytes)));
             }
             match self.inner.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    if let Some(bytes) = self.on_chunk(chunk) {
+                Poll::Ready(Some(Ok(item))) => {
+                    let this = &mut *self;
+                    let bytes = this.frames.item(item, &mut this.tally, this.meter.as_ref());
+                    if let Some(bytes) = bytes {
+                        if let Some(meter) = self.meter.as_mut() {
+                            meter.mark_first_byte();
+                        }
                         return Poll::Ready(Some(Ok(bytes)));
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    self.finished = true;
                     if let Some(meter) = &self.meter {
                         meter.upstream_failed(&err);
                     }
                     let err = AppError::from(err);
                     tracing::warn!(error = %err, "stream failed mid-way");
-                    let code = Some(err.code().to_string());
-                    self.end(err.status() as i32, code, true, TokensSource::UpstreamCut);
-                    return Poll::Ready(Some(Ok(sse_data(&err.to_openai_json().to_string()))));
+                    let code = err.code().to_string();
+                    let bytes = self.fail(&err, &code, TokensSource::UpstreamCut);
+                    return Poll::Ready(Some(Ok(bytes)));
                 }
                 Poll::Ready(None) => {
-                    self.finished = true;
-                    self.end(200, None, false, TokensSource::LocalCount);
-                    return Poll::Ready(Some(Ok(Bytes::from_static(b"data: [DONE]\n\n"))));
+                    if let Some(bytes) = self.complete() {
+                        return Poll::Ready(Some(Ok(bytes)));
+                    }
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Request bodies checked against OpenAI's schema before they cost
+//! Request bodies checked against their API's schema (OpenAI's chat,
+//! embeddings and Responses, Anthropic's Messages) before they cost
 //! anything: before a reservation, before a provider is called. The check
 //! reads the parsed body in place (nothing is copied) and looks only at
 //! the fields it knows; unknown fields pass through to the provider as
@@ -160,6 +161,192 @@ pub fn embeddings_request(body: &Map<String, Value>) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// Checks a `POST /v1/messages` body (Anthropic's Messages API); a
+/// `count_tokens` body is the same without `max_tokens`.
+pub fn messages_request(body: &Map<String, Value>) -> Result<(), AppError> {
+    let root = Path::Root;
+    match body.get("max_tokens") {
+        Some(value) if is_positive_integer(value) => {}
+        _ => {
+            return Err(invalid(
+                &root.field("max_tokens"),
+                "is required and must be a positive integer",
+            ))
+        }
+    }
+    count_tokens_request(body)
+}
+
+/// Checks a `POST /v1/messages/count_tokens` body.
+pub fn count_tokens_request(body: &Map<String, Value>) -> Result<(), AppError> {
+    let root = Path::Root;
+    required_string(body, "model", &root)?;
+    let at = root.field("messages");
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| invalid(&at, "is required and must be a non-empty array of messages"))?;
+    for (i, message) in messages.iter().enumerate() {
+        let at = at.item(i);
+        let message = object(message, &at)?;
+        let role = required_string(message, "role", &at)?;
+        if role != "user" && role != "assistant" {
+            return Err(invalid(&at.field("role"), "must be `user` or `assistant`"));
+        }
+        blocks(message.get("content"), &at.field("content"), true)?;
+    }
+    for (key, value) in body {
+        let at = root.field(key);
+        match key.as_str() {
+            "system" => blocks(Some(value), &at, false)?,
+            "stream" => expect(value, &at, Value::is_boolean, "a boolean")?,
+            "temperature" | "top_p" => {
+                expect(value, &at, in_range(0.0, 1.0), "a number from 0 to 1")?
+            }
+            "top_k" => expect(value, &at, is_integer, "an integer")?,
+            "stop_sequences" => expect(
+                value,
+                &at,
+                |v| v.as_array().is_some_and(|s| s.iter().all(Value::is_string)),
+                "an array of strings",
+            )?,
+            "metadata" | "tool_choice" | "thinking" => {
+                expect(value, &at, Value::is_object, "an object")?
+            }
+            "tools" => {
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| invalid(&at, "must be an array"))?;
+                for (i, tool) in list.iter().enumerate() {
+                    required_string(object(tool, &at.item(i))?, "name", &at.item(i))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Content as Anthropic takes it: a string, or an array of blocks that
+/// each name their `type` (`required` refuses an absent one).
+fn blocks(content: Option<&Value>, at: &Path, required: bool) -> Result<(), AppError> {
+    match content {
+        Some(Value::String(_)) => Ok(()),
+        None | Some(Value::Null) if !required => Ok(()),
+        Some(Value::Array(list)) => {
+            for (i, block) in list.iter().enumerate() {
+                required_string(object(block, &at.item(i))?, "type", &at.item(i))?;
+            }
+            Ok(())
+        }
+        _ => Err(invalid(
+            at,
+            "must be a string or an array of content blocks",
+        )),
+    }
+}
+
+/// Checks a `POST /v1/responses` body (OpenAI's Responses API).
+pub fn responses_request(body: &Map<String, Value>) -> Result<(), AppError> {
+    let root = Path::Root;
+    required_string(body, "model", &root)?;
+    let at = root.field("input");
+    match body.get("input") {
+        Some(Value::String(_)) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                response_item(item, &at.item(i))?;
+            }
+        }
+        None if body.get("previous_response_id").is_some() => {}
+        _ => {
+            return Err(invalid(
+                &at,
+                "is required and must be a string or an array of items",
+            ))
+        }
+    }
+    for (key, value) in body {
+        let at = root.field(key);
+        match key.as_str() {
+            "instructions" | "previous_response_id" | "user" => {
+                expect(value, &at, Value::is_string, "a string")?
+            }
+            "stream" | "store" | "parallel_tool_calls" | "background" => {
+                expect(value, &at, Value::is_boolean, "a boolean")?
+            }
+            "max_output_tokens" => expect(value, &at, is_positive_integer, "a positive integer")?,
+            "temperature" => expect(value, &at, in_range(0.0, 2.0), "a number from 0 to 2")?,
+            "top_p" => expect(value, &at, in_range(0.0, 1.0), "a number from 0 to 1")?,
+            "metadata" | "text" | "reasoning" => expect(value, &at, Value::is_object, "an object")?,
+            "tool_choice" => expect(value, &at, is_string_or_object, "a string or an object")?,
+            "tools" => {
+                let list = value
+                    .as_array()
+                    .ok_or_else(|| invalid(&at, "must be an array"))?;
+                for (i, tool) in list.iter().enumerate() {
+                    let tool = object(tool, &at.item(i))?;
+                    if required_string(tool, "type", &at.item(i))? == "function" {
+                        required_string(tool, "name", &at.item(i))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if body.get("background").and_then(Value::as_bool) == Some(true) {
+        return Err(invalid(
+            &root.field("background"),
+            "is not offered by this gateway; leave it false",
+        ));
+    }
+    Ok(())
+}
+
+/// One input item: a message, a function call or its output.
+fn response_item(item: &Value, at: &Path) -> Result<(), AppError> {
+    let item = object(item, at)?;
+    match item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message")
+    {
+        "message" => {
+            required_string(item, "role", at)?;
+            match item.get("content") {
+                Some(Value::String(_)) => Ok(()),
+                Some(Value::Array(parts)) => {
+                    for (i, part) in parts.iter().enumerate() {
+                        required_string(object(part, &at.item(i))?, "type", &at.item(i))?;
+                    }
+                    Ok(())
+                }
+                _ => Err(invalid(
+                    &at.field("content"),
+                    "must be a string or an array of parts",
+                )),
+            }
+        }
+        "function_call" => {
+            required_string(item, "call_id", at)?;
+            required_string(item, "name", at)?;
+            required_text(item, "arguments", at)
+        }
+        "function_call_output" => {
+            required_string(item, "call_id", at)?;
+            match item.get("output") {
+                Some(Value::String(_) | Value::Array(_)) => Ok(()),
+                _ => Err(invalid(
+                    &at.field("output"),
+                    "must be a string or an array of parts",
+                )),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One chat message: an object with a known `role` and content fit for it.

@@ -423,6 +423,9 @@ fn spawn_maintenance(
             if let Err(err) = db::idempotency::prune(&db, now).await {
                 tracing::warn!(%err, "deleting expired idempotent answers failed");
             }
+            if let Err(err) = db::responses::prune(&db, now).await {
+                tracing::warn!(%err, "deleting expired stored responses failed");
+            }
         }
     });
 }
