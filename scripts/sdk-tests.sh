@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the official OpenAI SDKs (Python and JS), unchanged, against a gateway
+# Runs the official OpenAI and Anthropic SDKs (Python and JS), unchanged, against a gateway
 # whose providers all point at the mock provider, then stops the gateway and
 # audits the books it kept (`llm-gateway audit`; any mismatch fails). Needs a
 # built binary (default target/debug/llm-gateway) and `scripts/setup.sh --test`.
@@ -56,9 +56,9 @@ rpc sign_up 'email=sdk%40example.com&password=correct+horse+battery' >/dev/null
 key=$(rpc create_key 'name=sdk' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
 
 export GATEWAY_URL=$gateway_url GATEWAY_KEY=$key
-echo "==> Python SDK (openai on PyPI)" >&2
-.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py tests/sdk/test_openapi.py
-echo "==> JS SDK (openai on npm)" >&2
+echo "==> Python SDKs (openai and anthropic on PyPI)" >&2
+.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py tests/sdk/test_anthropic_sdk.py tests/sdk/test_openapi.py
+echo "==> JS SDKs (openai and @anthropic-ai/sdk on npm)" >&2
 (cd tests/sdk/js && node --test)
 
 # Stop the gateway (it settles and writes everything on SIGTERM), then audit.

@@ -89,3 +89,61 @@ def test_not_found_error():
 def test_bad_request_error():
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="openai:gpt-4o-mini", messages=[])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_and_exact_cost(model):
+    from cost import billed_nanos, expected_nanos
+
+    raw = client.responses.with_raw_response.create(model=model, input="hello there", store=False)
+    response = raw.parse()
+    assert response.output_text == REPLY
+    assert response.status == "completed"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (2, 6)
+    assert billed_nanos(raw.headers["x-generation-id"]) == expected_nanos(model, 2, 6)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_stream(model):
+    stream = client.responses.create(model=model, input="stream please", stream=True, store=False)
+    events = list(stream)
+    assert events[0].type == "response.created"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REPLY
+    done = events[-1]
+    assert done.type == "response.completed"
+    assert done.response.usage.output_tokens == 6
+    assert done.response.output_text == REPLY
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_function_call(model):
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    response = client.responses.create(model=model, input="use a tool", tools=tools, store=False)
+    call = next(item for item in response.output if item.type == "function_call")
+    assert call.name == "lookup" and call.arguments == '{"query":"mock"}'
+    follow_up = client.responses.create(
+        model=model,
+        store=False,
+        input=[
+            {"role": "user", "content": "use a tool"},
+            call.model_dump(exclude_none=True),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "42"},
+        ],
+    )
+    assert follow_up.output_text == REPLY
+
+
+def test_responses_are_stored_and_continued():
+    first = client.responses.create(model="openai:gpt-4o-mini", input="hello there")
+    assert client.responses.retrieve(first.id).output_text == REPLY
+    second = client.responses.create(model="openai:gpt-4o-mini", input="again", previous_response_id=first.id)
+    # The earlier turn and its answer came along: 2 + 6 + 1 words.
+    assert second.usage.input_tokens == 9
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+
+
+def test_responses_bad_request():
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="openai:gpt-4o-mini", input="x", tools=[{"type": "web_search"}])

@@ -1,4 +1,5 @@
-// The official `openai` npm package, unchanged, against llm-gateway.
+// The official `openai` npm package, unchanged, against llm-gateway: chat,
+// embeddings and the Responses API.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import OpenAI from "openai";
@@ -76,4 +77,46 @@ test("errors map to the SDK's classes", async () => {
     client.chat.completions.create({ model: "openai:gpt-4o-mini", messages: [] }),
     OpenAI.BadRequestError,
   );
+});
+
+for (const model of MODELS) {
+  test(`responses ${model} and its exact cost`, async () => {
+    const { billedNanos, expectedNanos } = await import("./cost.mjs");
+    const { data, response } = await client.responses
+      .create({ model, input: "hello there", store: false })
+      .withResponse();
+    assert.equal(data.output_text, REPLY);
+    assert.deepEqual([data.usage.input_tokens, data.usage.output_tokens], [2, 6]);
+    assert.equal(await billedNanos(response.headers.get("x-generation-id")), expectedNanos(model, 2, 6));
+  });
+
+  test(`responses stream ${model}`, async () => {
+    const stream = await client.responses.create({ model, input: "stream please", stream: true, store: false });
+    let text = "";
+    let last = null;
+    for await (const event of stream) {
+      if (event.type === "response.output_text.delta") text += event.delta;
+      last = event;
+    }
+    assert.equal(text, REPLY);
+    assert.equal(last.type, "response.completed");
+    assert.equal(last.response.usage.output_tokens, 6);
+  });
+
+  test(`responses function call ${model}`, async () => {
+    const tools = [{ type: "function", name: "lookup", parameters: { type: "object" }, strict: false }];
+    const response = await client.responses.create({ model, input: "use a tool", tools, store: false });
+    const call = response.output.find((item) => item.type === "function_call");
+    assert.equal(call.name, "lookup");
+    assert.equal(call.arguments, '{"query":"mock"}');
+  });
+}
+
+test("responses are stored and continued", async () => {
+  const first = await client.responses.create({ model: "openai:gpt-4o-mini", input: "hello there" });
+  assert.equal((await client.responses.retrieve(first.id)).output_text, REPLY);
+  const second = await client.responses.create({ model: "openai:gpt-4o-mini", input: "again", previous_response_id: first.id });
+  assert.equal(second.usage.input_tokens, 9);
+  await client.responses.delete(first.id);
+  await assert.rejects(client.responses.retrieve(first.id), OpenAI.NotFoundError);
 });
