@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::stream::Completed;
 use super::Caller;
 use crate::db::idempotency::{self, Claim, Claimed, Stored};
 use crate::db::Db;
@@ -32,8 +33,6 @@ pub const KEEP_MS: i64 = 24 * 60 * 60 * 1000;
 const KEY_MAX: usize = 255;
 /// The largest answer kept for replay; a longer one frees its key.
 const STORED_MAX: usize = 16 * 1024 * 1024;
-/// The event that ends a complete stream.
-const STREAM_DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// What to do with a request, given its key.
 pub enum Begin {
@@ -178,7 +177,9 @@ impl Held {
             .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
         let (parts, body) = response.into_parts();
         if streamed {
-            return Ok(Response::from_parts(parts, self.keep_stream(body)));
+            let completed = parts.extensions.get::<Completed>().cloned();
+            let body = self.keep_stream(body, completed.unwrap_or_default());
+            return Ok(Response::from_parts(parts, body));
         }
         // The answer is already whole in memory (the gateway built it).
         let bytes = match axum::body::to_bytes(body, usize::MAX).await {
@@ -234,29 +235,40 @@ impl Held {
         }
     }
 
-    /// Passes a stream on while copying it; once its last event has come
-    /// (and before it goes to the client), the copy is kept.
-    fn keep_stream(self, body: HttpBody) -> HttpBody {
-        // The copy, or `None` once the stream outgrew what is kept.
+    /// Passes a stream on while copying it; once it has `completed` (as its
+    /// last events come, before they go to the client), the copy is kept.
+    fn keep_stream(self, body: HttpBody, completed: Completed) -> HttpBody {
+        // The copy, or `None` once the stream outgrew what is kept (or was kept).
         let copy = Some((body.into_data_stream(), self, Some(Vec::new())));
-        let stream = futures::stream::unfold(copy, |state| async move {
-            let (mut chunks, mut held, mut copy) = state?;
-            match chunks.next().await {
-                Some(Ok(chunk)) => {
-                    let fits = copy
-                        .as_ref()
-                        .is_some_and(|c: &Vec<u8>| c.len() + chunk.len() <= STORED_MAX);
-                    match &mut copy {
-                        Some(kept) if fits => kept.extend_from_slice(&chunk),
-                        _ => copy = None,
+        let stream = futures::stream::unfold(copy, move |state| {
+            let completed = completed.clone();
+            async move {
+                let (mut chunks, mut held, mut copy) = state?;
+                match chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        let fits = copy
+                            .as_ref()
+                            .is_some_and(|c: &Vec<u8>| c.len() + chunk.len() <= STORED_MAX);
+                        match &mut copy {
+                            Some(kept) if fits => kept.extend_from_slice(&chunk),
+                            _ => copy = None,
+                        }
+                        if completed.is_set() {
+                            if let Some(kept) = copy.take() {
+                                held.keep(200, true, &kept).await;
+                            }
+                        }
+                        Some((Ok::<Bytes, axum::Error>(chunk), Some((chunks, held, copy))))
                     }
-                    if let (true, Some(kept)) = (chunk.as_ref() == STREAM_DONE, &copy) {
-                        held.keep(200, true, kept).await;
+                    Some(Err(err)) => Some((Err(err), None)),
+                    None => {
+                        // Completed by its last item, with nothing after it.
+                        if let (true, Some(kept)) = (completed.is_set(), copy.take()) {
+                            held.keep(200, true, &kept).await;
+                        }
+                        None
                     }
-                    Some((Ok::<Bytes, axum::Error>(chunk), Some((chunks, held, copy))))
                 }
-                Some(Err(err)) => Some((Err(err), None)),
-                None => None,
             }
         });
         HttpBody::from_stream(stream)
@@ -337,14 +349,27 @@ mod tests {
         (db, held)
     }
 
-    /// An answer streamed as server-sent events, in `chunks`.
+    /// The event that ends a complete chat stream.
+    const STREAM_DONE: &[u8] = b"data: [DONE]\n\n";
+
+    /// An answer streamed as server-sent events, in `chunks`, marked
+    /// completed as its last chunk is read.
     fn event_stream(chunks: Vec<Bytes>) -> Response {
-        let chunks = chunks.into_iter().map(Ok::<_, std::io::Error>);
+        let completed = Completed::default();
+        let marker = completed.clone();
+        let last = chunks.len();
+        let chunks = chunks.into_iter().enumerate().map(move |(i, chunk)| {
+            if i + 1 == last {
+                marker.set_for_test();
+            }
+            Ok::<_, std::io::Error>(chunk)
+        });
         let mut response = Response::new(HttpBody::from_stream(futures::stream::iter(chunks)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
         );
+        response.extensions_mut().insert(completed);
         response
     }
 

@@ -11,6 +11,8 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::watch;
 
@@ -31,6 +33,29 @@ pub trait Frames: Send + 'static {
     fn end(&mut self, billed: Usage) -> (Option<Bytes>, Option<BoxFuture<'static, ()>>);
     /// The bytes that end a failed stream.
     fn failed(&mut self, err: &AppError) -> Bytes;
+}
+
+/// Set once a stream has completed (not failed, not cut short), in the
+/// response's extensions: how a copy kept for its idempotency key knows it
+/// is whole, whatever its API's last event.
+#[derive(Debug, Clone, Default)]
+pub struct Completed(Arc<AtomicBool>);
+
+impl Completed {
+    /// Whether the stream has completed.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Marks a made-up stream completed.
+    #[cfg(test)]
+    pub fn set_for_test(&self) {
+        self.set();
+    }
 }
 
 /// What a stream reported so far.
@@ -113,7 +138,9 @@ pub fn sse_response(
     let cut_off = async move {
         let _ = cut_off.wait_for(|cut| *cut).await;
     };
+    let completed = Completed::default();
     let body = MeteredStream {
+        completed: completed.clone(),
         inner: chunks,
         cut_off: Box::pin(cut_off),
         meter: Some(meter),
@@ -132,10 +159,12 @@ pub fn sse_response(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response.extensions_mut().insert(completed);
     response
 }
 
 struct MeteredStream {
+    completed: Completed,
     inner: ChunkStream,
     /// Resolves when a shutdown's grace period is over.
     cut_off: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -190,6 +219,7 @@ impl MeteredStream {
         let billed = self.counted(TokensSource::LocalCount).usage;
         let (bytes, before) = self.frames.end(billed);
         self.end(200, None, false, TokensSource::LocalCount);
+        self.completed.set();
         match before {
             Some(future) => {
                 self.closing = Some((future, bytes));
