@@ -362,3 +362,25 @@ async fn stored_responses_continue_and_stay_with_their_user(backend: Backend) {
     db.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_that_fails_midway_ends_with_response_failed() {
+    let app = app().await;
+    let key = app.user_key("rf@example.com").await;
+    for model in MODELS {
+        let body = json!({"model": model, "input": "[mock disconnect_after=4]", "stream": true});
+        let events = events(create(&app, &key, &body).send().await.unwrap()).await;
+        let failed: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "response.failed")
+            .collect();
+        assert_eq!(failed.len(), 1, "{model}: {events:?}");
+        assert_eq!(events.last().unwrap()["type"], "response.failed");
+        assert_eq!(failed[0]["response"]["status"], "failed");
+        assert!(failed[0]["response"]["error"]["message"].is_string());
+        assert!(!events.iter().any(|e| e["type"] == "response.completed"));
+    }
+    let records = app.usage_records(3).await;
+    assert!(records.iter().all(|r| r.aborted == 1 && r.status == 502), "{records:?}");
+    app.stop().await;
+}
