@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::providers::{Body, Usage};
+use crate::providers::{content_text, Body, Usage};
 
 /// A Messages request in chat shape, and what in it has no chat
 /// counterpart (such as Anthropic's server tools): an Anthropic upstream
@@ -82,7 +82,7 @@ fn reasoning_effort(thinking: &Value) -> Option<&'static str> {
 /// message's `tool_use` blocks become its `tool_calls`.
 fn chat_messages(request: &Body) -> Vec<Value> {
     let mut out = Vec::new();
-    let system = request.get("system").map(text_of).unwrap_or_default();
+    let system = request.get("system").map(content_text).unwrap_or_default();
     if !system.is_empty() {
         out.push(json!({"role": "system", "content": system}));
     }
@@ -95,19 +95,6 @@ fn chat_messages(request: &Body) -> Vec<Value> {
         }
     }
     out
-}
-
-/// The text of a string or of a list of blocks' `text`.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 fn assistant_message(content: &Value) -> Value {
@@ -148,7 +135,7 @@ fn user_messages(content: &Value, out: &mut Vec<Value>) {
     let blocks = match content {
         Value::Array(blocks) => blocks,
         other => {
-            out.push(json!({"role": "user", "content": text_of(other)}));
+            out.push(json!({"role": "user", "content": content_text(other)}));
             return;
         }
     };
@@ -160,7 +147,7 @@ fn user_messages(content: &Value, out: &mut Vec<Value>) {
                 out.push(json!({
                     "role": "tool",
                     "tool_call_id": block.get("tool_use_id").cloned().unwrap_or_default(),
-                    "content": text_of(result),
+                    "content": content_text(result),
                 }));
                 // Images a tool returned follow as the user's.
                 let images = result.as_array().into_iter().flatten();

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::providers::{Body, Usage};
+use crate::providers::{content_text, Body, Usage};
 
 /// A Responses request in chat shape, and what in it has no chat
 /// counterpart (such as a hosted tool), which no upstream can then take.
@@ -129,11 +129,7 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) {
             }
         }
         "function_call_output" => {
-            let output = match item.get("output") {
-                Some(Value::String(text)) => text.clone(),
-                Some(other) => parts_text(other),
-                None => String::new(),
-            };
+            let output = content_text(item.get("output").unwrap_or(&Value::Null));
             messages.push(
                 json!({"role": "tool", "tool_call_id": item.get("call_id"), "content": output}),
             );
@@ -149,7 +145,7 @@ fn chat_content(role: &str, content: &Value) -> Value {
         return content.clone();
     };
     if role == "assistant" || role == "system" || role == "developer" {
-        return json!(parts_text(content));
+        return json!(content_text(content));
     }
     let chat_parts: Vec<Value> = parts.iter().filter_map(chat_part).collect();
     Value::Array(chat_parts)
@@ -171,19 +167,6 @@ fn chat_part(part: &Value) -> Option<Value> {
             "filename": part.get("filename"), "file_data": part.get("file_data")?,
         }})),
         _ => None,
-    }
-}
-
-/// The text of a list of parts.
-fn parts_text(content: &Value) -> String {
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
     }
 }
 
