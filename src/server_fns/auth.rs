@@ -70,29 +70,40 @@ pub async fn sign_up(
     next: Option<String>,
 ) -> Result<UserView, AppError> {
     use super::context::{finish, redirect_to_local, session, state};
-    use crate::auth::{password as pw, session as sessions};
-    use crate::db::users;
-
     finish(
         async {
-            let email = normalize_email(&email);
-            validate_email(&email)?;
-            validate_password(&password)?;
-            let state = state()?;
-            let hash = pw::hash(password).await?;
-            let user = users::create_with_password(&state.db, &email, &hash, state.clock.now_ms())
-                .await?
-                .ok_or_else(|| {
-                    AppError::Conflict("An account with this email already exists.".into())
-                })?;
-            grant_signup_credit(&state, &user.id).await?;
-            sessions::sign_in(&session().await?, &user.id).await?;
-            tracing::info!(user_id = %user.id, "signed up");
+            let user = register(&state()?, &session().await?, &email, password).await?;
             redirect_to_local(next.as_deref(), "/dashboard");
-            Ok(user.into())
+            Ok(user)
         }
         .await,
     )
+}
+
+/// Creates an account with `email` and `password`, grants the sign-up
+/// credit, and signs `session` in to it: the sign-up form and
+/// `POST /api/auth/signup` both call this.
+#[cfg(feature = "ssr")]
+pub async fn register(
+    state: &crate::state::AppState,
+    session: &tower_sessions::Session,
+    email: &str,
+    password: String,
+) -> Result<UserView, AppError> {
+    use crate::auth::{password as pw, session as sessions};
+    use crate::db::users;
+
+    let email = normalize_email(email);
+    validate_email(&email)?;
+    validate_password(&password)?;
+    let hash = pw::hash(password).await?;
+    let user = users::create_with_password(&state.db, &email, &hash, state.clock.now_ms())
+        .await?
+        .ok_or_else(|| AppError::Conflict("An account with this email already exists.".into()))?;
+    grant_signup_credit(state, &user.id).await?;
+    sessions::sign_in(session, &user.id).await?;
+    tracing::info!(user_id = %user.id, "signed up");
+    Ok(user.into())
 }
 
 /// Credits a new account with the configured `signup_credit`, if any.
@@ -131,37 +142,53 @@ pub async fn sign_in(
     next: Option<String>,
 ) -> Result<UserView, AppError> {
     use super::context::{client_ip, finish, redirect_to_local, session, state};
-    use crate::auth::{password as pw, session as sessions, throttle::Attempt};
-    use crate::db::users;
-
     finish(
         async {
-            let email = normalize_email(&email);
             let state = state()?;
-            let attempt = Attempt::new(&email, client_ip(state.config.trust_forwarded_for).await);
-            attempt.check(&state.db, state.clock.now_ms()).await?;
-            let user = users::find_by_email(&state.db, &email).await?;
-            let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-            let user = match user {
-                Some(user) if pw::verify(password, stored).await => user,
-                _ => {
-                    attempt
-                        .record_failure(&state.db, state.clock.now_ms())
-                        .await?;
-                    return Err(AppError::Unauthorized("Invalid email or password.".into()));
-                }
-            };
-            if !user.is_active() {
-                return Err(AppError::Forbidden("This account is disabled.".into()));
-            }
-            attempt.record_success(&state.db).await?;
-            sessions::sign_in(&session().await?, &user.id).await?;
-            tracing::info!(user_id = %user.id, "signed in");
+            let ip = client_ip(state.config.trust_forwarded_for).await;
+            let user = authenticate(&state, &session().await?, &email, password, ip).await?;
             redirect_to_local(next.as_deref(), "/dashboard");
-            Ok(user.into())
+            Ok(user)
         }
         .await,
     )
+}
+
+/// Checks `email` and `password`, throttled per account and per `ip`
+/// (`auth::throttle`), and signs `session` in: the sign-in form and
+/// `POST /api/auth/signin` both call this.
+#[cfg(feature = "ssr")]
+pub async fn authenticate(
+    state: &crate::state::AppState,
+    session: &tower_sessions::Session,
+    email: &str,
+    password: String,
+    ip: Option<std::net::IpAddr>,
+) -> Result<UserView, AppError> {
+    use crate::auth::{password as pw, session as sessions, throttle::Attempt};
+    use crate::db::users;
+
+    let email = normalize_email(email);
+    let attempt = Attempt::new(&email, ip);
+    attempt.check(&state.db, state.clock.now_ms()).await?;
+    let user = users::find_by_email(&state.db, &email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let user = match user {
+        Some(user) if pw::verify(password, stored).await => user,
+        _ => {
+            attempt
+                .record_failure(&state.db, state.clock.now_ms())
+                .await?;
+            return Err(AppError::Unauthorized("Invalid email or password.".into()));
+        }
+    };
+    if !user.is_active() {
+        return Err(AppError::Forbidden("This account is disabled.".into()));
+    }
+    attempt.record_success(&state.db).await?;
+    sessions::sign_in(session, &user.id).await?;
+    tracing::info!(user_id = %user.id, "signed in");
+    Ok(user.into())
 }
 
 /// Signs out: the session is destroyed on the server.
@@ -183,16 +210,21 @@ pub async fn sign_out() -> Result<(), AppError> {
 pub async fn me() -> Result<Option<UserView>, AppError> {
     use super::context::{finish, require_user};
     finish(match require_user().await {
-        Ok((state, user)) => {
-            let is_admin = state.config.is_admin(&user.role, user.email.as_deref());
-            Ok(Some(UserView {
-                is_admin,
-                ..user.into()
-            }))
-        }
+        Ok((state, user)) => Ok(Some(view_of(&state, user))),
         Err(AppError::Unauthorized(_)) => Ok(None),
         Err(err) => Err(err),
     })
+}
+
+/// A signed-in user as the dashboard shows them, an admin by role or by
+/// the config's `admin_emails`: what `me` and `GET /api/auth/me` answer.
+#[cfg(feature = "ssr")]
+pub fn view_of(state: &crate::state::AppState, user: crate::db::users::UserRow) -> UserView {
+    let is_admin = state.config.is_admin(&user.role, user.email.as_deref());
+    UserView {
+        is_admin,
+        ..user.into()
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,23 @@ pub struct UsageView {
     pub models: Vec<String>,
 }
 
+/// The usage page's filters and page number, as the page and the CSV
+/// export send them. Empty filters match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UsageQuery {
+    /// The first day, `YYYY-MM-DD` (UTC).
+    pub from: String,
+    /// The last day, `YYYY-MM-DD` (UTC), included.
+    pub to: String,
+    /// A key's id.
+    pub key: String,
+    /// A model, `provider:model`.
+    pub model: String,
+    /// The page, from 0; 50 rows a page.
+    pub page: u32,
+}
+
 /// Rows per page in the dashboard's tables.
 pub const PAGE_SIZE: u32 = 50;
 /// The largest self-service top-up, in USD.
@@ -181,31 +198,42 @@ pub use server::{filter as usage_filter, usage_lines};
 /// The signed-in user's balance and this month's figures.
 #[server(prefix = "/rpc", endpoint = "account_summary")]
 pub async fn account_summary() -> Result<AccountFigures, AppError> {
-    use crate::billing::budget::day_and_month_starts;
-    use crate::db::usage;
     use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
-            let (day, month) = day_and_month_starts(state.clock.now_ms());
-            let today = usage::user_totals(&state.db, &user.id, day).await?;
-            let this_month = usage::user_totals(&state.db, &user.id, month).await?;
-            let (balance, available) = state.recorder.balance(&user.id).await?;
-            let debt = crate::db::ledger::debt(&state.db, &user.id).await?;
-            Ok(AccountFigures {
-                balance,
-                available,
-                debt: balance.min(0).abs(),
-                in_debt_since: debt.map(|d| d.since),
-                spend_today: today.cost,
-                spend_month: this_month.cost,
-                requests_month: this_month.requests,
-                tokens_month: this_month.prompt_tokens + this_month.completion_tokens,
-                self_top_up: state.config.payments.mode == crate::config::PaymentMode::Test,
-            })
+            figures_for(&state, &user.id).await
         }
         .await,
     )
+}
+
+/// `user_id`'s balance, debt and spend: the overview and `GET /api/balance`
+/// both call this.
+#[cfg(feature = "ssr")]
+pub async fn figures_for(
+    state: &crate::state::AppState,
+    user_id: &str,
+) -> Result<AccountFigures, AppError> {
+    use crate::billing::budget::day_and_month_starts;
+    use crate::db::usage;
+
+    let (day, month) = day_and_month_starts(state.clock.now_ms());
+    let today = usage::user_totals(&state.db, user_id, day).await?;
+    let this_month = usage::user_totals(&state.db, user_id, month).await?;
+    let (balance, available) = state.recorder.balance(user_id).await?;
+    let debt = crate::db::ledger::debt(&state.db, user_id).await?;
+    Ok(AccountFigures {
+        balance,
+        available,
+        debt: balance.min(0).abs(),
+        in_debt_since: debt.map(|d| d.since),
+        spend_today: today.cost,
+        spend_month: this_month.cost,
+        requests_month: this_month.requests,
+        tokens_month: this_month.prompt_tokens + this_month.completion_tokens,
+        self_top_up: state.config.payments.mode == crate::config::PaymentMode::Test,
+    })
 }
 
 /// Daily spend by model over the last 30 days.
@@ -268,44 +296,57 @@ pub async fn ledger_page(page: u32) -> Result<Page<LedgerLine>, AppError> {
 /// Adds credit directly, in `payments: {mode: test}` only. Returns the new balance.
 #[server(prefix = "/rpc", endpoint = "add_credits")]
 pub async fn add_credits(amount: String) -> Result<i64, AppError> {
-    use crate::billing::money::{parse_usd, NANOS_PER_USD};
-    use crate::db::ledger::{self, EntryKind};
     use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
-            if state.config.payments.mode != crate::config::PaymentMode::Test {
-                return Err(AppError::Forbidden(
-                    "Adding credit yourself is not enabled on this gateway; ask an operator."
-                        .into(),
-                ));
-            }
-            let nanos = parse_usd(&amount)
-                .filter(|n| *n >= NANOS_PER_USD / 100 && *n <= MAX_TOP_UP_USD * NANOS_PER_USD)
-                .ok_or_else(|| {
-                    AppError::invalid(
-                        "amount",
-                        format!("Enter an amount from 0.01 to {MAX_TOP_UP_USD} USD."),
-                    )
-                })?;
-            let balance = ledger::credit(
-                &state.db,
-                &user.id,
-                EntryKind::TopUp,
-                nanos,
-                Some("Test-mode top-up"),
-                state.clock.now_ms(),
-            )
-            .await
-            .map_err(|err| {
-                tracing::error!(%err, "top-up failed");
-                AppError::Internal
-            })?;
-            state.recorder.credited(&user.id, nanos);
-            Ok(balance)
+            top_up(&state, &user.id, &amount).await
         }
         .await,
     )
+}
+
+/// Credits `user_id` with `amount` USD (decimal text, 0.01 to
+/// [`MAX_TOP_UP_USD`]) in `payments: {mode: test}`, and refuses otherwise;
+/// returns the new balance in nano-USD. The balance page and
+/// `POST /api/balance/charge` both call this.
+#[cfg(feature = "ssr")]
+pub async fn top_up(
+    state: &crate::state::AppState,
+    user_id: &str,
+    amount: &str,
+) -> Result<i64, AppError> {
+    use crate::billing::money::{parse_usd, NANOS_PER_USD};
+    use crate::db::ledger::{self, EntryKind};
+
+    if state.config.payments.mode != crate::config::PaymentMode::Test {
+        return Err(AppError::Forbidden(
+            "Adding credit yourself is not enabled on this gateway; ask an operator.".into(),
+        ));
+    }
+    let nanos = parse_usd(amount)
+        .filter(|n| *n >= NANOS_PER_USD / 100 && *n <= MAX_TOP_UP_USD * NANOS_PER_USD)
+        .ok_or_else(|| {
+            AppError::invalid(
+                "amount",
+                format!("Enter an amount from 0.01 to {MAX_TOP_UP_USD} USD."),
+            )
+        })?;
+    let balance = ledger::credit(
+        &state.db,
+        user_id,
+        EntryKind::TopUp,
+        nanos,
+        Some("Test-mode top-up"),
+        state.clock.now_ms(),
+    )
+    .await
+    .map_err(|err| {
+        tracing::error!(%err, "top-up failed");
+        AppError::Internal
+    })?;
+    state.recorder.credited(user_id, nanos);
+    Ok(balance)
 }
 
 /// A page of the signed-in user's requests, filtered.
@@ -321,32 +362,50 @@ pub async fn usage_page(
     finish(
         async {
             let (state, user) = require_user().await?;
-            let filter = server::filter(&from, &to, &key, &model)?;
-            let offset = i64::from(page) * i64::from(PAGE_SIZE);
-            let (mut rows, keys) = server::usage_lines(
-                &state.db,
-                &user.id,
-                &filter,
-                i64::from(PAGE_SIZE) + 1,
-                offset,
-            )
-            .await?;
-            let has_more = rows.len() > PAGE_SIZE as usize;
-            rows.truncate(PAGE_SIZE as usize);
-            let models = crate::db::usage::models_for_user(&state.db, &user.id).await?;
-            Ok(UsageView {
-                rows: Page {
-                    items: rows,
-                    page,
-                    has_more,
-                },
-                keys: keys
-                    .into_iter()
-                    .map(|k| (k.id, k.key_prefix, k.name))
-                    .collect(),
-                models,
-            })
+            let query = UsageQuery {
+                from,
+                to,
+                key,
+                model,
+                page,
+            };
+            usage_for(&state, &user.id, &query).await
         }
         .await,
     )
+}
+
+/// A page of `user_id`'s requests, filtered, with the keys and models the
+/// filters offer: the usage page and `GET /api/usage` both call this.
+#[cfg(feature = "ssr")]
+pub async fn usage_for(
+    state: &crate::state::AppState,
+    user_id: &str,
+    query: &UsageQuery,
+) -> Result<UsageView, AppError> {
+    let filter = server::filter(&query.from, &query.to, &query.key, &query.model)?;
+    let offset = i64::from(query.page) * i64::from(PAGE_SIZE);
+    let (mut rows, keys) = server::usage_lines(
+        &state.db,
+        user_id,
+        &filter,
+        i64::from(PAGE_SIZE) + 1,
+        offset,
+    )
+    .await?;
+    let has_more = rows.len() > PAGE_SIZE as usize;
+    rows.truncate(PAGE_SIZE as usize);
+    let models = crate::db::usage::models_for_user(&state.db, user_id).await?;
+    Ok(UsageView {
+        rows: Page {
+            items: rows,
+            page: query.page,
+            has_more,
+        },
+        keys: keys
+            .into_iter()
+            .map(|k| (k.id, k.key_prefix, k.name))
+            .collect(),
+        models,
+    })
 }

@@ -5,26 +5,14 @@ use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Deserialize;
 use tower_sessions::Session;
 
-use super::billing::usage_filter;
-use crate::auth::session;
+use super::billing::{usage_filter, UsageQuery};
+use super::context::active_user;
 use crate::billing::money::format_usd;
 use crate::db::usage::{self, ExportRow};
-use crate::db::users;
 use crate::error::AppError;
 use crate::state::AppState;
-
-/// The usage page's filters, as query parameters.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct UsageQuery {
-    from: String,
-    to: String,
-    key: String,
-    model: String,
-}
 
 /// The CSV's first line.
 const HEADER: &str = "time_utc,request_id,key,model,prompt_tokens,completion_tokens,\
@@ -34,18 +22,14 @@ const PAGE_ROWS: i64 = 1000;
 
 /// Streams the filtered usage as a CSV download: every matching request,
 /// however many, in constant memory. Rows are read a page at a time as the
-/// client takes them, each page by a short query of its own.
+/// client takes them, each page by a short query of its own. The query's
+/// `page` is not used: every row is in the file.
 pub async fn usage_csv(
     State(state): State<AppState>,
     session: Session,
     Query(query): Query<UsageQuery>,
 ) -> Result<Response, AppError> {
-    let unauthorized = || AppError::Unauthorized("Please sign in.".into());
-    let user_id = session::user_id(&session).await?.ok_or_else(unauthorized)?;
-    let user = users::find_by_id(&state.db, &user_id)
-        .await?
-        .filter(|u| u.is_active())
-        .ok_or_else(unauthorized)?;
+    let user = active_user(&state, &session).await?;
     let filter = usage_filter(&query.from, &query.to, &query.key, &query.model)?;
     let pages = Pages {
         db: state.db.clone(),

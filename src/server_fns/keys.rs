@@ -32,26 +32,36 @@ impl KeyView {
 #[server(prefix = "/rpc", endpoint = "create_key")]
 pub async fn create_key(name: String) -> Result<CreatedKey, AppError> {
     use super::context::{finish, require_user};
-    use crate::auth::keys::{issue, validate_name};
-    use crate::db::keys::KeySettings;
-
     finish(
         async {
-            let name = validate_name(&name)?;
             let (state, user) = require_user().await?;
-            let now = state.clock.now_ms();
-            let settings = KeySettings {
-                name,
-                ..KeySettings::default()
-            };
-            let issued = issue(&state.db, now, &user.id, settings).await?;
-            Ok(CreatedKey {
-                key: KeyView::at(issued.row.into(), now),
-                secret: issued.secret,
-            })
+            create_for(&state, &user.id, &name).await
         }
         .await,
     )
+}
+
+/// Issues a key named `name` to `user_id`: the keys page and
+/// `POST /api/keys` both call this.
+#[cfg(feature = "ssr")]
+pub async fn create_for(
+    state: &crate::state::AppState,
+    user_id: &str,
+    name: &str,
+) -> Result<CreatedKey, AppError> {
+    use crate::auth::keys::{issue, validate_name};
+    use crate::db::keys::KeySettings;
+
+    let settings = KeySettings {
+        name: validate_name(name)?,
+        ..KeySettings::default()
+    };
+    let now = state.clock.now_ms();
+    let issued = issue(&state.db, now, user_id, settings).await?;
+    Ok(CreatedKey {
+        key: KeyView::at(issued.row.into(), now),
+        secret: issued.secret,
+    })
 }
 
 /// Lists the signed-in user's keys, newest first.
@@ -61,12 +71,22 @@ pub async fn list_keys() -> Result<Vec<KeyView>, AppError> {
     finish(
         async {
             let (state, user) = require_user().await?;
-            let rows = crate::db::keys::list_for_user(&state.db, &user.id).await?;
-            let now = state.clock.now_ms();
-            Ok(rows.into_iter().map(|row| KeyView::at(row, now)).collect())
+            list_for(&state, &user.id).await
         }
         .await,
     )
+}
+
+/// `user_id`'s keys, newest first: the keys page and `GET /api/keys` both
+/// call this.
+#[cfg(feature = "ssr")]
+pub async fn list_for(
+    state: &crate::state::AppState,
+    user_id: &str,
+) -> Result<Vec<KeyView>, AppError> {
+    let rows = crate::db::keys::list_for_user(&state.db, user_id).await?;
+    let now = state.clock.now_ms();
+    Ok(rows.into_iter().map(|row| KeyView::at(row, now)).collect())
 }
 
 /// Revokes one of the signed-in user's keys, at once.
@@ -76,17 +96,27 @@ pub async fn revoke_key(id: String) -> Result<(), AppError> {
     finish(
         async {
             let (state, user) = require_user().await?;
-            if crate::db::keys::revoke_for_user(&state.db, &user.id, &id, state.clock.now_ms())
-                .await?
-            {
-                state.keys.forget_user(&user.id);
-                tracing::info!(user_id = %user.id, key_id = %id, "API key revoked");
-                Ok(())
-            } else {
-                // Someone else's key and an unknown one look the same.
-                Err(AppError::NotFound("No active key with this id.".into()))
-            }
+            revoke_for(&state, &user.id, &id).await
         }
         .await,
     )
+}
+
+/// Revokes `user_id`'s key `id`, at once; `NotFound` for a key that is not
+/// theirs, or not active. The keys page and `DELETE /api/keys/{id}` both
+/// call this.
+#[cfg(feature = "ssr")]
+pub async fn revoke_for(
+    state: &crate::state::AppState,
+    user_id: &str,
+    id: &str,
+) -> Result<(), AppError> {
+    if crate::db::keys::revoke_for_user(&state.db, user_id, id, state.clock.now_ms()).await? {
+        state.keys.forget_user(user_id);
+        tracing::info!(%user_id, key_id = %id, "API key revoked");
+        Ok(())
+    } else {
+        // Someone else's key and an unknown one look the same.
+        Err(AppError::NotFound("No active key with this id.".into()))
+    }
 }

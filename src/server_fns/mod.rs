@@ -62,7 +62,7 @@ pub struct CreatedKey {
 #[cfg(feature = "ssr")]
 pub mod context {
     use axum::extract::ConnectInfo;
-    use axum::http::{header, request::Parts};
+    use axum::http::{header, request::Parts, HeaderMap};
     use leptos::prelude::*;
     use leptos_axum::ResponseOptions;
     use std::net::{IpAddr, SocketAddr};
@@ -92,13 +92,20 @@ pub mod context {
     /// The signed-in, active user; `Unauthorized` otherwise.
     pub async fn require_user() -> Result<(AppState, UserRow), AppError> {
         let state = state()?;
-        let session = session().await?;
+        let user = active_user(&state, &session().await?).await?;
+        Ok((state, user))
+    }
+
+    /// The active user `session` is signed in as; `Unauthorized` otherwise
+    /// (a session of a user since disabled or deleted is ended). The server
+    /// functions and the CSV export both ask this.
+    pub async fn active_user(state: &AppState, session: &Session) -> Result<UserRow, AppError> {
         let unauthorized = || AppError::Unauthorized("Please sign in.".into());
-        let user_id = session::user_id(&session).await?.ok_or_else(unauthorized)?;
+        let user_id = session::user_id(session).await?.ok_or_else(unauthorized)?;
         match users::find_by_id(&state.db, &user_id).await? {
-            Some(user) if user.is_active() => Ok((state, user)),
+            Some(user) if user.is_active() => Ok(user),
             _ => {
-                session::sign_out(&session).await?;
+                session::sign_out(session).await?;
                 Err(unauthorized())
             }
         }
@@ -106,22 +113,28 @@ pub mod context {
 
     /// The client's IP: the socket peer, or `X-Forwarded-For` when configured to trust it.
     pub async fn client_ip(trust_forwarded_for: bool) -> Option<IpAddr> {
-        if trust_forwarded_for {
-            let parts = use_context::<Parts>()?;
-            let forwarded = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|ip| ip.trim().parse().ok());
-            if forwarded.is_some() {
-                return forwarded;
-            }
-        }
-        leptos_axum::extract::<ConnectInfo<SocketAddr>>()
+        let peer = leptos_axum::extract::<ConnectInfo<SocketAddr>>()
             .await
             .ok()
-            .map(|ConnectInfo(addr)| addr.ip())
+            .map(|ConnectInfo(addr)| addr.ip());
+        let headers = use_context::<Parts>().map(|parts| parts.headers);
+        peer_ip(headers.as_ref(), peer, trust_forwarded_for)
+    }
+
+    /// The client's IP from a request's headers and its socket peer: the
+    /// first `X-Forwarded-For` address when it is trusted and present, else the peer.
+    pub fn peer_ip(
+        headers: Option<&HeaderMap>,
+        peer: Option<IpAddr>,
+        trust_forwarded_for: bool,
+    ) -> Option<IpAddr> {
+        let forwarded = headers
+            .filter(|_| trust_forwarded_for)
+            .and_then(|headers| headers.get("x-forwarded-for"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+        forwarded.or(peer)
     }
 
     /// Sets the HTTP status of a failed call from its error, so API clients
