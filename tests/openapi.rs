@@ -146,10 +146,186 @@ impl Checker {
     }
 }
 
+/// Calls each of the MVP's `/api` routes, as a browser with cookies would.
+async fn mvp_routes(c: &mut Checker) {
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    let browser = c.app.client();
+    let base = c.app.base.clone();
+    let url = |path: &str| format!("{base}{path}");
+    let account = json!({"email": "mvp@example.com", "password": "correct horse battery"});
+    let signup = url("/api/auth/signup");
+    let user = c
+        .call(
+            post.clone(),
+            "/api/auth/signup",
+            browser.post(&signup).json(&account),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(user["email"], "mvp@example.com");
+    c.call(
+        post.clone(),
+        "/api/auth/signup",
+        c.app.client().post(&signup).json(&account),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    c.call(
+        get.clone(),
+        "/api/auth/me",
+        browser.get(url("/api/auth/me")),
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        get.clone(),
+        "/api/auth/me",
+        reqwest::Client::new().get(url("/api/auth/me")),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let created = c
+        .call(
+            post.clone(),
+            "/api/keys",
+            browser
+                .post(url("/api/keys"))
+                .json(&json!({"name": "docs"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    c.call(
+        post.clone(),
+        "/api/keys",
+        browser.post(url("/api/keys")).json(&json!({"name": ""})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    c.call(
+        post.clone(),
+        "/api/keys",
+        browser
+            .post(url("/api/keys"))
+            .header("origin", "https://evil.example")
+            .json(&json!({"name": "csrf"})),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    c.call(
+        get.clone(),
+        "/api/keys",
+        browser.get(url("/api/keys")),
+        StatusCode::OK,
+    )
+    .await;
+    let charged = c
+        .call(
+            post.clone(),
+            "/api/balance/charge",
+            browser
+                .post(url("/api/balance/charge"))
+                .json(&json!({"amount": 5})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(charged["balance"], 15_000_000_000i64);
+    c.call(
+        get.clone(),
+        "/api/balance",
+        browser.get(url("/api/balance")),
+        StatusCode::OK,
+    )
+    .await;
+
+    // A request, so the usage answer has a row to check.
+    let secret = created["secret"].as_str().unwrap();
+    let chat =
+        json!({"model": "openai:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(c.app.chat(secret, &chat).await.status(), StatusCode::OK);
+    let mut rows = 0;
+    for _ in 0..200 {
+        let usage: Value = browser
+            .get(url("/api/usage"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rows = usage["rows"]["items"].as_array().map_or(0, Vec::len);
+        if rows > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(rows, 1);
+    c.call(
+        get.clone(),
+        "/api/usage",
+        browser.get(url("/api/usage?model=openai:gpt-4o-mini")),
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        get.clone(),
+        "/api/usage",
+        browser.get(url("/api/usage?from=soon")),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+
+    let key_path = url(&format!(
+        "/api/keys/{}",
+        created["key"]["id"].as_str().unwrap()
+    ));
+    c.call(
+        delete.clone(),
+        "/api/keys/{id}",
+        browser.delete(&key_path),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    c.call(
+        delete.clone(),
+        "/api/keys/{id}",
+        browser.delete(&key_path),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    c.call(
+        post.clone(),
+        "/api/auth/signout",
+        browser.post(url("/api/auth/signout")),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let signin = url("/api/auth/signin");
+    c.call(
+        post.clone(),
+        "/api/auth/signin",
+        browser.post(&signin).json(&account),
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        post,
+        "/api/auth/signin",
+        browser
+            .post(&signin)
+            .json(&json!({"email": "mvp@example.com", "password": "wrong password"})),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_matches_every_answer() {
     let mock = start_mock().await;
-    let app = TestApp::start_with(Backend::Sqlite, |c| use_mock(c, &mock)).await;
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        use_mock(c, &mock);
+        c.payments.mode = llm_gateway::config::PaymentMode::Test;
+    })
+    .await;
     let spec: Value = reqwest::get(app.url("/openapi.json"))
         .await
         .unwrap()
@@ -427,6 +603,9 @@ async fn the_document_matches_every_answer() {
         StatusCode::OK,
     )
     .await;
+
+    // The reseller MVP's routes, with the session cookie.
+    mvp_routes(&mut c).await;
 
     // Deletions.
     c.call(

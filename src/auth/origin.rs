@@ -1,4 +1,5 @@
-//! Cross-site request forgery defence for the dashboard's server functions.
+//! Cross-site request forgery defence for the dashboard's server functions
+//! and the session-cookie REST routes (`/api/auth`, `/api/keys`, …).
 //!
 //! A state-changing call is refused when the browser says it comes from
 //! another site: an `Origin` that is not this host, or
@@ -16,11 +17,19 @@ pub const SERVER_FN_PREFIX: &str = "/rpc/";
 
 /// Middleware: rejects cross-origin calls to server functions with 403.
 pub async fn require_same_origin(request: Request, next: Next) -> Response {
-    let guarded = request.uri().path().starts_with(SERVER_FN_PREFIX)
-        && request.method() != Method::GET
-        && request.method() != Method::HEAD;
-    if guarded && is_cross_origin(request.headers()) {
-        tracing::warn!(path = %request.uri().path(), "cross-origin server function call refused");
+    if request.uri().path().starts_with(SERVER_FN_PREFIX) {
+        refuse_cross_origin_writes(request, next).await
+    } else {
+        next.run(request).await
+    }
+}
+
+/// Middleware: rejects a cross-origin request that may change state (any
+/// method but GET and HEAD) with 403, in OpenAI's error shape.
+pub async fn refuse_cross_origin_writes(request: Request, next: Next) -> Response {
+    let writes = request.method() != Method::GET && request.method() != Method::HEAD;
+    if writes && is_cross_origin(request.headers()) {
+        tracing::warn!(path = %request.uri().path(), "cross-origin call refused");
         return AppError::Forbidden("Cross-origin requests are not allowed.".into())
             .into_response();
     }

@@ -1,11 +1,12 @@
-//! `GET /openapi.json`: the public and admin REST APIs, generated from the
-//! handlers' annotations and the request and response types; `GET /docs`:
+//! `GET /openapi.json`: the public and admin REST APIs, and the reseller
+//! MVP's session routes under `/api`, generated from the handlers'
+//! annotations and the request and response types; `GET /docs`:
 //! Swagger UI over it (served from `public/api-docs`, installed by setup).
 
 use axum::response::{Html, IntoResponse};
 use axum::Json;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::error::ErrorBody;
@@ -145,8 +146,9 @@ fn key() {}
 #[allow(dead_code)]
 fn generation() {}
 
-/// The two ways to authenticate (an API key, or the master key), and the
-/// provider answers that pass on fields the document does not list.
+/// The three ways to authenticate (an API key, the master key, or the
+/// dashboard's session cookie), and the provider answers that pass on
+/// fields the document does not list.
 struct Security;
 
 impl Modify for Security {
@@ -175,6 +177,13 @@ impl Modify for Security {
             "master_key",
             bearer("The operator's master key; also accepted as `X-AnyLLM-Key: Bearer`."),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session::COOKIE_NAME,
+                "The dashboard's session, set by `POST /api/auth/signup` or `/api/auth/signin`.",
+            ))),
+        );
     }
 }
 
@@ -183,7 +192,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "llm-gateway",
-        description = "An OpenAI-compatible LLM gateway with prepaid billing, and its operator API (compatible with any-llm-gateway). Every route is also under `/api/v1`. Money in requests is USD as a decimal string or a number; errors use OpenAI's shape."
+        description = "An OpenAI-compatible LLM gateway with prepaid billing, its operator API (compatible with any-llm-gateway), and the reseller MVP's session routes under `/api`. Every `/v1` route is also under `/api/v1`. Money in requests is USD as a decimal string or a number; errors use OpenAI's shape."
     ),
     paths(
         chat_completions, embeddings, models, key, generation,
@@ -197,6 +206,10 @@ impl Modify for Security {
         crate::operator_api::pricing::list, crate::operator_api::pricing::show, crate::operator_api::pricing::set,
         crate::operator_api::pricing::delete, crate::operator_api::pricing::history,
         crate::operator_api::audit::reconciliation, crate::operator_api::audit::debts,
+        crate::server_fns::rest::sign_up, crate::server_fns::rest::sign_in, crate::server_fns::rest::sign_out,
+        crate::server_fns::rest::me, crate::server_fns::rest::list_keys, crate::server_fns::rest::create_key,
+        crate::server_fns::rest::delete_key, crate::server_fns::rest::balance, crate::server_fns::rest::charge,
+        crate::server_fns::rest::usage,
     ),
     modifiers(&Security),
     tags(
@@ -206,6 +219,7 @@ impl Modify for Security {
         (name = "budgets", description = "Spending limits for users (master key)"),
         (name = "pricing", description = "The price catalog"),
         (name = "billing", description = "The books: reconciliation and debts (master key)"),
+        (name = "account", description = "The reseller MVP's routes: sign-up and sign-in, then the signed-in user's keys, balance and usage (session cookie)"),
     )
 )]
 pub struct ApiDoc;

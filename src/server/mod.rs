@@ -274,6 +274,8 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
             get(crate::server_fns::export::usage_csv),
         )
         .route(playground::CHAT_PATH, post(playground::chat))
+        // The reseller MVP's JSON routes share the dashboard's session.
+        .merge(crate::server_fns::rest::routes())
         .merge(site)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AppError;
 
-/// The overview's figures.
+/// The overview's figures, in nano-USD.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct AccountFigures {
     /// Below zero when the user owes.
     pub balance: i64,
@@ -38,6 +39,7 @@ pub struct LedgerLine {
 
 /// A page of something, with whether more follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub page: u32,
@@ -63,6 +65,7 @@ pub struct SpendPoint {
 
 /// One request in the usage table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UsageLine {
     pub id: String,
     pub created_at: i64,
@@ -98,6 +101,7 @@ impl UsageLine {
 
 /// The usage page: rows plus what the filters can offer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UsageView {
     pub rows: Page<UsageLine>,
     /// (key id, display prefix, name)
@@ -105,9 +109,11 @@ pub struct UsageView {
     pub models: Vec<String>,
 }
 
-/// The usage page's filters and page number, as the page and the CSV
-/// export send them. Empty filters match everything.
+/// The usage page's filters and page number: the page's query, and
+/// `GET /api/usage`'s query string. Empty filters match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "ssr", into_params(parameter_in = Query))]
 #[serde(default)]
 pub struct UsageQuery {
     /// The first day, `YYYY-MM-DD` (UTC).

@@ -9,11 +9,14 @@ pub mod export;
 pub mod keys;
 pub mod models;
 pub mod playground;
+#[cfg(feature = "ssr")]
+pub mod rest;
 
 use serde::{Deserialize, Serialize};
 
 /// The signed-in user, as the dashboard sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -22,6 +25,7 @@ pub struct UserView {
 
 /// An API key as listed: never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -34,6 +38,7 @@ pub struct KeyView {
 
 /// Whether a key can still be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub enum KeyStatus {
     Active,
     Revoked,
@@ -53,6 +58,7 @@ impl KeyStatus {
 
 /// A key just created: the only time its secret is ever returned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CreatedKey {
     pub key: KeyView,
     pub secret: String,
@@ -98,7 +104,7 @@ pub mod context {
 
     /// The active user `session` is signed in as; `Unauthorized` otherwise
     /// (a session of a user since disabled or deleted is ended). The server
-    /// functions and the CSV export both ask this.
+    /// functions and the REST routes (`super::rest`) both ask this.
     pub async fn active_user(state: &AppState, session: &Session) -> Result<UserRow, AppError> {
         let unauthorized = || AppError::Unauthorized("Please sign in.".into());
         let user_id = session::user_id(session).await?.ok_or_else(unauthorized)?;
