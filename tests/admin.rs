@@ -537,12 +537,16 @@ async fn keys_carry_models_expiry_and_activity(backend: Backend) {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(error["error"]["param"], param, "{error}");
     }
-    let (status, _) = send(
+    // A user_id with no user gets one, as any-llm-gateway does.
+    let (status, created) = send(
         app.admin(Method::POST, "/v1/keys")
             .json(&json!({"user_id": "ghost"})),
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["user_id"], "ghost");
+    let (status, _) = send(app.admin(Method::GET, "/v1/users/ghost")).await;
+    assert_eq!(status, StatusCode::OK);
     // A refused key with no user_id leaves no user made for it behind.
     let user_ids = || async {
         let (_, users) = send(app.admin(Method::GET, "/v1/users?limit=100")).await;

@@ -24,7 +24,8 @@ use crate::state::AppState;
 pub struct CreateKey {
     /// 1 to 64 characters (default `key`).
     key_name: Option<String>,
-    /// A user is created for the key when absent.
+    /// The key's user, created if there is none with this id; when absent,
+    /// a user is created for the key.
     user_id: Option<String>,
     /// RFC 3339 text or Unix seconds.
     #[schema(value_type = Option<String>, example = "2027-01-01T00:00:00Z")]
@@ -111,11 +112,12 @@ pub struct KeyOut {
     metadata: Value,
 }
 
-/// Issues a key; its plaintext is in `key`, once. Without a `user_id`, a
-/// user is created for the key (as any-llm-gateway does).
+/// Issues a key; its plaintext is in `key`, once. A `user_id` with no user
+/// yet gets one, and without a `user_id` a user is created for the key (as
+/// any-llm-gateway does).
 #[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys", request_body = CreateKey,
     responses((status = 201, body = KeyOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody)),
+        (status = 403, description = "`user_deleted`: the user was deleted", body = ErrorBody)),
     security(("master_key" = [])))]
 pub async fn create(
     _: Operator,
@@ -141,25 +143,32 @@ pub async fn create(
     };
     // Checked before a user is made for the key: a refusal writes nothing.
     auth::keys::check_settings(&settings)?;
-    let user_id = match body.user_id {
-        Some(user_id) => {
-            check_id("user_id", &user_id)?;
-            if users::find_admin(&state.db, &user_id).await?.is_none() {
-                return Err(AppError::NotFound(format!("No user with id `{user_id}`.")));
-            }
-            user_id
-        }
-        None => {
-            let id = format!("apikey-{}", uuid::Uuid::new_v4().simple());
-            users::find_or_create(&state.db, &id, state.clock.now_ms())
-                .await?
-                .id
-        }
-    };
+    let user_id = key_owner(&state, body.user_id).await?;
     let issued = auth::keys::issue(&state.db, state.clock.now_ms(), &user_id, settings).await?;
     let mut view = view(&state, &issued.row).await?;
     view.key = Some(issued.secret);
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// The user a new key is for: the one named, created if there is no user
+/// with this id yet, or one made for the key when none is named.
+async fn key_owner(state: &AppState, user_id: Option<String>) -> Result<String, AppError> {
+    let id = match user_id {
+        Some(id) => {
+            check_id("user_id", &id)?;
+            id
+        }
+        None => format!("apikey-{}", uuid::Uuid::new_v4().simple()),
+    };
+    match users::find_or_create(&state.db, &id, state.clock.now_ms()).await {
+        Ok(user) => Ok(user.id),
+        // The id is taken by a deleted user.
+        Err(sqlx::Error::RowNotFound) => Err(AppError::denied(
+            "user_deleted",
+            format!("The user `{id}` has been deleted."),
+        )),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Lists keys, oldest first; never their plaintext.
