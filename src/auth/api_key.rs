@@ -57,27 +57,34 @@ pub fn looks_like_key(candidate: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric())
 }
 
-/// The key from `Authorization: Bearer`, `X-AnyLLM-Key: Bearer` or `x-api-key`.
+/// The key from `Authorization: Bearer`, `X-AnyLLM-Key: Bearer`,
+/// `Otari-Key` (otari, any-llm-gateway's new name; with or without
+/// `Bearer`) or `x-api-key`: the first of these with a token.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = |name: &str| {
+    let value = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
             .map(str::trim)
     };
-    bearer("authorization")
-        .or_else(|| bearer("x-anyllm-key"))
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
-        .filter(|k| !k.is_empty())
+    let bearer = |name: &str| value(name).and_then(strip_bearer);
+    [
+        bearer("authorization"),
+        bearer("x-anyllm-key"),
+        value("otari-key").map(|v| strip_bearer(v).unwrap_or(v)),
+        value("x-api-key"),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|k| !k.is_empty())
+}
+
+/// The token after `Bearer` (in any case), if `value` is a bearer credential.
+fn strip_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_at_checked(6)?;
+    let bearer = scheme.eq_ignore_ascii_case("bearer")
+        && (token.is_empty() || token.starts_with(char::is_whitespace));
+    bearer.then(|| token.trim())
 }
 
 /// Compares two secrets in time independent of where they differ.
@@ -103,6 +110,9 @@ mod tests {
         for (name, value) in [
             ("authorization", "Bearer llm_sk_a"),
             ("x-anyllm-key", "Bearer llm_sk_a"),
+            ("otari-key", "Bearer llm_sk_a"),
+            ("otari-key", "llm_sk_a"),
+            ("otari-key", " bearer  llm_sk_a "),
             ("x-api-key", "llm_sk_a"),
         ] {
             let mut headers = HeaderMap::new();
@@ -110,6 +120,18 @@ mod tests {
             assert_eq!(presented_key(&headers), Some("llm_sk_a"), "{name}");
         }
         assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_otari_key_takes_a_bare_token_besides_x_api_key() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-anyllm-key", HeaderValue::from_static("llm_sk_a"));
+        assert_eq!(presented_key(&headers), None, "X-AnyLLM-Key needs Bearer");
+        headers.insert("otari-key", HeaderValue::from_static("Bearer "));
+        assert_eq!(presented_key(&headers), None, "an empty token is none");
+        headers.insert("authorization", HeaderValue::from_static("Bearer llm_sk_b"));
+        assert_eq!(presented_key(&headers), Some("llm_sk_b"));
+        assert!(presents_master_key(&headers, Some("llm_sk_b")));
     }
 
     #[test]

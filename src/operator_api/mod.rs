@@ -58,8 +58,9 @@ pub fn routes() -> Router<AppState> {
     Router::new().nest("/v1", v1.clone()).nest("/api/v1", v1)
 }
 
-/// The operator, proven by the master key in `Authorization: Bearer` or
-/// `X-AnyLLM-Key: Bearer`, compared in constant time.
+/// The operator, proven by the master key in `Authorization: Bearer`,
+/// `X-AnyLLM-Key: Bearer` or `Otari-Key` (see
+/// `auth::api_key::presented_key`), compared in constant time.
 pub struct Operator;
 
 impl axum::extract::OptionalFromRequestParts<AppState> for Operator {

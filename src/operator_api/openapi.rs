@@ -171,11 +171,11 @@ impl Modify for Security {
         };
         components.add_security_scheme(
             "api_key",
-            bearer("A user's API key (`llm_sk_…`); also accepted as `X-AnyLLM-Key: Bearer` or `x-api-key`."),
+            bearer("A user's API key (`llm_sk_…`); also accepted as `X-AnyLLM-Key: Bearer`, `Otari-Key` (with or without `Bearer`) or `x-api-key`."),
         );
         components.add_security_scheme(
             "master_key",
-            bearer("The operator's master key; also accepted as `X-AnyLLM-Key: Bearer`."),
+            bearer("The operator's master key; also accepted as `X-AnyLLM-Key: Bearer` or `Otari-Key` (with or without `Bearer`)."),
         );
         components.add_security_scheme(
             "session",
@@ -192,7 +192,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "llm-gateway",
-        description = "An OpenAI-compatible LLM gateway with prepaid billing, its operator API (compatible with any-llm-gateway), and the reseller MVP's session routes under `/api`. Every `/v1` route is also under `/api/v1`. Money in requests is USD as a decimal string or a number; errors use OpenAI's shape."
+        description = "An OpenAI-compatible LLM gateway with prepaid billing, its operator API (compatible with any-llm-gateway and otari), and the reseller MVP's session routes under `/api`. Every `/v1` route is also under `/api/v1`. Money in requests is USD as a decimal string or a number; errors use OpenAI's shape."
     ),
     paths(
         chat_completions, embeddings, models, key, generation,
