@@ -505,6 +505,89 @@ async fn the_document_matches_every_answer() {
         StatusCode::FORBIDDEN,
     )
     .await;
+    // Anthropic's Messages API, with its error shape.
+    let message = json!({"model": "openai:gpt-4o-mini", "max_tokens": 20,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let answer = c
+        .call(
+            post.clone(),
+            "/v1/messages",
+            client
+                .post(c.app.url("/v1/messages"))
+                .header("x-api-key", &key)
+                .json(&message),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(answer["type"], "message");
+    let mut no_max = message.clone();
+    no_max.as_object_mut().unwrap().remove("max_tokens");
+    let refused = c
+        .call(
+            post.clone(),
+            "/v1/messages",
+            client
+                .post(c.app.url("/v1/messages"))
+                .header("x-api-key", &key)
+                .json(&no_max),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(refused["error"]["type"], "invalid_request_error");
+    c.call(
+        post.clone(),
+        "/v1/messages/count_tokens",
+        client
+            .post(c.app.url("/v1/messages/count_tokens"))
+            .header("x-api-key", &key)
+            .json(&no_max),
+        StatusCode::OK,
+    )
+    .await;
+    // OpenAI's Responses API: stored, read, deleted.
+    let response = c
+        .call(
+            post.clone(),
+            "/v1/responses",
+            client
+                .post(c.app.url("/v1/responses"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "openai:gpt-4o-mini", "input": "hi"})),
+            StatusCode::OK,
+        )
+        .await;
+    c.call(
+        post.clone(),
+        "/v1/responses",
+        client
+            .post(c.app.url("/v1/responses"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "openai:gpt-4o-mini"})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let stored = format!("/v1/responses/{}", response["id"].as_str().unwrap());
+    c.call(
+        get.clone(),
+        "/v1/responses/{id}",
+        client.get(c.app.url(&stored)).bearer_auth(&key),
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        delete.clone(),
+        "/v1/responses/{id}",
+        client.delete(c.app.url(&stored)).bearer_auth(&key),
+        StatusCode::OK,
+    )
+    .await;
+    c.call(
+        get.clone(),
+        "/v1/responses/{id}",
+        client.get(c.app.url(&stored)).bearer_auth(&key),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     c.call(
         post.clone(),
         "/v1/embeddings",
