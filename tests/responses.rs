@@ -381,6 +381,9 @@ async fn a_stream_that_fails_midway_ends_with_response_failed() {
         assert!(!events.iter().any(|e| e["type"] == "response.completed"));
     }
     let records = app.usage_records(3).await;
-    assert!(records.iter().all(|r| r.aborted == 1 && r.status == 502), "{records:?}");
+    assert!(
+        records.iter().all(|r| r.aborted == 1 && r.status == 502),
+        "{records:?}"
+    );
     app.stop().await;
 }

@@ -75,7 +75,7 @@ pub fn to_chat(request: &Body, conversation: &[Value]) -> ChatRequest {
     if let Some(tools) = request.get("tools").and_then(Value::as_array) {
         let (functions, hosted) = chat_tools(tools);
         unsupported = hosted.map(|kind| {
-            format!("the tool type `{kind}` is hosted by OpenAI; the gateway passes on function tools only")
+            format!("the tool type `{kind}` is hosted by OpenAI; the gateway passes on function and custom tools only")
         });
         if !functions.is_empty() {
             body.insert("tools".into(), Value::Array(functions));
@@ -109,11 +109,19 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) {
             let content = item.get("content").unwrap_or(&Value::Null);
             messages.push(json!({"role": role, "content": chat_content(role, content)}));
         }
-        "function_call" => {
+        "function_call" | "custom_tool_call" => {
+            let arguments = match kind {
+                "custom_tool_call" => json!({"input": item.get("input")}).to_string(),
+                _ => item
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or("{}")
+                    .to_string(),
+            };
             let call = json!({
                 "id": item.get("call_id").cloned().unwrap_or_default(),
                 "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments").cloned().unwrap_or(json!("{}"))},
+                "function": {"name": item.get("name"), "arguments": arguments},
             });
             match messages.last_mut() {
                 Some(last) if last["role"] == "assistant" => {
@@ -128,7 +136,7 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) {
                     .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
             }
         }
-        "function_call_output" => {
+        "function_call_output" | "custom_tool_call_output" => {
             let output = content_text(item.get("output").unwrap_or(&Value::Null));
             messages.push(
                 json!({"role": "tool", "tool_call_id": item.get("call_id"), "content": output}),
@@ -188,12 +196,67 @@ fn response_format(format: &Value) -> Option<Value> {
     }
 }
 
-/// Function tools in chat shape, and the type of the first hosted tool.
+/// The names of the request's freeform (`custom`) tools, such as Codex's
+/// `apply_patch`: chat has no such tools, so each goes as a function that
+/// takes its input as one string, and its calls come back as
+/// `custom_tool_call` items.
+pub fn custom_tool_names(request: &Body) -> Vec<String> {
+    let tools = request.get("tools").and_then(Value::as_array);
+    tools
+        .into_iter()
+        .flatten()
+        .filter(|tool| tool["type"] == "custom")
+        .filter_map(|tool| tool.get("name").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A freeform tool as a chat function with one string parameter, `input`;
+/// its format (a grammar, say) is told in the description.
+fn custom_as_function(tool: &Value) -> Value {
+    let mut description = tool
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if let Some(format) = tool.get("format").filter(|f| f["type"] == "grammar") {
+        let syntax = format.get("syntax").and_then(Value::as_str).unwrap_or("");
+        let definition = format
+            .get("definition")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        description.push_str(&format!(
+            "\n\nPut the whole input in `input`; it follows this {syntax} grammar:\n{definition}"
+        ));
+    }
+    json!({"type": "function", "function": {
+        "name": tool.get("name"),
+        "description": description,
+        "parameters": {
+            "type": "object",
+            "properties": {"input": {"type": "string", "description": "The tool's input, as free text."}},
+            "required": ["input"],
+            "additionalProperties": false,
+        },
+    }})
+}
+
+/// A freeform tool's input, from the arguments its stand-in function got.
+fn custom_input(arguments: &str) -> String {
+    serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|a| a.get("input").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| arguments.to_string())
+}
+
+/// Function and freeform tools in chat shape, and the type of the first
+/// hosted tool.
 fn chat_tools(tools: &[Value]) -> (Vec<Value>, Option<String>) {
     let mut functions = Vec::new();
     let mut hosted = None;
     for tool in tools {
         match tool.get("type").and_then(Value::as_str) {
+            Some("custom") => functions.push(custom_as_function(tool)),
             Some("function") => {
                 let mut function = json!({
                     "name": tool.get("name"),
@@ -217,7 +280,7 @@ fn chat_tools(tools: &[Value]) -> (Vec<Value>, Option<String>) {
 fn tool_choice(choice: &Value) -> Option<Value> {
     match choice {
         Value::String(_) => Some(choice.clone()),
-        Value::Object(_) if choice["type"] == "function" => {
+        Value::Object(_) if choice["type"] == "function" || choice["type"] == "custom" => {
             Some(json!({"type": "function", "function": {"name": choice.get("name")}}))
         }
         _ => None,
@@ -289,6 +352,8 @@ pub struct Header {
     pub created_at: i64,
     /// The request's echoed fields (see [`echoed`]).
     pub echo: Map<String, Value>,
+    /// Its freeform tools (see [`custom_tool_names`]).
+    pub custom_tools: Vec<String>,
 }
 
 impl Header {
@@ -369,15 +434,16 @@ pub fn from_chat(completion: &Value, header: &Header, usage: Usage) -> Value {
         .and_then(Value::as_array);
     for (i, call) in calls.into_iter().flatten().enumerate() {
         let arguments = call.pointer("/function/arguments").and_then(Value::as_str);
-        output.push(function_item(
-            &format!("fc_{}_{i}", header.id_tail()),
-            call.get("id").and_then(Value::as_str).unwrap_or_default(),
-            call.pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-            arguments.unwrap_or("{}"),
-            "completed",
-        ));
+        output.push(
+            header.call_item(
+                &format!("fc_{}_{i}", header.id_tail()),
+                call.get("id").and_then(Value::as_str).unwrap_or_default(),
+                call.pointer("/function/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                arguments.unwrap_or("{}"),
+            ),
+        );
     }
     let finish = choice
         .and_then(|c| c.get("finish_reason"))
@@ -393,6 +459,22 @@ impl Header {
     /// The response id without its `resp_`, to name its items by.
     fn id_tail(&self) -> &str {
         self.id.strip_prefix("resp_").unwrap_or(&self.id)
+    }
+
+    fn is_custom(&self, name: &str) -> bool {
+        self.custom_tools.iter().any(|tool| tool == name)
+    }
+
+    /// The output item for a finished tool call: a `function_call`, or a
+    /// `custom_tool_call` for a freeform tool.
+    fn call_item(&self, id: &str, call_id: &str, name: &str, arguments: &str) -> Value {
+        if self.is_custom(name) {
+            let id = id.replacen("fc_", "ctc_", 1);
+            json!({"type": "custom_tool_call", "id": id, "call_id": call_id, "name": name,
+                "input": custom_input(arguments), "status": "completed"})
+        } else {
+            function_item(id, call_id, name, arguments, "completed")
+        }
     }
 }
 
@@ -504,7 +586,12 @@ impl ChatToEvents {
                 .pointer("/function/name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let item = function_item(&id, call_id, name, "", "in_progress");
+            let mut item = function_item(&id, call_id, name, "", "in_progress");
+            if self.header.is_custom(name) {
+                let id = id.replacen("fc_", "ctc_", 1);
+                item = json!({"type": "custom_tool_call", "id": id, "call_id": call_id,
+                    "name": name, "input": "", "status": "in_progress"});
+            }
             self.open_item(Some(index), item, events);
         }
         let Some(arguments) = call
@@ -517,6 +604,9 @@ impl ChatToEvents {
         let at = self.position();
         let open = self.open.as_mut().expect("a function call item is open");
         open.text.push_str(arguments);
+        if open.item["type"] == "custom_tool_call" {
+            return; // its input is sent whole once its arguments are
+        }
         let id = open.item["id"].clone();
         events.push(self.event(
             "response.function_call_arguments.delta",
@@ -555,7 +645,16 @@ impl ChatToEvents {
         let at = self.position();
         let id = item["id"].clone();
         item["status"] = json!("completed");
-        if tool_index.is_some() {
+        if item["type"] == "custom_tool_call" {
+            let input = custom_input(&text);
+            item["input"] = json!(input);
+            if !input.is_empty() {
+                let delta = json!({"item_id": id, "output_index": at, "delta": input});
+                events.push(self.event("response.custom_tool_call_input.delta", delta));
+            }
+            let done = json!({"item_id": id, "output_index": at, "input": input});
+            events.push(self.event("response.custom_tool_call_input.done", done));
+        } else if tool_index.is_some() {
             let arguments = if text.is_empty() {
                 "{}".to_string()
             } else {
@@ -638,6 +737,7 @@ mod tests {
             model: "m".into(),
             created_at: 5,
             echo: echoed(&body(json!({"model": "m", "metadata": {"k": "v"}})), None),
+            custom_tools: vec!["apply_patch".into()],
         }
     }
 
@@ -686,6 +786,61 @@ mod tests {
 
     fn body_with_tool(tool: Value) -> Body {
         body(json!({"model": "m", "input": "x", "tools": [tool]}))
+    }
+
+    #[test]
+    fn a_custom_tool_goes_as_a_function_and_comes_back_as_its_own_call() {
+        let request = body(
+            json!({"model": "m", "tool_choice": {"type": "custom", "name": "apply_patch"},
+            "tools": [{"type": "custom", "name": "apply_patch", "description": "Patches files.",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: PATCH"}}],
+            "input": [
+                {"type": "custom_tool_call", "call_id": "c0", "name": "apply_patch", "input": "*** Begin"},
+                {"type": "custom_tool_call_output", "call_id": "c0", "output": "done"},
+            ]}),
+        );
+        assert_eq!(custom_tool_names(&request), ["apply_patch"]);
+        let ChatRequest { body, unsupported } = to_chat(&request, &[]);
+        assert_eq!(unsupported, None);
+        let function = &body["tools"][0]["function"];
+        assert_eq!(function["parameters"]["required"], json!(["input"]));
+        assert!(function["description"]
+            .as_str()
+            .unwrap()
+            .contains("start: PATCH"));
+        assert_eq!(body["tool_choice"]["function"]["name"], "apply_patch");
+        let call = &body["messages"][0]["tool_calls"][0]["function"];
+        assert_eq!(call["arguments"], json!({"input": "*** Begin"}).to_string());
+        assert_eq!(body["messages"][1]["role"], "tool");
+
+        let input = "*** Begin Patch\n*** End Patch";
+        let arguments = json!({"input": input}).to_string();
+        let completion = json!({"choices": [{"finish_reason": "tool_calls", "message": {"tool_calls": [
+            {"id": "c1", "function": {"name": "apply_patch", "arguments": arguments}}]}}]});
+        let response = from_chat(&completion, &header(), Usage::default());
+        assert_eq!(response["output"][0]["type"], "custom_tool_call");
+        assert_eq!(response["output"][0]["input"], input);
+
+        let mut events = ChatToEvents::new(header());
+        let (first, rest) = arguments.split_at(10);
+        let mut out = Vec::new();
+        for piece in [first, rest] {
+            out.extend(events.on_chunk(&json!({"choices": [{"delta": {"tool_calls": [
+                {"index": 0, "id": "c1", "function": {"name": "apply_patch", "arguments": piece}}]}}]})));
+        }
+        let (closing, response) = events.finish(Usage::default());
+        out.extend(closing);
+        let kinds: Vec<&str> = out.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert!(
+            !kinds.contains(&"response.function_call_arguments.delta"),
+            "{kinds:?}"
+        );
+        let done = out
+            .iter()
+            .find(|e| e["type"] == "response.custom_tool_call_input.done")
+            .unwrap();
+        assert_eq!(done["input"], input);
+        assert_eq!(response["output"][0]["input"], input);
     }
 
     #[test]

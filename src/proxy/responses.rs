@@ -70,6 +70,7 @@ async fn answer(
                 model: requested_model(body)?.to_string(),
                 created_at: state.clock.now_secs(),
                 echo: responses::echoed(body, previous),
+                custom_tools: responses::custom_tool_names(body),
             };
             conversation.extend(responses::input_items(body));
             let keep = responses::stores(body).then(|| Keep {

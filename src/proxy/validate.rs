@@ -289,7 +289,8 @@ pub fn responses_request(body: &Map<String, Value>) -> Result<(), AppError> {
                     .ok_or_else(|| invalid(&at, "must be an array"))?;
                 for (i, tool) in list.iter().enumerate() {
                     let tool = object(tool, &at.item(i))?;
-                    if required_string(tool, "type", &at.item(i))? == "function" {
+                    let kind = required_string(tool, "type", &at.item(i))?;
+                    if kind == "function" || kind == "custom" {
                         required_string(tool, "name", &at.item(i))?;
                     }
                 }
@@ -335,7 +336,12 @@ fn response_item(item: &Value, at: &Path) -> Result<(), AppError> {
             required_string(item, "name", at)?;
             required_text(item, "arguments", at)
         }
-        "function_call_output" => {
+        "custom_tool_call" => {
+            required_string(item, "call_id", at)?;
+            required_string(item, "name", at)?;
+            required_text(item, "input", at)
+        }
+        "function_call_output" | "custom_tool_call_output" => {
             required_string(item, "call_id", at)?;
             match item.get("output") {
                 Some(Value::String(_) | Value::Array(_)) => Ok(()),

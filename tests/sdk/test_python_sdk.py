@@ -147,3 +147,26 @@ def test_responses_are_stored_and_continued():
 def test_responses_bad_request():
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="openai:gpt-4o-mini", input="x", tools=[{"type": "web_search"}])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_responses_custom_tool(model):
+    """A freeform tool (Codex's apply_patch is one) on every provider."""
+    tools = [{"type": "custom", "name": "apply_patch", "description": "Patches files."}]
+    response = client.responses.create(model=model, input="use a tool", tools=tools, store=False)
+    call = response.output[0]
+    assert call.type == "custom_tool_call" and call.name == "apply_patch"
+    assert isinstance(call.input, str) and call.input
+    streamed = client.responses.create(model=model, input="use a tool", tools=tools, store=False, stream=True)
+    done = next(e for e in streamed if e.type == "response.custom_tool_call_input.done")
+    assert done.input == call.input
+    follow_up = client.responses.create(
+        model=model,
+        store=False,
+        input=[
+            {"role": "user", "content": "use a tool"},
+            call.model_dump(exclude_none=True),
+            {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "applied"},
+        ],
+    )
+    assert follow_up.output_text == REPLY
