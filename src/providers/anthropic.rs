@@ -780,6 +780,36 @@ mod tests {
     }
 
     #[test]
+    fn native_events_pass_as_they_came_until_their_end() {
+        let event = |data: Value| SseEvent {
+            event: data["type"].as_str().map(str::to_owned),
+            data: data.to_string(),
+        };
+        let mut stream = NativeStream::default();
+        let start = json!({"type": "message_start", "message": {"id": "msg_1", "future": 1}});
+        match stream.on_event(&event(start.clone())) {
+            Step::Continue(items) => assert_eq!(items, [start]),
+            _ => panic!("a start continues"),
+        }
+        assert!(matches!(stream.on_end(), Err(UpstreamError::Truncated)));
+        let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}});
+        assert!(matches!(stream.on_event(&event(delta)), Step::Continue(_)));
+        assert_eq!(stream.on_end().unwrap(), [json!({"type": "message_stop"})]);
+        let stop = json!({"type": "message_stop"});
+        assert!(matches!(stream.on_event(&event(stop)), Step::Finish(_)));
+        let overloaded =
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}});
+        match stream.on_event(&event(overloaded)) {
+            Step::Fail(UpstreamError::Status {
+                status, message, ..
+            }) => {
+                assert_eq!((status, message.as_str()), (529, "busy"))
+            }
+            _ => panic!("an error event fails the stream"),
+        }
+    }
+
+    #[test]
     fn a_stream_cut_before_its_stop_reason_is_truncated() {
         let mut state = StreamState::new("claude-x".into(), 1);
         let start =
