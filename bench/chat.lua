@@ -1,13 +1,15 @@
--- wrk script: one non-streaming chat completion per request.
+-- wrk script: one non-streaming chat completion per request, or, with
+-- BENCH_BODY, that JSON body (another door's request).
 -- BENCH_KEY empty means "talk to the mock directly" (it ignores auth).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
 local key = os.getenv("BENCH_KEY") or ""
 if key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
-wrk.body = '{"model":"' .. (os.getenv("BENCH_MODEL") or "gpt-4o-mini") ..
-  '","messages":[{"role":"user","content":"Say hello to the benchmark."}]}'
+wrk.body = os.getenv("BENCH_BODY") or ('{"model":"' .. (os.getenv("BENCH_MODEL") or "gpt-4o-mini") ..
+  '","messages":[{"role":"user","content":"Say hello to the benchmark."}]}')
 
 done = function(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read +
