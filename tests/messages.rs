@@ -329,11 +329,17 @@ async fn a_stream_that_fails_midway_ends_with_one_error_event() {
 
 #[tokio::test]
 async fn a_server_tool_reaches_only_anthropic() {
-    let (app, _mock) = app().await;
+    let (app, mock) = app().await;
     let key = app.user_key("server-tool@example.com").await;
     let mut body = message("openai:gpt-4o-mini", "search");
     body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+    let before = mock_calls(&mock).await;
     let response = post(&app, &key, &body).await;
+    assert_eq!(
+        mock_calls(&mock).await,
+        before,
+        "refused before any upstream"
+    );
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.unwrap();
     assert!(error["error"]["message"]

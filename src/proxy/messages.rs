@@ -24,7 +24,7 @@ use crate::config::ProviderKind;
 use crate::dialects::anthropic::{self, ChatRequest, ChatToEvents};
 use crate::error::{AppError, ErrorShape};
 use crate::providers::router::Target;
-use crate::providers::{Body, ChunkStream, Completion, NativeMessages, UpstreamError, Usage};
+use crate::providers::{Body, ChunkStream, Completion, NativeMessages, Usage};
 use crate::state::AppState;
 
 /// Messages, streaming or not, routed to the model's provider.
@@ -71,7 +71,14 @@ async fn answer(
         request.into_body(),
         async |body, meter, limits| {
             let chat = anthropic::to_chat(body);
-            let admitted = admit(state, &chat.body, meter, limits).await?;
+            let mut admitted = admit(state, &chat.body, meter, limits).await?;
+            if let Some(reason) = &chat.unsupported {
+                // Only an Anthropic upstream takes what has no chat counterpart.
+                admitted.targets.retain(|t| Call::is_native(&t.target));
+                if admitted.targets.is_empty() {
+                    return Err(AppError::invalid("tools", reason.clone()));
+                }
+            }
             let call = Call {
                 state,
                 original: body,
@@ -120,18 +127,6 @@ impl Call<'_> {
         }
     }
 
-    /// Refuses what only Anthropic could take, for another upstream.
-    fn translatable(&self) -> Result<&Body, UpstreamError> {
-        match &self.chat.unsupported {
-            Some(reason) => Err(UpstreamError::Status {
-                status: 400,
-                message: reason.clone(),
-                code: Some("unsupported".into()),
-            }),
-            None => Ok(&self.chat.body),
-        }
-    }
-
     fn is_native(target: &Target) -> bool {
         target.provider.kind == ProviderKind::Anthropic
     }
@@ -154,7 +149,7 @@ impl Call<'_> {
             if Self::is_native(&t) {
                 return Ok(Answer::Native(client.messages(self.native(&t)).await?));
             }
-            let completion = client.chat(self.translatable()?, &t.model).await?;
+            let completion = client.chat(&self.chat.body, &t.model).await?;
             Ok(Answer::Chat(completion))
         })
         .await?;
@@ -197,7 +192,7 @@ impl Call<'_> {
                 let events = client.messages_stream(self.native(&t)).await?;
                 return Ok(Answer::Native(with_first_chunk(events).await?));
             }
-            let chunks = client.chat_stream(self.translatable()?, &t.model).await?;
+            let chunks = client.chat_stream(&self.chat.body, &t.model).await?;
             Ok(Answer::Chat(with_first_chunk(chunks).await?))
         })
         .await?;
