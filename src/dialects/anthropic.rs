@@ -4,6 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::ChunkDelta;
 use crate::providers::{content_text, Body, Usage};
 
 /// A Messages request in chat shape, and what in it has no chat
@@ -389,20 +390,14 @@ impl ChatToEvents {
                 "usage": {"input_tokens": self.prompt_estimate, "output_tokens": 0},
             }}));
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(delta) = ChunkDelta::of(chunk) else {
             return events;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = delta.text {
             self.open_block(Open::Text, json!({"type": "text", "text": ""}), &mut events);
             events.push(self.delta(json!({"type": "text_delta", "text": text})));
         }
-        let calls = delta.get("tool_calls").and_then(Value::as_array);
-        for call in calls.into_iter().flatten() {
+        for call in delta.calls {
             let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             if self.open != Open::Tool(index) {
                 self.open_block(Open::Tool(index), tool_use_block(call, false), &mut events);
@@ -417,7 +412,7 @@ impl ChatToEvents {
                 );
             }
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(reason) = delta.finish_reason {
             self.finish_reason = Some(reason.into());
         }
         events

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::ChunkDelta;
 use crate::providers::{content_text, Body, Usage};
 
 /// A Responses request in chat shape, and what in it has no chat
@@ -536,22 +537,16 @@ impl ChatToEvents {
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.reasoning_tokens = reasoning_tokens(Some(usage));
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(delta) = ChunkDelta::of(chunk) else {
             return events;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = delta.text {
             self.text_delta(text, &mut events);
         }
-        let calls = delta.get("tool_calls").and_then(Value::as_array);
-        for call in calls.into_iter().flatten() {
+        for call in delta.calls {
             self.call_delta(call, &mut events);
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(reason) = delta.finish_reason {
             self.finish_reason = Some(reason.into());
         }
         events
