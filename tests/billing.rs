@@ -590,6 +590,14 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
     db.close().await;
 }
 
+/// Runs one statement on either backend.
+async fn execute(db: &Db, sql: &str) -> Result<(), sqlx::Error> {
+    match db {
+        Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+    }
+}
+
 /// A database with users, keys, usage and a ledger, kept before debts
 /// existed, migrates with every row intact; afterwards a balance and a
 /// ledger entry may go below zero, and references are still enforced.
@@ -605,15 +613,7 @@ async fn migrating_a_database_with_money_keeps_it_and_allows_debts(backend: Back
         "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, request_id, created_at) VALUES ('l2', 'old', 'usage', -300, 700, 'r1', 2)",
         "INSERT INTO usage_records (id, user_id, key_id, endpoint, status, latency_ms, created_at, cost) VALUES ('r1', 'old', 'k', 'chat.completions', 200, 5, 2, 300)",
     ];
-    let run = |sql: &'static str| {
-        let db = db.clone();
-        async move {
-            match &db {
-                Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-                Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-            }
-        }
-    };
+    let run = |sql: &'static str| execute(&db, sql);
     for sql in statements {
         run(sql).await.unwrap();
     }
@@ -624,6 +624,13 @@ async fn migrating_a_database_with_money_keeps_it_and_allows_debts(backend: Back
         "the old schema refuses a negative balance"
     );
     db.migrate().await.unwrap();
+    // Read back as the upgraded gateway would, on connections opened after
+    // the migration: a SQLite connection that read the old schema can
+    // re-prepare a statement under the new one mid-step, which sqlx-sqlite
+    // 0.8 answers with a panic (a row wider than its cached columns).
+    db.close().await;
+    let db = Db::connect(&database.url).await.unwrap();
+    let run = |sql: &'static str| execute(&db, sql);
     assert_eq!(ledger::balance(&db, "old").await.unwrap(), Some((700, 0)));
     assert_eq!(ledger::ledger_sum(&db, "old").await.unwrap(), 700);
     let records = llm_gateway::db::usage::all(&db).await.unwrap();
