@@ -2,7 +2,8 @@
 //! `price_book`), the reservation policy (`estimate`, `reservation`,
 //! `budget`), the meter that makes one usage record per request (`meter`),
 //! the in-memory accounts (`accounts`), the writer that batches records and
-//! settles them (`recorder`, `batch`), and the audit of it all (`audit`).
+//! settles them (`recorder`, `batch`), the audit of it all (`audit`), and
+//! the check of Stripe's webhook signatures (`stripe_signature`).
 //! `money` and `audit`'s report are shared with the WASM client.
 
 #[cfg(feature = "ssr")]
@@ -27,6 +28,8 @@ pub mod pricing;
 pub mod recorder;
 #[cfg(feature = "ssr")]
 pub mod reservation;
+#[cfg(feature = "ssr")]
+pub mod stripe_signature;
 
 #[cfg(feature = "ssr")]
 pub use price_book::{percent_to_bp, PriceBook};
