@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{mock_calls, start_mock, use_mock, Backend, TestApp};
+use common::{mock_calls, send, start_mock, use_mock, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -55,14 +55,6 @@ async fn post(app: &TestApp, key: &str, door: Door, body: &Value) -> reqwest::Re
         .send()
         .await
         .unwrap()
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
 }
 
 /// A user with $5 and a key with `settings`; returns the key.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{start_mock, use_mock, Backend, TestApp};
+use common::{send, start_mock, use_mock, Backend, TestApp};
 use futures::future::join_all;
 use llm_gateway::db::{budgets, ledger, Db};
 use reqwest::{Method, StatusCode};
@@ -22,12 +22,6 @@ const COST: i64 = 3 * 180 + 6 * 720;
 async fn app(backend: Backend) -> TestApp {
     let mock = start_mock().await;
     TestApp::start_with(backend, |c| use_mock(c, &mock)).await
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn small_chat() -> Value {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{start_mock, use_mock, Backend, TestApp};
+use common::{send, start_mock, use_mock, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -19,13 +19,6 @@ on_both_backends!(
 async fn app(backend: Backend) -> TestApp {
     let mock = start_mock().await;
     TestApp::start_with(backend, |c| use_mock(c, &mock)).await
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn master(app: &TestApp) -> String {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{start_mock, use_mock, Backend, TestApp};
+use common::{send, start_mock, use_mock, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -21,12 +21,6 @@ const REPLY: &str = "Hello from the llm-gateway mock provider.";
 async fn app() -> TestApp {
     let mock = start_mock().await;
     TestApp::start_with(Backend::Sqlite, |c| use_mock(c, &mock)).await
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 fn create(app: &TestApp, key: &str, body: &Value) -> reqwest::RequestBuilder {

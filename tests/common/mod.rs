@@ -289,6 +289,14 @@ impl TestApp {
     }
 }
 
+/// Sends a request; its status and its JSON body (`null` if it has none).
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 /// How many requests the mock provider at `mock` has received.
 pub async fn mock_calls(mock: &str) -> u64 {
     let calls: Value = reqwest::get(format!("{mock}/mock/calls"))
