@@ -70,7 +70,7 @@ type Check = fn(&Body) -> Result<(), AppError>;
 type UserField = fn(&Body) -> Option<&str>;
 
 /// The `user` of a chat, embeddings or Responses body.
-pub(super) fn top_level_user(body: &Body) -> Option<&str> {
+fn top_level_user(body: &Body) -> Option<&str> {
     body.get("user").and_then(Value::as_str)
 }
 
