@@ -2,6 +2,7 @@
 //! CLI all go through, with one set of rules.
 
 use super::api_key;
+use super::policy::list_allows;
 use crate::db::keys::{self, AdminKeyRow, KeySettings};
 use crate::db::Db;
 use crate::error::AppError;
@@ -73,6 +74,47 @@ pub fn check_expiry(expires_at: Option<i64>, now_ms: i64) -> Result<(), AppError
             "expires_at",
             "`expires_at` must be in the future.",
         ));
+    }
+    Ok(())
+}
+
+/// Checks a monthly cap a key's owner sets: zero or more nano-USD.
+pub fn check_cap(cap: Option<i64>) -> Result<(), AppError> {
+    if cap.is_some_and(|n| n < 0) {
+        return Err(AppError::invalid(
+            "monthly_cap",
+            "The monthly cap must be zero or more.",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an allow-list a key's owner sets: at least one entry, each a
+/// `provider:model`, a model name or `provider:*` that matches one of the
+/// models the gateway serves (`served`, as `provider:model`), so a typo
+/// cannot silently refuse every call.
+pub fn check_own_models(models: &[String], served: &[String]) -> Result<(), AppError> {
+    if models.is_empty() {
+        return Err(AppError::invalid(
+            "allowed_models",
+            "List at least one model, or none at all to allow every model.",
+        ));
+    }
+    for entry in models {
+        let known = entry.len() <= MAX_MODEL_NAME_LEN
+            && served.iter().any(|id| {
+                id.split_once(':').is_some_and(|(provider, model)| {
+                    list_allows(Some(std::slice::from_ref(entry)), provider, model)
+                })
+            });
+        if !known {
+            return Err(AppError::invalid(
+                "allowed_models",
+                format!(
+                    "`{entry}` is not a model this gateway serves: use `provider:model` names from the models page, or `provider:*`."
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -171,5 +213,32 @@ mod tests {
         assert!(check_expiry(Some(1_000), 1_000).is_err());
         assert!(check_expiry(Some(1_001), 1_000).is_ok());
         assert!(check_expiry(None, 1_000).is_ok());
+    }
+
+    #[test]
+    fn owners_limits_must_make_sense() {
+        assert!(check_cap(Some(0)).is_ok());
+        assert!(check_cap(None).is_ok());
+        assert_eq!(
+            check_cap(Some(-1)).unwrap_err().param(),
+            Some("monthly_cap")
+        );
+        let served = ["openai:gpt-4o-mini".to_string(), "groq:llama-3.1-8b".into()];
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        for good in [
+            list(&["openai:gpt-4o-mini"]),
+            list(&["gpt-4o-mini", "groq:*"]),
+        ] {
+            assert!(check_own_models(&good, &served).is_ok(), "{good:?}");
+        }
+        for bad in [
+            list(&[]),
+            list(&["openai:gpt-4o"]),
+            list(&["anthropic:*"]),
+            list(&["openai:gpt-4o-mini", ""]),
+        ] {
+            let err = check_own_models(&bad, &served).unwrap_err();
+            assert_eq!(err.param(), Some("allowed_models"), "{bad:?}");
+        }
     }
 }

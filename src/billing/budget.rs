@@ -76,7 +76,8 @@ impl Period {
 }
 
 /// One limit a request must fit in: `max` nano-USD per period of `scope`
-/// (`key:<id>` or `user:<id>`).
+/// (`key:<id>` or `user:<id>`, the operator's; `keycap:<id>`, the monthly
+/// cap a key's owner set on it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetLimit {
     pub scope: String,
@@ -85,9 +86,13 @@ pub struct BudgetLimit {
 }
 
 impl BudgetLimit {
-    /// Whose budget this is, for messages: "key" or "user".
-    pub fn owner(&self) -> &str {
-        self.scope.split(':').next().unwrap_or("key")
+    /// What this limit is, for messages, with its `max` as `max_usd`.
+    pub fn describe(&self, max_usd: &str) -> String {
+        match self.scope.split(':').next() {
+            Some("keycap") => format!("the key's monthly cap of ${max_usd} (set by its owner)"),
+            Some("user") => format!("the user's budget of ${max_usd} per period"),
+            _ => format!("the key's budget of ${max_usd} per period"),
+        }
     }
 }
 

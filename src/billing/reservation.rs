@@ -81,12 +81,13 @@ async fn budget_exceeded(db: &Db, limits: &[BudgetLimit], estimate: i64, now: i6
             tightest = Some((limit, left));
         }
     }
-    let (owner, max, left) = tightest.map_or(("key", 0, 0), |(l, left)| (l.owner(), l.max, left));
+    let (limit, left) = tightest.map_or((String::from("the budget"), 0), |(l, left)| {
+        (l.describe(&format_usd(l.max)), left)
+    });
     AppError::PaymentRequired {
         message: format!(
-            "Budget exceeded: this request may cost up to ${}, more than the {owner}'s budget of ${} per period has free now (${} unspent, less what requests in flight hold).",
+            "Budget exceeded: this request may cost up to ${}, more than {limit} has free now (${} unspent, less what requests in flight hold).",
             format_usd(estimate),
-            format_usd(max),
             format_usd(left.max(0)),
         ),
         code: "budget_exceeded".into(),

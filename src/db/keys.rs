@@ -15,10 +15,88 @@ pub struct KeyRow {
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The operator's allow-list (JSON array), shown to the owner read-only.
+    pub allowed_models: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_budget: Option<i64>,
+    pub budget_duration_sec: Option<i64>,
+    #[sqlx(flatten)]
+    pub own: OwnLimits,
 }
 
-const COLUMNS: &str =
-    "id, user_id, name, key_prefix, created_at, last_used_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, user_id, name, key_prefix, created_at, last_used_at, expires_at, \
+     revoked_at, allowed_models, rpm_limit, tpm_limit, max_budget, budget_duration_sec, \
+     self_monthly_cap, self_allowed_models, self_expires_at";
+
+/// The limits a key's owner sets on it (the keys page, `PATCH /api/keys/{id}`),
+/// stored apart from the operator's so that they only ever narrow them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct OwnLimits {
+    /// Nano-USD per calendar month (UTC); `None`: no cap.
+    #[sqlx(rename = "self_monthly_cap")]
+    pub monthly_cap: Option<i64>,
+    /// JSON array, as stored; `None`: whatever the operator allows.
+    #[sqlx(rename = "self_allowed_models")]
+    pub allowed_models: Option<String>,
+    /// Epoch milliseconds; `None`: no expiry of the owner's.
+    #[sqlx(rename = "self_expires_at")]
+    pub expires_at: Option<i64>,
+}
+
+/// The budget scope a key's monthly cap is held under.
+pub fn cap_scope(key_id: &str) -> String {
+    format!("keycap:{key_id}")
+}
+
+/// Replaces the limits `user_id` set on their key `key_id`, if it is theirs
+/// and not revoked; `None` otherwise. With a cap, the cap's window starts
+/// at `month_start` holding what the key spent since (so a cap set
+/// mid-month counts the month's spend), and every replica is told to
+/// forget its cached copy of the key when the change commits.
+pub async fn update_own_limits(
+    db: &Db,
+    user_id: &str,
+    key_id: &str,
+    limits: &OwnLimits,
+    month_start: i64,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    let sql = format!(
+        "UPDATE api_keys SET self_monthly_cap = $3, self_allowed_models = $4, self_expires_at = $5 \
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING {COLUMNS}"
+    );
+    let row = with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let row = sqlx::query_as::<_, KeyRow>(&sql)
+            .bind(key_id)
+            .bind(user_id)
+            .bind(limits.monthly_cap)
+            .bind(&limits.allowed_models)
+            .bind(limits.expires_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.as_ref().is_some_and(|r| r.own.monthly_cap.is_some()) {
+            sqlx::query(SEED_CAP_WINDOW)
+                .bind(cap_scope(key_id))
+                .bind(month_start)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if row.is_some() {
+            super::notify(&mut tx, super::Change::User(user_id.to_string())).await?;
+        }
+        tx.commit().await?;
+        row
+    });
+    Ok(row)
+}
+
+/// Opens (or restarts) a cap's window at `$2` with what key `$3` spent since.
+const SEED_CAP_WINDOW: &str = "INSERT INTO budget_windows (scope, period_start, spent) \
+     SELECT $1, $2, CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM usage_records \
+     WHERE key_id = $3 AND created_at >= $2 \
+     ON CONFLICT (scope) DO UPDATE SET period_start = excluded.period_start, spent = excluded.spent";
 
 /// Lists one user's keys, newest first.
 pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<KeyRow>, sqlx::Error> {
@@ -27,6 +105,18 @@ pub async fn list_for_user(db: &Db, user_id: &str) -> Result<Vec<KeyRow>, sqlx::
     );
     with_pool!(db, pool => {
         sqlx::query_as::<_, KeyRow>(&sql).bind(user_id).fetch_all(pool).await
+    })
+}
+
+/// `user_id`'s key `key_id`; `None` if there is no such key of theirs.
+pub async fn find_for_user(
+    db: &Db,
+    user_id: &str,
+    key_id: &str,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND user_id = $2");
+    with_pool!(db, pool => {
+        sqlx::query_as::<_, KeyRow>(&sql).bind(key_id).bind(user_id).fetch_optional(pool).await
     })
 }
 
@@ -62,6 +152,8 @@ pub struct KeyAuthRow {
     pub user_max_budget: Option<i64>,
     pub user_budget_duration_sec: Option<i64>,
     pub user_budget_period: Option<String>,
+    #[sqlx(flatten)]
+    pub own: OwnLimits,
 }
 
 /// Where a key and its owner stand: what authenticating a request checks.
@@ -87,7 +179,8 @@ pub async fn find_for_auth(db: &Db, key_hash: &str) -> Result<Option<KeyAuthRow>
                u.blocked_at AS user_blocked_at, u.deleted_at AS user_deleted_at, \
                k.allowed_models, k.rpm_limit, k.tpm_limit, k.max_budget, k.budget_duration_sec, \
                b.max_budget AS user_max_budget, b.budget_duration_sec AS user_budget_duration_sec, \
-               b.period AS user_budget_period \
+               b.period AS user_budget_period, \
+               k.self_monthly_cap, k.self_allowed_models, k.self_expires_at \
                FROM api_keys k JOIN users u ON u.id = k.user_id \
                LEFT JOIN budgets b ON b.id = u.budget_id WHERE k.key_hash = $1";
     with_pool!(db, pool => {
@@ -112,10 +205,13 @@ pub struct AdminKeyRow {
     pub max_budget: Option<i64>,
     pub budget_duration_sec: Option<i64>,
     pub metadata: Option<String>,
+    #[sqlx(flatten)]
+    pub own: OwnLimits,
 }
 
 const ADMIN_COLUMNS: &str = "id, user_id, name, key_prefix, created_at, last_used_at, expires_at, \
-     revoked_at, allowed_models, rpm_limit, tpm_limit, max_budget, budget_duration_sec, metadata";
+     revoked_at, allowed_models, rpm_limit, tpm_limit, max_budget, budget_duration_sec, metadata, \
+     self_monthly_cap, self_allowed_models, self_expires_at";
 
 impl From<AdminKeyRow> for KeyRow {
     fn from(row: AdminKeyRow) -> Self {
@@ -128,6 +224,12 @@ impl From<AdminKeyRow> for KeyRow {
             last_used_at: row.last_used_at,
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
+            allowed_models: row.allowed_models,
+            rpm_limit: row.rpm_limit,
+            tpm_limit: row.tpm_limit,
+            max_budget: row.max_budget,
+            budget_duration_sec: row.budget_duration_sec,
+            own: row.own,
         }
     }
 }
