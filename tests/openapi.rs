@@ -278,11 +278,38 @@ async fn mvp_routes(c: &mut Checker) {
         "/api/keys/{}",
         created["key"]["id"].as_str().unwrap()
     ));
+    let limits = c
+        .call(
+            Method::PATCH,
+            "/api/keys/{id}",
+            browser
+                .patch(&key_path)
+                .json(&json!({"monthly_cap": "20", "allowed_models": ["openai:*"]})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(limits["limits"]["monthly_cap"], 20_000_000_000i64);
+    c.call(
+        Method::PATCH,
+        "/api/keys/{id}",
+        browser
+            .patch(&key_path)
+            .json(&json!({"expires_at": "yesterday"})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     c.call(
         delete.clone(),
         "/api/keys/{id}",
         browser.delete(&key_path),
         StatusCode::NO_CONTENT,
+    )
+    .await;
+    c.call(
+        Method::PATCH,
+        "/api/keys/{id}",
+        browser.patch(&key_path).json(&json!({"monthly_cap": null})),
+        StatusCode::NOT_FOUND,
     )
     .await;
     c.call(

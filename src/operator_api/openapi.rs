@@ -395,7 +395,7 @@ impl Modify for Security {
         crate::operator_api::audit::reconciliation, crate::operator_api::audit::debts,
         crate::server_fns::rest::sign_up, crate::server_fns::rest::sign_in, crate::server_fns::rest::sign_out,
         crate::server_fns::rest::me, crate::server_fns::rest::list_keys, crate::server_fns::rest::create_key,
-        crate::server_fns::rest::delete_key, crate::server_fns::rest::balance, crate::server_fns::rest::charge,
+        crate::server_fns::rest::update_key, crate::server_fns::rest::delete_key, crate::server_fns::rest::balance, crate::server_fns::rest::charge,
         crate::server_fns::rest::usage,
     ),
     modifiers(&Security),
