@@ -13,6 +13,10 @@ pub struct UserRow {
     pub balance: i64,
     pub blocked_at: Option<i64>,
     pub created_at: i64,
+    /// When the user proved they read mail at `email`; `None`: not yet.
+    pub email_verified_at: Option<i64>,
+    /// A session signed in under another epoch is signed out.
+    pub session_epoch: i64,
 }
 
 impl UserRow {
@@ -22,7 +26,8 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str = "id, email, password_hash, role, balance, blocked_at, created_at";
+const COLUMNS: &str = "id, email, password_hash, role, balance, blocked_at, created_at, \
+    email_verified_at, session_epoch";
 
 /// Creates a dashboard user. Returns `None` if the email is taken.
 pub async fn create_with_password(
@@ -243,4 +248,92 @@ pub async fn census(db: &Db) -> Result<(i64, i64), sqlx::Error> {
     let sql = "SELECT COUNT(*), CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM users \
                WHERE deleted_at IS NULL";
     with_pool!(db, pool => sqlx::query_as::<_, (i64, i64)>(sql).fetch_one(pool).await)
+}
+
+/// Sets a live user's password hash and bumps their session epoch, which
+/// signs out every session; returns the new epoch (`None`: no such user).
+pub async fn set_password(
+    db: &Db,
+    id: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    const SET: &str = "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, \
+        updated_at = $3 WHERE id = $1 AND deleted_at IS NULL RETURNING session_epoch";
+    with_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(SET)
+            .bind(id)
+            .bind(password_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Marks a live user's address verified, if it is still `email`; returns
+/// whether it was (or already had been).
+pub async fn mark_email_verified(
+    db: &Db,
+    id: &str,
+    email: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    const VERIFY: &str = "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $3), \
+        updated_at = $3 WHERE id = $1 AND email = $2 AND deleted_at IS NULL";
+    let updated = with_pool!(db, pool => {
+        sqlx::query(VERIFY).bind(id).bind(email).bind(now).execute(pool).await?.rows_affected()
+    });
+    Ok(updated == 1)
+}
+
+/// Changes a live user's address to `email`, verified at `now`. `Ok(false)`
+/// when the address is taken (by any user, deleted ones included).
+pub async fn change_email(db: &Db, id: &str, email: &str, now: i64) -> Result<bool, sqlx::Error> {
+    const CHANGE: &str = "UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3 \
+        WHERE id = $1 AND deleted_at IS NULL";
+    let result = with_pool!(db, pool => {
+        sqlx::query(CHANGE).bind(id).bind(email).bind(now).execute(pool).await.map(|done| done.rows_affected())
+    });
+    match result {
+        Ok(changed) => Ok(changed == 1),
+        Err(err) if is_duplicate(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether any user, deleted ones included, has this (normalised) address.
+pub async fn email_taken(db: &Db, email: &str) -> Result<bool, sqlx::Error> {
+    const TAKEN: &str = "SELECT COUNT(*) FROM users WHERE email = $1";
+    let count = with_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(TAKEN).bind(email).fetch_one(pool).await?
+    });
+    Ok(count > 0)
+}
+
+/// A live user's low-balance threshold, in nano-USD (`None`: off).
+pub async fn low_balance_threshold(db: &Db, id: &str) -> Result<Option<i64>, sqlx::Error> {
+    const GET: &str =
+        "SELECT low_balance_threshold FROM users WHERE id = $1 AND deleted_at IS NULL";
+    let threshold = with_pool!(db, pool => {
+        sqlx::query_scalar::<_, Option<i64>>(GET).bind(id).fetch_optional(pool).await?
+    });
+    Ok(threshold.flatten())
+}
+
+/// Sets (or, with `None`, clears) a live user's low-balance threshold. The
+/// alert is armed only if the balance is at or above it: a threshold set
+/// under the balance already fires on the next crossing, not at once.
+pub async fn set_low_balance_threshold(
+    db: &Db,
+    id: &str,
+    threshold: Option<i64>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    const SET: &str = "UPDATE users SET low_balance_threshold = $2, \
+        low_balance_alerted_at = CASE WHEN $2 IS NOT NULL AND balance < $2 THEN $3 ELSE NULL END, \
+        updated_at = $3 WHERE id = $1 AND deleted_at IS NULL";
+    let updated = with_pool!(db, pool => {
+        sqlx::query(SET).bind(id).bind(threshold).bind(now).execute(pool).await?.rows_affected()
+    });
+    Ok(updated == 1)
 }
