@@ -1,7 +1,9 @@
 //! Authentication: passwords, dashboard sessions, API keys (reading, comparing
-//! and issuing them) and sign-in throttling.
+//! and issuing them), sign-in throttling, and the links mailed to prove an
+//! address or reset a password.
 
 pub mod api_key;
+pub mod email_token;
 pub mod key_cache;
 pub mod keys;
 pub mod origin;
@@ -9,3 +11,4 @@ pub mod password;
 pub mod policy;
 pub mod session;
 pub mod throttle;
+pub mod verified;

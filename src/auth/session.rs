@@ -13,6 +13,9 @@ use crate::error::AppError;
 /// The name of the session cookie.
 pub const COOKIE_NAME: &str = "llm_gateway_session";
 const USER_ID_KEY: &str = "user_id";
+/// The user's `session_epoch` when the session signed in; a session from an
+/// older epoch is signed out (a password reset or change bumps it).
+const EPOCH_KEY: &str = "session_epoch";
 /// A session lasts this long after its last use.
 const IDLE_DAYS: i64 = 7;
 
@@ -93,18 +96,27 @@ fn store_error(err: impl std::fmt::Display) -> AppError {
     AppError::Internal
 }
 
-/// Signs the user in: a new session id (against fixation), then the user id.
-pub async fn sign_in(session: &Session, user_id: &str) -> Result<(), AppError> {
+/// Signs the user in: a new session id (against fixation), then the user
+/// id and the user's current session epoch.
+pub async fn sign_in(session: &Session, user_id: &str, epoch: i64) -> Result<(), AppError> {
     session.cycle_id().await.map_err(store_error)?;
     session
         .insert(USER_ID_KEY, user_id)
         .await
-        .map_err(store_error)
+        .map_err(store_error)?;
+    session.insert(EPOCH_KEY, epoch).await.map_err(store_error)
 }
 
 /// Signs out: the session is deleted on the server and the cookie expired.
 pub async fn sign_out(session: &Session) -> Result<(), AppError> {
     session.flush().await.map_err(store_error)
+}
+
+/// Whether the session began in the user's current epoch (a session from
+/// before sessions carried one counts as epoch 0).
+pub async fn is_current(session: &Session, epoch: i64) -> Result<bool, AppError> {
+    let stored: Option<i64> = session.get(EPOCH_KEY).await.map_err(store_error)?;
+    Ok(stored.unwrap_or(0) == epoch)
 }
 
 /// The signed-in user's id, if any.

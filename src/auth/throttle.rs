@@ -67,3 +67,27 @@ impl Attempt {
         Ok(())
     }
 }
+
+/// Counts one request against each `(subject, max)` over [`WINDOW_MS`],
+/// refusing it (429) when any subject is already at its max. For actions
+/// that send mail (a password reset, a verification link): every request
+/// counts, whether or not it sends anything, so the answer reveals nothing.
+pub async fn count_request(db: &Db, limits: &[(&str, i64)], now: i64) -> Result<(), AppError> {
+    for (subject, max) in limits {
+        let (count, oldest) = login_failures::recent(db, subject, now - WINDOW_MS).await?;
+        if count >= *max {
+            let retry_after_ms = oldest.unwrap_or(now) + WINDOW_MS - now;
+            let retry_after_secs = (retry_after_ms.max(1000) as u64).div_ceil(1000);
+            return Err(AppError::TooManyRequests {
+                message: format!(
+                    "Too many requests. Try again in {} minute(s).",
+                    retry_after_secs.div_ceil(60)
+                ),
+                retry_after_secs,
+            });
+        }
+    }
+    let subjects: Vec<&str> = limits.iter().map(|(subject, _)| *subject).collect();
+    login_failures::record(db, &subjects, now).await?;
+    Ok(())
+}

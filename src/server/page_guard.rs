@@ -64,13 +64,25 @@ pub async fn guard(
     response
 }
 
-/// The session's user, if it is signed in and the user is active.
+/// The session's user, if it is signed in, in the user's current session
+/// epoch, and the user is active.
 async fn active_user(state: &AppState, session: &Session) -> Result<Option<UserRow>, ()> {
     let Some(user_id) = session::user_id(session).await.map_err(drop)? else {
         return Ok(None);
     };
     let user = users::find_by_id(&state.db, &user_id).await.map_err(drop)?;
-    Ok(user.filter(UserRow::is_active))
+    let Some(user) = user.filter(UserRow::is_active) else {
+        return Ok(None);
+    };
+    // A session from before a password reset or change is signed out.
+    if !session::is_current(session, user.session_epoch)
+        .await
+        .map_err(drop)?
+    {
+        session::sign_out(session).await.map_err(drop)?;
+        return Ok(None);
+    }
+    Ok(Some(user))
 }
 
 #[cfg(test)]
