@@ -23,6 +23,9 @@ pub fn Login() -> impl IntoView {
                 <SubmitButton label="Sign in" pending=action.pending() />
             </ActionForm>
             <p class="muted">
+                <A href="/forgot-password">"Forgot your password?"</A>
+            </p>
+            <p class="muted">
                 "No account yet? " <A href=move || with_next("/signup", &next.get())>"Sign up"</A>
             </p>
         </AuthCard>
@@ -50,8 +53,9 @@ pub fn Signup() -> impl IntoView {
     }
 }
 
+/// A centred card with the brand and a title, around a form.
 #[component]
-fn AuthCard(title: &'static str, children: Children) -> impl IntoView {
+pub(super) fn AuthCard(title: &'static str, children: Children) -> impl IntoView {
     view! {
         <Title text=title />
         <main class="auth-card">

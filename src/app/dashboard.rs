@@ -68,6 +68,7 @@ fn Shell(user: UserView) -> impl IntoView {
                 <A href="/dashboard/keys">"API keys"</A>
                 <A href="/dashboard/balance">"Balance"</A>
                 <A href="/dashboard/playground">"Playground"</A>
+                <A href="/dashboard/account">"Account"</A>
                 <A href="/models">"Models"</A>
                 {user.is_admin.then(|| view! { <A href="/dashboard/admin">"Admin"</A> })}
             </nav>

@@ -81,7 +81,8 @@ pub async fn sign_up(
 }
 
 /// Creates an account with `email` and `password`, grants the sign-up
-/// credit, and signs `session` in to it: the sign-up form and
+/// credit, signs `session` in to it, and mails the link that verifies the
+/// address: the sign-up form and
 /// `POST /api/auth/signup` both call this.
 #[cfg(feature = "ssr")]
 pub async fn register(
@@ -101,8 +102,15 @@ pub async fn register(
         .await?
         .ok_or_else(|| AppError::Conflict("An account with this email already exists.".into()))?;
     grant_signup_credit(state, &user.id).await?;
-    sessions::sign_in(session, &user.id).await?;
+    sessions::sign_in(session, &user.id, user.session_epoch).await?;
     tracing::info!(user_id = %user.id, "signed up");
+    let now = state.clock.now_ms();
+    if let Err(err) =
+        crate::mail::links::send_verification(&state.mail, &user.id, &email, now).await
+    {
+        // The account stands; the account page can send the link again.
+        tracing::warn!(%err, user_id = %user.id, "queueing the verification mail failed");
+    }
     Ok(user.into())
 }
 
@@ -186,7 +194,7 @@ pub async fn authenticate(
         return Err(AppError::Forbidden("This account is disabled.".into()));
     }
     attempt.record_success(&state.db).await?;
-    sessions::sign_in(session, &user.id).await?;
+    sessions::sign_in(session, &user.id, user.session_epoch).await?;
     tracing::info!(user_id = %user.id, "signed in");
     Ok(user.into())
 }
