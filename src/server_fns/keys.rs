@@ -63,6 +63,7 @@ pub async fn create_key(
     finish(
         async {
             let (state, user) = require_user().await?;
+            crate::auth::verified::ensure_verified(&state.config, &user)?;
             let limits = LimitsPatch::from_form(&monthly_cap, &allowed_models, &expires_at)?;
             create_for(&state, &user.id, &name, &limits).await
         }
