@@ -219,6 +219,23 @@ mod tests {
     }
 
     #[test]
+    fn messages_say_whose_limit_it_is() {
+        let limit = |scope: &str| BudgetLimit {
+            scope: scope.into(),
+            max: 1,
+            period: Period::Monthly,
+        };
+        let cap = limit("keycap:key_1").describe("5.00");
+        assert_eq!(cap, "the key's monthly cap of $5.00 (set by its owner)");
+        assert!(limit("user:u")
+            .describe("5.00")
+            .starts_with("the user's budget"));
+        assert!(limit("key:k")
+            .describe("5.00")
+            .starts_with("the key's budget"));
+    }
+
+    #[test]
     fn stored_parts_round_trip() {
         assert_eq!(Period::from_parts(None, Some("weekly")), Period::Weekly);
         assert_eq!(
