@@ -20,6 +20,7 @@ on_both_backends!(
     an_expiry_ends_the_key,
     only_the_owner_changes_an_active_key,
     the_rest_routes_set_and_check_limits,
+    the_keys_page_shows_both_sets_of_limits,
 );
 
 /// Three prompt tokens and six completion tokens at 180 / 720 nano-USD.
@@ -400,5 +401,52 @@ async fn the_rest_routes_set_and_check_limits(backend: Backend) {
         1,
         "a refused key is not issued"
     );
+    app.stop().await;
+}
+
+async fn the_keys_page_shows_both_sets_of_limits(backend: Backend) {
+    let (app, _mock) = app(backend).await;
+    let client = user(&app, "reader@example.com").await;
+    let fields = [
+        ("monthly_cap", "12.5"),
+        ("allowed_models", "openai:gpt-4o-mini"),
+    ];
+    let (key, id) = new_key(&app, &client, &fields).await;
+    assert_eq!(chat(&app, &key, "gpt-4o-mini").await.0, StatusCode::OK);
+    app.usage_records(1).await;
+    let (status, _) = send(
+        app.admin(Method::PATCH, &format!("/v1/keys/{id}"))
+            .json(&json!({"max_budget": "3", "budget_duration": "30d", "rpm_limit": 60})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let html = client
+        .get(app.url("/dashboard/keys"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for shown in [
+        &format!(
+            "{} of $12.50 this month",
+            llm_gateway::format::dollars(COST)
+        ),
+        "openai:gpt-4o-mini",
+        "no expiry",
+        "Set by the operator: ",
+        "budget $3.00 per 30 days",
+        "60 requests/min",
+        "Edit limits of",
+        r#"name="monthly_cap""#,
+        r#"value="12.50""#,
+    ] {
+        assert!(
+            html.contains(shown),
+            "`{shown}` is not on the page:\n{html}"
+        );
+    }
     app.stop().await;
 }
