@@ -85,6 +85,13 @@ pub struct Config {
     /// How users add credit.
     #[serde(default)]
     pub payments: PaymentsConfig,
+    /// How mail (address verification, password resets, receipts, alerts) is sent.
+    #[serde(default)]
+    pub email: EmailConfig,
+    /// Whether an account must verify its email address before it may
+    /// create keys or pay (operators' keys are not affected).
+    #[serde(default)]
+    pub require_verified_email: bool,
     /// On SIGTERM, how long open requests and streams may run before they
     /// are cut (and billed for what they used), in seconds.
     #[serde(default = "default_shutdown_grace_secs", deserialize_with = "number")]
@@ -99,12 +106,173 @@ pub struct Config {
 }
 
 /// How users add credit: `test` credits the amount directly (demos);
-/// `disabled` leaves it to operators.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+/// `stripe` sends them to a Stripe Checkout page and credits what Stripe's
+/// webhook reports paid; `disabled` leaves it to operators.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
     #[serde(default)]
     pub mode: PaymentMode,
+    /// Stripe's secret API key (`sk_live_…`, `sk_test_…`).
+    #[serde(default, deserialize_with = "empty_string_as_none")]
+    pub secret_key: Option<String>,
+    /// The signing secret of the webhook endpoint (`whsec_…`).
+    #[serde(default, deserialize_with = "empty_string_as_none")]
+    pub webhook_secret: Option<String>,
+    /// The currency Stripe charges in (ISO code, lower case). Credit is
+    /// counted in the units prices are in, one for one.
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// The smallest and largest payment a user may make, in the currency's units.
+    #[serde(default = "default_min_usd", deserialize_with = "number")]
+    pub min_usd: f64,
+    #[serde(default = "default_max_usd", deserialize_with = "number")]
+    pub max_usd: f64,
+    /// Stripe's API, or the mock provider's stand-in for it.
+    #[serde(default = "default_stripe_api_base")]
+    pub api_base: String,
+    /// A processing fee added to the charge, in percent of the credit
+    /// bought; the credit is the amount before the fee.
+    #[serde(default, deserialize_with = "number")]
+    pub fee_percent: f64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            mode: PaymentMode::default(),
+            secret_key: None,
+            webhook_secret: None,
+            currency: default_currency(),
+            min_usd: default_min_usd(),
+            max_usd: default_max_usd(),
+            api_base: default_stripe_api_base(),
+            fee_percent: 0.0,
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// Checks Stripe's settings (nothing to check in the other modes).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.mode != PaymentMode::Stripe {
+            return Ok(());
+        }
+        if self.secret_key.is_none() || self.webhook_secret.is_none() {
+            return Err((
+                "payments",
+                "mode stripe needs secret_key and webhook_secret".into(),
+            ));
+        }
+        let currency_ok = self.currency.len() == 3
+            && self.currency.bytes().all(|b| b.is_ascii_lowercase())
+            && !ZERO_DECIMAL_CURRENCIES.contains(&self.currency.as_str());
+        if !currency_ok {
+            return Err((
+                "payments.currency",
+                format!(
+                    "`{}` is not supported: use a lower-case ISO code of a currency with cents, such as usd or eur",
+                    self.currency
+                ),
+            ));
+        }
+        let range_ok = self.min_usd.is_finite()
+            && self.max_usd.is_finite()
+            && self.min_usd >= 0.5
+            && self.max_usd >= self.min_usd
+            && self.max_usd <= 100_000.0;
+        if !range_ok {
+            return Err((
+                "payments.min_usd",
+                "needs 0.5 <= min_usd <= max_usd <= 100000".into(),
+            ));
+        }
+        if !self.fee_percent.is_finite() || !(0.0..=50.0).contains(&self.fee_percent) {
+            return Err(("payments.fee_percent", "must be from 0 to 50".into()));
+        }
+        if !(self.api_base.starts_with("http://") || self.api_base.starts_with("https://")) {
+            return Err((
+                "payments.api_base",
+                format!("`{}` must start with http:// or https://", self.api_base),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Currencies Stripe counts in whole units; their amounts have no cents.
+const ZERO_DECIMAL_CURRENCIES: [&str; 16] = [
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf",
+];
+
+fn default_currency() -> String {
+    "usd".into()
+}
+
+fn default_min_usd() -> f64 {
+    5.0
+}
+
+fn default_max_usd() -> f64 {
+    1000.0
+}
+
+fn default_stripe_api_base() -> String {
+    "https://api.stripe.com".into()
+}
+
+/// How mail is sent: `disabled` (the default) sends none, `log` writes each
+/// mail, links included, to the log at info level (development), `smtp`
+/// sends it through `smtp_url` (`smtp://host:port`, `smtps://…`, or
+/// `smtp://…?tls=required` for STARTTLS; user and password in the URL).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    #[serde(default)]
+    pub mode: EmailMode,
+    #[serde(default, deserialize_with = "empty_string_as_none")]
+    pub smtp_url: Option<String>,
+    /// The sender, `Name <address>` or a bare address.
+    #[serde(default, deserialize_with = "empty_string_as_none")]
+    pub from: Option<String>,
+}
+
+/// See [`EmailConfig`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailMode {
+    #[default]
+    Disabled,
+    Log,
+    Smtp,
+}
+
+impl EmailConfig {
+    /// Checks that `smtp` has a URL and a sender, and that a sender parses
+    /// as a mailbox.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.mode == EmailMode::Smtp && (self.smtp_url.is_none() || self.from.is_none()) {
+            return Err(("email", "mode smtp needs smtp_url and from".into()));
+        }
+        if let Some(from) = &self.from {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err((
+                    "email.from",
+                    format!("`{from}` is not a mail address (write `Name <name@example.com>` or `name@example.com`)"),
+                ));
+            }
+        }
+        if let Some(url) = &self.smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err((
+                    "email.smtp_url",
+                    format!("`{url}` must start with smtp:// or smtps://"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// See [`PaymentsConfig`].
@@ -114,6 +282,7 @@ pub enum PaymentMode {
     #[default]
     Disabled,
     Test,
+    Stripe,
 }
 
 fn default_margin_percent() -> f64 {
@@ -233,6 +402,8 @@ impl Default for Config {
             reserve_output_tokens: default_reserve_output_tokens(),
             signup_credit: 0.0,
             payments: PaymentsConfig::default(),
+            email: EmailConfig::default(),
+            require_verified_email: false,
             shutdown_grace_secs: default_shutdown_grace_secs(),
             metrics_public: false,
             admin_emails: Vec::new(),
@@ -459,6 +630,18 @@ impl Config {
             return Err(invalid(
                 "margin_percent",
                 format!("must be from 0 to {MAX_MARGIN_PERCENT}"),
+            ));
+        }
+        if let Err((key, message)) = self.payments.validate() {
+            return Err(invalid(key, message));
+        }
+        if let Err((key, message)) = self.email.validate() {
+            return Err(invalid(key, message));
+        }
+        if self.require_verified_email && self.email.mode == EmailMode::Disabled {
+            return Err(invalid(
+                "require_verified_email",
+                "needs email (mode log or smtp) to send the verification links".into(),
             ));
         }
         if self.reserve_output_tokens < 1 {
@@ -786,6 +969,39 @@ mod tests {
         let env = env_of(&[("GATEWAY_MASTER_KEY", "super-secret-master-key")]);
         let config = load_str(BASE, &env, &Overrides::default()).unwrap();
         assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn email_settings_are_checked() {
+        let yaml = "email: {mode: smtp, smtp_url: 'smtp://127.0.0.1:2525', from: 'Gateway <noreply@example.com>'}\n\
+                    require_verified_email: true\n";
+        let config = load_str(yaml, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.email.mode, EmailMode::Smtp);
+        assert!(config.require_verified_email);
+        let config = load_str("", &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(config.email, EmailConfig::default(), "disabled by default");
+        assert!(!config.require_verified_email);
+        let cases = [
+            (
+                "email: {mode: smtp, from: a@b.co}\n",
+                "`email`: mode smtp needs",
+            ),
+            (
+                "email: {mode: log, from: 'not a mailbox'}\n",
+                "`email.from`",
+            ),
+            (
+                "email: {mode: smtp, smtp_url: 'http://x', from: a@b.co}\n",
+                "`email.smtp_url`",
+            ),
+            ("email: {mode: pigeon}\n", "email.mode"),
+            ("email: {mode: log, smtp: x}\n", "smtp"),
+            ("require_verified_email: true\n", "`require_verified_email`"),
+        ];
+        for (yaml, key) in cases {
+            let err = load_str(yaml, &env_of(&[]), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{yaml:?}: {err}");
+        }
     }
 
     #[test]

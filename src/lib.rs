@@ -17,13 +17,15 @@ pub mod error;
 #[cfg(feature = "ssr")]
 pub mod db;
 
-// The domain: upstreams, identity, money, counters.
+// The domain: upstreams, identity, money, counters, mail.
 #[cfg(feature = "ssr")]
 pub mod auth;
 pub mod billing;
 #[cfg(feature = "ssr")]
 pub mod dialects;
 pub mod format;
+#[cfg(feature = "ssr")]
+pub mod mail;
 #[cfg(feature = "ssr")]
 pub mod metrics;
 #[cfg(feature = "ssr")]
@@ -39,6 +41,8 @@ pub mod operator_api;
 #[cfg(feature = "ssr")]
 pub mod proxy;
 pub mod server_fns;
+#[cfg(feature = "ssr")]
+pub mod webhooks;
 
 // The pages.
 pub mod app;

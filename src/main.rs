@@ -83,6 +83,19 @@ struct MockArgs {
     /// Delay between stream chunks, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_delay_ms: u64,
+    /// Also run a mail sink (SMTP) on this port; the caught mail is at
+    /// `GET /mock/mail` on the HTTP port.
+    #[arg(long)]
+    smtp_port: Option<u16>,
+    /// Where the mock Stripe sends its signed webhook events (the
+    /// gateway's `/webhooks/stripe`); also settable with
+    /// `POST /mock/stripe/endpoint`.
+    #[arg(long, requires = "stripe_webhook_secret")]
+    stripe_webhook_url: Option<String>,
+    /// The secret the mock Stripe signs events with (the gateway's
+    /// `payments.webhook_secret`).
+    #[arg(long)]
+    stripe_webhook_secret: Option<String>,
 }
 
 /// Where the configuration comes from; flags win over `GATEWAY_*` and the file.
@@ -241,13 +254,23 @@ async fn mock_provider(args: MockArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", args.host, args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("mock provider listening on http://{addr}");
-    axum::serve(
-        llm_gateway::server::without_nagle(listener),
-        llm_gateway::mock::router(options),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| e.to_string())
+    let endpoint = args
+        .stripe_webhook_url
+        .zip(args.stripe_webhook_secret)
+        .map(|(url, secret)| llm_gateway::mock::stripe::Endpoint { url, secret });
+    let mut router = llm_gateway::mock::router(options)
+        .merge(llm_gateway::mock::stripe::StripeMock::new(endpoint).routes());
+    if let Some(port) = args.smtp_port {
+        let sink = llm_gateway::mock::smtp::start(&format!("{}:{port}", args.host))
+            .await
+            .map_err(|e| format!("cannot listen on {}:{port}: {e}", args.host))?;
+        println!("mock SMTP sink listening on {}", sink.url());
+        router = router.merge(sink.routes());
+    }
+    axum::serve(llm_gateway::server::without_nagle(listener), router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Leptos site options: from cargo-leptos's `LEPTOS_*` variables when it runs

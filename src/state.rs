@@ -13,6 +13,7 @@ use crate::billing::PriceBook;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
+use crate::mail::MailQueue;
 use crate::providers::router::ModelRouter;
 
 /// Everything a handler or server function needs: one [`Arc`], cloned
@@ -60,6 +61,10 @@ pub struct SharedState {
     pub keys: Arc<KeyCache>,
     /// The time budgets, rate limits and key expiry are judged by.
     pub clock: Clock,
+    /// Stripe's API, when `payments: {mode: stripe}`.
+    pub stripe: Option<crate::billing::stripe_api::StripeClient>,
     /// Turns true when a shutdown's grace period is over: open streams end.
     pub cut_off: watch::Receiver<bool>,
+    /// Queues mail for the background sender (`mail::sender`).
+    pub mail: MailQueue,
 }

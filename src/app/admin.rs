@@ -52,6 +52,7 @@ pub fn AdminLayout() -> impl IntoView {
             <A href="/dashboard/admin/pricing">"Pricing"</A>
             <A href="/dashboard/admin/providers">"Providers"</A>
             <A href="/dashboard/admin/reconciliation">"Reconciliation"</A>
+            <A href="/dashboard/admin/payments">"Payments"</A>
         </nav>
         <Outlet />
     }

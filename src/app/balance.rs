@@ -4,18 +4,17 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
+use super::alerts::LowBalanceAlert;
 use super::dashboard::DebtNotice;
-use super::ErrorMessage;
+use super::payments::{CheckoutNotice, PaymentsTable, TopUpForm};
 use crate::billing::money::format_usd;
 use crate::format;
-use crate::server_fns::billing::{
-    account_summary, ledger_page, AddCredits, LedgerLine, MAX_TOP_UP_USD,
-};
+use crate::server_fns::billing::{account_summary, ledger_page, payments_page, LedgerLine};
 
 /// The balance page.
 #[component]
 pub fn BalancePage() -> impl IntoView {
-    let add = ServerAction::<AddCredits>::new();
+    let (credited, set_credited) = signal(0u32);
     let query = use_query_map();
     let page = Signal::derive(move || {
         query
@@ -24,15 +23,16 @@ pub fn BalancePage() -> impl IntoView {
             .and_then(|p| p.parse::<u32>().ok())
             .unwrap_or(0)
     });
-    let figures = Resource::new(move || add.version().get(), |_| account_summary());
+    let figures = Resource::new(move || credited.get(), |_| account_summary());
     let ledger = Resource::new(
-        move || (add.version().get(), page.get()),
+        move || (credited.get(), page.get()),
         |(_, page)| ledger_page(page),
     );
-    let error = Signal::derive(move || add.value().get().and_then(Result::err));
+    let payments = Resource::new(move || credited.get(), |_| payments_page(0));
     view! {
         <Title text="Balance" />
         <h1>"Balance"</h1>
+        <CheckoutNotice />
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 let figures = match figures.await {
@@ -50,21 +50,22 @@ pub fn BalancePage() -> impl IntoView {
                             "Available now: $" {format_usd(figures.available)}
                             " (the rest is held for requests in flight)."
                         </p>
-                        {figures.self_top_up.then(|| view! {
-                            <ActionForm action=add attr:class="form inline">
-                                <label for="amount">"Amount (USD)"</label>
-                                <input id="amount" name="amount" inputmode="decimal" placeholder="10.00" required />
-                                <button type="submit" class="button primary" disabled=move || add.pending().get()>
-                                    "Add credits"
-                                </button>
-                            </ActionForm>
-                            <p class="hint">{format!("Test mode: credit is added at once, up to ${MAX_TOP_UP_USD}.")}</p>
-                            <ErrorMessage error />
-                        })}
+                        <TopUpForm terms=figures.top_up done=set_credited />
                     </section>
                 }.into_any()
             })}
         </Suspense>
+        <section class="card">
+            <h2>"Payments"</h2>
+            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match payments.await {
+                        Ok(page) => view! { <PaymentsTable payments=page.items /> }.into_any(),
+                        Err(err) => view! { <p class="form-error" role="alert">{err.to_string()}</p> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
         <section class="card">
             <h2>"History"</h2>
             <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
@@ -76,6 +77,7 @@ pub fn BalancePage() -> impl IntoView {
                 })}
             </Transition>
         </section>
+        <LowBalanceAlert />
     }
 }
 
@@ -126,6 +128,7 @@ fn kind_label(kind: &str) -> &'static str {
         "refund" => "Refund",
         "adjustment" => "Adjustment",
         "signup_grant" => "Sign-up credit",
+        "chargeback" => "Dispute",
         _ => "Other",
     }
 }

@@ -1,6 +1,8 @@
 //! The dashboard: pages and components, rendered on the server and hydrated.
 
+mod account;
 mod admin;
+mod alerts;
 mod auth;
 mod balance;
 mod chart;
@@ -8,6 +10,7 @@ mod dashboard;
 mod keys;
 mod landing;
 mod models;
+mod payments;
 mod playground;
 mod usage;
 
@@ -53,6 +56,9 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/") view=landing::Landing />
                 <Route path=path!("/login") view=auth::Login />
                 <Route path=path!("/signup") view=auth::Signup />
+                <Route path=path!("/forgot-password") view=account::ForgotPasswordPage />
+                <Route path=path!("/reset-password") view=account::ResetPasswordPage />
+                <Route path=path!("/verify-email") view=account::VerifyEmailPage />
                 <Route path=path!("/models") view=models::ModelsPage />
                 // In-order rendering: the dashboard works before (or without) the WASM.
                 <ParentRoute
@@ -64,13 +70,16 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("keys") view=keys::KeysPage />
                     <Route path=path!("usage") view=usage::UsagePage />
                     <Route path=path!("balance") view=balance::BalancePage />
+                    <Route path=path!("balance/receipt/:id") view=payments::ReceiptPage />
                     <Route path=path!("playground") view=playground::PlaygroundPage />
+                    <Route path=path!("account") view=account::AccountPage />
                     <ParentRoute path=path!("admin") view=admin::AdminLayout>
                         <Route path=path!("") view=admin::AdminOverviewPage />
                         <Route path=path!("users") view=admin::AdminUsersPage />
                         <Route path=path!("pricing") view=admin::AdminPricingPage />
                         <Route path=path!("providers") view=admin::AdminProvidersPage />
                         <Route path=path!("reconciliation") view=admin::AdminReconciliationPage />
+                        <Route path=path!("payments") view=payments::AdminPaymentsPage />
                     </ParentRoute>
                 </ParentRoute>
             </Routes>

@@ -1,6 +1,7 @@
 //! The audit of the books: every check that must hold (ledger = balance,
 //! each usage record's cost = its debit, no hold past its time, a debt
-//! record for every negative balance, reservations that add up), and the
+//! record for every negative balance, reservations that add up, each
+//! payment credited once less what was taken back), and the
 //! reconciliation of usage by provider and day: requests, tokens by
 //! bucket, the provider's cost, the users' price and the margin earned.
 //! The same report feeds `llm-gateway audit` and the admin pages.
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// `balance_vs_ledger`, `cost_vs_debit`, `stale_hold`,
-    /// `reserved_vs_holds` or `debt_record`.
+    /// `reserved_vs_holds`, `debt_record` or `payment_vs_ledger`.
     pub check: String,
     /// The user, request or budget scope at fault.
     pub subject: String,
@@ -227,6 +228,16 @@ mod server {
                 "debt_record",
                 &m.user_id,
                 format!("balance {} with {recorded}", m.balance),
+            );
+        }
+        for m in audit::payment_mismatches(db).await? {
+            found(
+                "payment_vs_ledger",
+                &m.payment_id,
+                format!(
+                    "{} payment should post {} but its {} top-up(s) and other entries post {}",
+                    m.status, m.expected, m.top_ups, m.posted
+                ),
             );
         }
         let reconciliation: Vec<ReconciliationRow> =

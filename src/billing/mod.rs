@@ -3,7 +3,8 @@
 //! `budget`), the meter that makes one usage record per request (`meter`),
 //! the in-memory accounts (`accounts`), the writer that batches records and
 //! settles them (`recorder`, `batch`), the audit of it all (`audit`), and
-//! the check of Stripe's webhook signatures (`stripe_signature`).
+//! payments through Stripe: prices and events (`payments`), its API
+//! (`stripe_api`) and its webhook signatures (`stripe_signature`).
 //! `money` and `audit`'s report are shared with the WASM client.
 
 #[cfg(feature = "ssr")]
@@ -21,6 +22,8 @@ pub mod lanes;
 pub mod meter;
 pub mod money;
 #[cfg(feature = "ssr")]
+pub mod payments;
+#[cfg(feature = "ssr")]
 mod price_book;
 #[cfg(feature = "ssr")]
 pub mod pricing;
@@ -28,6 +31,8 @@ pub mod pricing;
 pub mod recorder;
 #[cfg(feature = "ssr")]
 pub mod reservation;
+#[cfg(feature = "ssr")]
+pub mod stripe_api;
 #[cfg(feature = "ssr")]
 pub mod stripe_signature;
 

@@ -53,6 +53,18 @@ pub fn format_usd(nanos: i64) -> String {
     format!("{sign}{whole}.{decimals}")
 }
 
+/// A processing fee of `fee_bp` basis points on `cents`, rounded half up
+/// to the cent: what Stripe payments add to the credit bought.
+pub fn fee_cents(cents: i64, fee_bp: i64) -> i64 {
+    (cents * fee_bp + 5_000) / 10_000
+}
+
+/// Cents as `12.50`.
+pub fn format_cents(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
+}
+
 /// Nano-USD as a JSON number of USD (for `usage.cost`, OpenRouter's convention).
 pub fn nanos_to_usd_f64(nanos: i64) -> f64 {
     nanos as f64 / NANOS_PER_USD as f64

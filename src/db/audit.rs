@@ -55,6 +55,36 @@ pub async fn cost_mismatches(db: &Db) -> Result<Vec<CostMismatch>, sqlx::Error> 
     Ok(found)
 }
 
+/// A payment whose ledger entries do not match it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentMismatch {
+    pub payment_id: String,
+    pub status: String,
+    /// What the payment should have added (its credit less what was taken back).
+    pub expected: i64,
+    /// What its ledger entries add up to, and how many top-ups credited it.
+    pub posted: i64,
+    pub top_ups: i64,
+}
+
+/// Payments whose entries disagree with them: a paid (or since refunded or
+/// disputed) payment is credited once with its credit, less what was
+/// taken back; any other payment has no entries.
+pub async fn payment_mismatches(db: &Db) -> Result<Vec<PaymentMismatch>, sqlx::Error> {
+    const SQL: &str = "SELECT p.id AS payment_id, p.status, \
+        CASE WHEN p.paid_at IS NULL THEN 0 ELSE p.credit - p.taken_back END AS expected, \
+        CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) AS posted, \
+        CAST(COALESCE(SUM(CASE WHEN l.kind = 'topup' THEN 1 ELSE 0 END), 0) AS BIGINT) AS top_ups \
+        FROM payments p LEFT JOIN ledger_entries l ON l.payment_id = p.id \
+        GROUP BY p.id, p.status, p.paid_at, p.credit, p.taken_back \
+        HAVING CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) <> \
+            CASE WHEN p.paid_at IS NULL THEN 0 ELSE p.credit - p.taken_back END \
+          OR CAST(COALESCE(SUM(CASE WHEN l.kind = 'topup' THEN 1 ELSE 0 END), 0) AS BIGINT) <> \
+            CASE WHEN p.paid_at IS NULL THEN 0 ELSE 1 END \
+        ORDER BY p.id";
+    with_pool!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+}
+
 /// A hold still open past its time.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StaleHold {

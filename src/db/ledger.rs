@@ -12,6 +12,8 @@ pub enum EntryKind {
     Refund,
     Adjustment,
     SignupGrant,
+    /// What a card dispute took back (or gave back, once won).
+    Chargeback,
 }
 
 impl EntryKind {
@@ -22,6 +24,7 @@ impl EntryKind {
             Self::Refund => "refund",
             Self::Adjustment => "adjustment",
             Self::SignupGrant => "signup_grant",
+            Self::Chargeback => "chargeback",
         }
     }
 }
@@ -51,9 +54,78 @@ pub enum CreditError {
 }
 
 /// A new ledger entry id; time-ordered (UUIDv7), so inserts append to the index.
-pub(super) fn entry_id() -> String {
+pub(crate) fn entry_id() -> String {
     format!("led_{}", uuid::Uuid::now_v7().simple())
 }
+
+/// One change to a user's balance and the ledger entry that explains it.
+pub struct Posting<'a> {
+    pub user_id: &'a str,
+    pub kind: EntryKind,
+    /// Nano-USD; negative removes.
+    pub amount: i64,
+    pub note: Option<&'a str>,
+    /// The payment the entry comes from, if any.
+    pub payment_id: Option<&'a str>,
+    /// Whether a removal may take the balance below zero (a debt).
+    pub may_owe: bool,
+    pub now: i64,
+}
+
+/// Applies a [`Posting`] inside the open transaction `$conn` (a
+/// `&mut` connection of either backend): the balance, its ledger entry,
+/// and the debt record. Evaluates to `Ok(Some(balance after))`, or
+/// `Ok(None)` when the user is missing or a removal would owe what it
+/// may not.
+macro_rules! post {
+    ($conn:expr, $posting:expr) => {{
+        let posting: &$crate::db::ledger::Posting = $posting;
+        let balance: Option<i64> = sqlx::query_scalar(
+            "UPDATE users SET balance = balance + $1, updated_at = $2 \
+             WHERE id = $3 AND ($1 >= 0 OR $4 OR balance + $1 >= 0) RETURNING balance",
+        )
+        .bind(posting.amount)
+        .bind(posting.now)
+        .bind(posting.user_id)
+        .bind(posting.may_owe)
+        .fetch_optional(&mut *$conn)
+        .await?;
+        if let Some(balance) = balance {
+            sqlx::query(
+                "INSERT INTO ledger_entries \
+                 (id, user_id, kind, amount, balance_after, note, created_at, payment_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind($crate::db::ledger::entry_id())
+            .bind(posting.user_id)
+            .bind(posting.kind.as_str())
+            .bind(posting.amount)
+            .bind(balance)
+            .bind(posting.note)
+            .bind(posting.now)
+            .bind(posting.payment_id)
+            .execute(&mut *$conn)
+            .await?;
+            if balance < 0 {
+                sqlx::query($crate::db::ledger::NOTE_DEBT)
+                    .bind(posting.user_id)
+                    .bind(-balance)
+                    .bind(posting.now)
+                    .bind(None::<&str>)
+                    .bind(posting.now)
+                    .execute(&mut *$conn)
+                    .await?;
+            } else {
+                sqlx::query("DELETE FROM debts WHERE user_id = $1")
+                    .bind(posting.user_id)
+                    .execute(&mut *$conn)
+                    .await?;
+            }
+        }
+        Ok::<Option<i64>, sqlx::Error>(balance)
+    }};
+}
+pub(super) use post;
 
 /// Adds `amount` (negative to remove) to a user's balance with its ledger
 /// entry, atomically. A removal may not take the balance below zero (only
@@ -67,52 +139,24 @@ pub async fn credit(
     note: Option<&str>,
     now: i64,
 ) -> Result<i64, CreditError> {
+    let posting = Posting {
+        user_id,
+        kind,
+        amount,
+        note,
+        payment_id: None,
+        may_owe: false,
+        now,
+    };
     with_pool!(db, pool => {
         let mut tx = pool.begin().await?;
-        let balance: Option<i64> = sqlx::query_scalar(
-            "UPDATE users SET balance = balance + $1, updated_at = $2 \
-             WHERE id = $3 AND ($1 >= 0 OR balance + $1 >= 0) RETURNING balance",
-        )
-        .bind(amount)
-        .bind(now)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(balance) = balance else {
+        let Some(balance) = post!(tx, &posting)? else {
             let exists: Option<i64> = sqlx::query_scalar("SELECT balance FROM users WHERE id = $1")
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?;
             return Err(if exists.is_some() { CreditError::WouldGoNegative } else { CreditError::NoUser });
         };
-        sqlx::query(
-            "INSERT INTO ledger_entries (id, user_id, kind, amount, balance_after, note, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(entry_id())
-        .bind(user_id)
-        .bind(kind.as_str())
-        .bind(amount)
-        .bind(balance)
-        .bind(note)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if balance < 0 {
-            sqlx::query(NOTE_DEBT)
-                .bind(user_id)
-                .bind(-balance)
-                .bind(now)
-                .bind(None::<&str>)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            sqlx::query("DELETE FROM debts WHERE user_id = $1")
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
         Ok(balance)
     })
@@ -242,7 +286,7 @@ pub(super) const DEBIT: &str =
 /// Records that user `$1` owes `$2` (their balance is `-$2`): in debt
 /// since `$3`, taken there by request `$4`; a debt already recorded keeps
 /// its start and request, and only its amount changes (at `$5`).
-pub(super) const NOTE_DEBT: &str =
+pub(crate) const NOTE_DEBT: &str =
     "INSERT INTO debts (user_id, amount, since, request_id, updated_at) \
     VALUES ($1, $2, $3, $4, $5) \
     ON CONFLICT (user_id) DO UPDATE SET amount = excluded.amount, updated_at = excluded.updated_at";

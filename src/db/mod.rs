@@ -3,15 +3,19 @@
 //! Queries are written once in portable SQL with `$n` placeholders and run on
 //! either pool through [`with_pool!`]; only queries that must differ do.
 
+pub mod alerts;
 pub mod audit;
 pub mod batch_tx;
 pub mod budgets;
 mod bulk;
 pub mod changes;
+pub mod email_tokens;
 pub mod idempotency;
 pub mod keys;
 pub mod ledger;
 pub mod login_failures;
+pub mod outbox;
+pub mod payments;
 pub mod prices;
 pub mod rate_limits;
 pub mod replicas;

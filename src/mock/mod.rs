@@ -25,6 +25,9 @@
 //! `cache_read_input_tokens` and `cache_creation` (5-minute and 1-hour
 //! writes apart), Gemini's `cachedContentTokenCount`.
 
+pub mod smtp;
+pub mod stripe;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -396,7 +396,7 @@ impl Modify for Security {
         crate::server_fns::rest::sign_up, crate::server_fns::rest::sign_in, crate::server_fns::rest::sign_out,
         crate::server_fns::rest::me, crate::server_fns::rest::list_keys, crate::server_fns::rest::create_key,
         crate::server_fns::rest::update_key, crate::server_fns::rest::delete_key, crate::server_fns::rest::balance, crate::server_fns::rest::charge,
-        crate::server_fns::rest::usage,
+        crate::server_fns::rest::usage, crate::webhooks::stripe,
     ),
     modifiers(&Security),
     tags(
@@ -408,6 +408,7 @@ impl Modify for Security {
         (name = "pricing", description = "The price catalog"),
         (name = "billing", description = "The books: reconciliation and debts (master key)"),
         (name = "account", description = "The reseller MVP's routes: sign-up and sign-in, then the signed-in user's keys, balance and usage (session cookie)"),
+        (name = "payments", description = "Stripe's webhook: payments, refunds and disputes, signed by Stripe"),
     )
 )]
 pub struct ApiDoc;

@@ -24,6 +24,8 @@ use crate::billing::PriceBook;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
+use crate::mail::sender::{self as mail_sender, SenderError, SenderHandle};
+use crate::mail::MailQueue;
 use crate::providers::router::ModelRouter;
 use crate::providers::Providers;
 use crate::server_fns::playground;
@@ -38,6 +40,8 @@ pub enum StartError {
     Sessions(sqlx::Error),
     #[error("cannot set up the upstream HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot set up mail: {0}")]
+    Mail(#[from] SenderError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -54,6 +58,7 @@ pub struct RunningServer {
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     usage_writer: tokio::task::JoinHandle<()>,
+    mail_sender: Option<SenderHandle>,
     cut_off: watch::Sender<bool>,
     grace: Duration,
     db: Db,
@@ -78,6 +83,9 @@ impl RunningServer {
             let _ = (&mut self.task).await;
         }
         let _ = self.usage_writer.await;
+        if let Some(sender) = self.mail_sender {
+            sender.stop().await;
+        }
         // Everything is settled: nothing of this replica's is left to release.
         if let Err(err) = db::replicas::unregister(&self.db, &self.replica_id).await {
             tracing::warn!(%err, "could not unregister this replica");
@@ -89,6 +97,8 @@ impl RunningServer {
 pub struct App {
     pub router: Router,
     pub usage_writer: tokio::task::JoinHandle<()>,
+    /// The mail sender (none with `email.mode: disabled`).
+    pub mail_sender: Option<SenderHandle>,
     pub clock: Clock,
     /// Set to true to end the open streams (see [`AppState::cut_off`]).
     pub cut_off: watch::Sender<bool>,
@@ -161,7 +171,10 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         replica_id.clone(),
         clock.clone(),
     );
+    let mail = MailQueue::new(db.clone(), &config);
+    let mail_sender = mail_sender::start(&config.email, mail.clone(), clock.clone())?;
     let secure_cookies = config.serves_https();
+    let stripe = crate::billing::stripe_api::StripeClient::from_config(&config.payments);
     let (cut_off, cut_off_signal) = watch::channel(false);
     let state = AppState::new(SharedState {
         leptos_options,
@@ -170,13 +183,16 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         models,
         prices,
         recorder,
+        stripe,
         keys,
         clock: clock.clone(),
         cut_off: cut_off_signal,
+        mail,
     });
     Ok(App {
         router: router(state, sessions, secure_cookies),
         usage_writer,
+        mail_sender,
         clock,
         cut_off,
         db,
@@ -287,6 +303,7 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         // The API and health check need no session; keep their path short.
         .merge(crate::proxy::routes())
         .merge(crate::operator_api::routes())
+        .merge(crate::webhooks::routes())
         .route("/health", get(health))
         .route("/metrics", get(crate::operator_api::metrics::metrics))
         .route(
@@ -308,6 +325,7 @@ pub async fn spawn(
     let App {
         router: app,
         usage_writer,
+        mail_sender,
         clock,
         cut_off,
         db,
@@ -340,6 +358,7 @@ pub async fn spawn(
         shutdown,
         task,
         usage_writer,
+        mail_sender,
         cut_off,
         grace,
         db,

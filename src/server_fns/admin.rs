@@ -385,3 +385,68 @@ pub async fn admin_providers() -> Result<Vec<ProviderStatus>, AppError> {
         .await,
     )
 }
+
+/// One Stripe webhook event as the admin pages list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeEventLine {
+    pub id: String,
+    pub kind: String,
+    pub received_at: i64,
+    /// `credited`, `refund`, `dispute`, `dispute_won`, `deferred`,
+    /// `applied_late`, `ignored`, `amount_mismatch`, …
+    pub outcome: String,
+    pub payment_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Every user's payments, newest first.
+#[server(prefix = "/rpc", endpoint = "admin_payments")]
+pub async fn admin_payments(
+    page: u32,
+) -> Result<Page<crate::server_fns::billing::PaymentLine>, AppError> {
+    use crate::server_fns::billing::{payment_line, PAGE_SIZE};
+    use crate::server_fns::context::finish;
+    finish(
+        async {
+            let (state, _) = require_admin().await?;
+            let offset = i64::from(page) * i64::from(PAGE_SIZE);
+            let mut rows =
+                crate::db::payments::list_all(&state.db, i64::from(PAGE_SIZE) + 1, offset).await?;
+            let has_more = rows.len() > PAGE_SIZE as usize;
+            rows.truncate(PAGE_SIZE as usize);
+            Ok(Page {
+                items: rows
+                    .into_iter()
+                    .map(|row| payment_line(row.payment, row.email))
+                    .collect(),
+                page,
+                has_more,
+            })
+        }
+        .await,
+    )
+}
+
+/// The latest Stripe webhook events and what each did.
+#[server(prefix = "/rpc", endpoint = "admin_stripe_events")]
+pub async fn admin_stripe_events() -> Result<Vec<StripeEventLine>, AppError> {
+    use crate::server_fns::context::finish;
+    finish(
+        async {
+            let (state, _) = require_admin().await?;
+            let events = crate::db::payments::events(&state.db, 100, 0).await?;
+            Ok(events
+                .into_iter()
+                .map(|e| StripeEventLine {
+                    id: e.id,
+                    kind: e.kind,
+                    received_at: e.received_at,
+                    outcome: e.outcome,
+                    payment_id: e.payment_id,
+                    detail: e.detail,
+                })
+                .collect())
+        }
+        .await,
+    )
+}

@@ -23,6 +23,58 @@ pub struct AccountFigures {
     pub tokens_month: i64,
     /// Whether users may add credit themselves (`payments: {mode: test}`).
     pub self_top_up: bool,
+    /// How users add credit here, with the bounds and fee.
+    pub top_up: TopUpTerms,
+}
+
+/// How users add credit: `test` (credited at once), `stripe` (through
+/// Stripe Checkout) or `disabled`, with the bounds (in cents of
+/// `currency`) and the processing fee (basis points) shown before paying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct TopUpTerms {
+    pub mode: String,
+    pub currency: String,
+    pub min_cents: i64,
+    pub max_cents: i64,
+    pub fee_bp: i64,
+}
+
+/// What starting a top-up did: credited at once (test mode), or a
+/// Checkout page to send the user to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TopUpStart {
+    /// Test mode: the new balance, in nano-USD.
+    Credited { balance: i64 },
+    /// Stripe: the Checkout page's URL and the payment's id. Credit
+    /// follows when Stripe reports the payment.
+    Checkout { url: String, payment_id: String },
+}
+
+/// One payment as the balance page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct PaymentLine {
+    pub id: String,
+    pub created_at: i64,
+    pub paid_at: Option<i64>,
+    /// `open`, `paid`, `failed`, `expired`, `refunded`,
+    /// `partially_refunded`, `disputed` or `amount_mismatch`.
+    pub status: String,
+    /// The credit bought and the fee, in nano-USD.
+    pub credit: i64,
+    pub fee: i64,
+    /// What the card was charged, in cents of `currency`.
+    pub charged_cents: i64,
+    pub currency: String,
+    /// What refunds and disputes took back, in nano-USD.
+    pub taken_back: i64,
+    /// Stripe's receipt, once Stripe has sent it.
+    pub receipt_url: Option<String>,
+    /// The user's email (admin lists only).
+    pub email: Option<String>,
 }
 
 /// One ledger entry as shown.
@@ -239,7 +291,33 @@ pub async fn figures_for(
         requests_month: this_month.requests,
         tokens_month: this_month.prompt_tokens + this_month.completion_tokens,
         self_top_up: state.config.payments.mode == crate::config::PaymentMode::Test,
+        top_up: terms(&state.config.payments),
     })
+}
+
+/// The top-up terms of `payments`.
+#[cfg(feature = "ssr")]
+fn terms(payments: &crate::config::PaymentsConfig) -> TopUpTerms {
+    use crate::config::PaymentMode;
+    let (mode, min_cents, max_cents) = match payments.mode {
+        PaymentMode::Test => ("test", 1, MAX_TOP_UP_USD * 100),
+        PaymentMode::Stripe => (
+            "stripe",
+            (payments.min_usd * 100.0).round() as i64,
+            (payments.max_usd * 100.0).round() as i64,
+        ),
+        PaymentMode::Disabled => ("disabled", 0, 0),
+    };
+    TopUpTerms {
+        mode: mode.into(),
+        currency: payments.currency.clone(),
+        min_cents,
+        max_cents,
+        fee_bp: match payments.mode {
+            PaymentMode::Stripe => crate::billing::percent_to_bp(payments.fee_percent),
+            _ => 0,
+        },
+    }
 }
 
 /// Daily spend by model over the last 30 days.
@@ -299,25 +377,194 @@ pub async fn ledger_page(page: u32) -> Result<Page<LedgerLine>, AppError> {
     )
 }
 
-/// Adds credit directly, in `payments: {mode: test}` only. Returns the new balance.
-#[server(prefix = "/rpc", endpoint = "add_credits")]
-pub async fn add_credits(amount: String) -> Result<i64, AppError> {
+/// Starts adding `amount` USD of credit: at once in test mode, through a
+/// Stripe Checkout page in stripe mode.
+#[server(prefix = "/rpc", endpoint = "start_top_up")]
+pub async fn start_top_up(amount: String) -> Result<TopUpStart, AppError> {
     use crate::server_fns::context::{finish, require_user};
     finish(
         async {
             let (state, user) = require_user().await?;
-            top_up(&state, &user.id, &amount).await
+            let headers = use_context::<http::request::Parts>().map(|parts| parts.headers);
+            let origin = site_origin(&state.config, headers.as_ref());
+            let started = begin_top_up(&state, &user, &amount, &origin).await?;
+            // A form posted without JavaScript goes to Checkout at once.
+            let form_post = headers
+                .as_ref()
+                .and_then(|h| h.get(http::header::ACCEPT))
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|accept| accept.contains("text/html"));
+            if let (true, TopUpStart::Checkout { url, .. }) = (form_post, &started) {
+                leptos_axum::redirect(url);
+            }
+            Ok(started)
         }
         .await,
     )
 }
 
+/// Where the site is reached: `public_url`, else the request's `Host`.
+#[cfg(feature = "ssr")]
+pub fn site_origin(config: &crate::config::Config, headers: Option<&http::HeaderMap>) -> String {
+    if let Some(url) = &config.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .and_then(|h| h.get(http::header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}:{}", config.host, config.port));
+    format!("http://{host}")
+}
+
+/// Starts a top-up of `amount` USD for `user`: the balance page and
+/// `POST /api/balance/charge` both call this. `origin` is where Checkout
+/// sends the user back to.
+#[cfg(feature = "ssr")]
+pub async fn begin_top_up(
+    state: &crate::state::AppState,
+    user: &crate::db::users::UserRow,
+    amount: &str,
+    origin: &str,
+) -> Result<TopUpStart, AppError> {
+    use crate::config::PaymentMode;
+    crate::auth::verified::ensure_verified(&state.config, user)?;
+    match state.config.payments.mode {
+        PaymentMode::Stripe => checkout(state, user, amount, origin).await,
+        _ => Ok(TopUpStart::Credited {
+            balance: top_up(state, &user.id, amount).await?,
+        }),
+    }
+}
+
+/// Opens a payment and its Checkout Session.
+#[cfg(feature = "ssr")]
+async fn checkout(
+    state: &crate::state::AppState,
+    user: &crate::db::users::UserRow,
+    amount: &str,
+    origin: &str,
+) -> Result<TopUpStart, AppError> {
+    use crate::billing::payments::quote;
+    use crate::billing::stripe_api::CheckoutRequest;
+    use crate::db::payments::{self, NewPayment};
+
+    let payments_config = &state.config.payments;
+    let quote = quote(payments_config, amount)?;
+    let stripe = state.stripe.as_ref().ok_or(AppError::Internal)?;
+    let now = state.clock.now_ms();
+    let payment_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
+    payments::create(
+        &state.db,
+        &NewPayment {
+            id: &payment_id,
+            user_id: &user.id,
+            credit: quote.credit(),
+            fee: quote.fee(),
+            charged_cents: quote.charged_cents(),
+            currency: &payments_config.currency,
+            now,
+        },
+    )
+    .await?;
+    let request = CheckoutRequest {
+        payment_id: payment_id.clone(),
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        currency: payments_config.currency.clone(),
+        credit_cents: quote.credit_cents,
+        fee_cents: quote.fee_cents,
+        success_url: format!("{origin}/dashboard/balance?checkout=success"),
+        cancel_url: format!("{origin}/dashboard/balance?checkout=cancelled"),
+    };
+    match stripe.create_checkout_session(&request).await {
+        Ok(session) => {
+            payments::attach_session(&state.db, &payment_id, &session.id, now).await?;
+            tracing::info!(%payment_id, user_id = %user.id, session_id = %session.id, "checkout started");
+            Ok(TopUpStart::Checkout {
+                url: session.url,
+                payment_id,
+            })
+        }
+        Err(err) => {
+            tracing::error!(%err, %payment_id, "creating a Checkout Session failed");
+            payments::mark_failed(&state.db, &payment_id, now).await?;
+            Err(AppError::BadGateway(
+                "The payment page could not be opened; try again in a moment.".into(),
+            ))
+        }
+    }
+}
+
+/// A page of the signed-in user's payments, newest first.
+#[server(prefix = "/rpc", endpoint = "payments_page")]
+pub async fn payments_page(page: u32) -> Result<Page<PaymentLine>, AppError> {
+    use crate::server_fns::context::{finish, require_user};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            let offset = i64::from(page) * i64::from(PAGE_SIZE);
+            let mut rows = crate::db::payments::list_for_user(
+                &state.db,
+                &user.id,
+                i64::from(PAGE_SIZE) + 1,
+                offset,
+            )
+            .await?;
+            let has_more = rows.len() > PAGE_SIZE as usize;
+            rows.truncate(PAGE_SIZE as usize);
+            Ok(Page {
+                items: rows
+                    .into_iter()
+                    .map(|row| payment_line(row, None))
+                    .collect(),
+                page,
+                has_more,
+            })
+        }
+        .await,
+    )
+}
+
+/// One of the signed-in user's payments, for its receipt page.
+#[server(prefix = "/rpc", endpoint = "payment_receipt")]
+pub async fn payment_receipt(id: String) -> Result<PaymentLine, AppError> {
+    use crate::server_fns::context::{finish, require_user};
+    finish(
+        async {
+            let (state, user) = require_user().await?;
+            let row = crate::db::payments::find_for_user(&state.db, &user.id, &id)
+                .await?
+                .ok_or_else(|| AppError::NotFound("No such payment.".into()))?;
+            Ok(payment_line(row, user.email))
+        }
+        .await,
+    )
+}
+
+/// A stored payment as listed.
+#[cfg(feature = "ssr")]
+pub fn payment_line(row: crate::db::payments::PaymentRow, email: Option<String>) -> PaymentLine {
+    PaymentLine {
+        id: row.id,
+        created_at: row.created_at,
+        paid_at: row.paid_at,
+        status: row.status,
+        credit: row.credit,
+        fee: row.fee,
+        charged_cents: row.charged_cents,
+        currency: row.currency,
+        taken_back: row.taken_back,
+        receipt_url: row.receipt_url,
+        email,
+    }
+}
+
 /// Credits `user_id` with `amount` USD (decimal text, 0.01 to
 /// [`MAX_TOP_UP_USD`]) in `payments: {mode: test}`, and refuses otherwise;
-/// returns the new balance in nano-USD. The balance page and
-/// `POST /api/balance/charge` both call this.
+/// returns the new balance in nano-USD ([`begin_top_up`] calls this).
 #[cfg(feature = "ssr")]
-pub async fn top_up(
+async fn top_up(
     state: &crate::state::AppState,
     user_id: &str,
     amount: &str,

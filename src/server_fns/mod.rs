@@ -1,6 +1,7 @@
 //! Server functions the dashboard calls, mounted under `/rpc/`, and the data
 //! types they exchange with the client.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod billing;
@@ -34,6 +35,40 @@ pub struct KeyView {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub status: KeyStatus,
+    /// The limits the key's owner set on it.
+    pub limits: KeyLimits,
+    /// What the key spent this calendar month (UTC), in nano-USD.
+    pub month_spend: i64,
+    /// The operator's limits on the key, which apply too (read-only).
+    pub operator: OperatorLimits,
+}
+
+/// The limits a key's owner sets on it; they can only narrow the operator's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct KeyLimits {
+    /// Nano-USD per calendar month (UTC); `null`: no cap.
+    pub monthly_cap: Option<i64>,
+    /// `provider:model`, model names or `provider:*`; `null`: every model
+    /// the operator allows.
+    pub allowed_models: Option<Vec<String>>,
+    /// Unix epoch milliseconds; `null`: no expiry.
+    pub expires_at: Option<i64>,
+}
+
+/// The limits an operator set on a key, shown to its owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct OperatorLimits {
+    pub allowed_models: Option<Vec<String>>,
+    /// Nano-USD per budget period.
+    pub max_budget: Option<i64>,
+    /// The budget period in seconds; `null`: over the key's life.
+    pub budget_duration_sec: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    /// Unix epoch milliseconds.
+    pub expires_at: Option<i64>,
 }
 
 /// Whether a key can still be used.
@@ -103,13 +138,18 @@ pub mod context {
     }
 
     /// The active user `session` is signed in as; `Unauthorized` otherwise
-    /// (a session of a user since disabled or deleted is ended). The server
+    /// (a session of a user since disabled or deleted, or from before a
+    /// password reset or change, is ended). The server
     /// functions and the REST routes (`super::rest`) both ask this.
     pub async fn active_user(state: &AppState, session: &Session) -> Result<UserRow, AppError> {
         let unauthorized = || AppError::Unauthorized("Please sign in.".into());
         let user_id = session::user_id(session).await?.ok_or_else(unauthorized)?;
         match users::find_by_id(&state.db, &user_id).await? {
-            Some(user) if user.is_active() => Ok(user),
+            Some(user)
+                if user.is_active() && session::is_current(session, user.session_epoch).await? =>
+            {
+                Ok(user)
+            }
             _ => {
                 session::sign_out(session).await?;
                 Err(unauthorized())

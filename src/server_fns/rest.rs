@@ -20,14 +20,17 @@ use tower_sessions::Session;
 use utoipa::ToSchema;
 
 use super::auth::{authenticate, register, view_of};
-use super::billing::{figures_for, top_up, usage_for, AccountFigures, UsageQuery, UsageView};
+use super::billing::{
+    begin_top_up, figures_for, site_origin, usage_for, AccountFigures, TopUpStart, UsageQuery,
+    UsageView,
+};
 use super::context::{active_user, peer_ip};
-use super::keys::{create_for, list_for, revoke_for};
+use super::keys::{create_for, list_for, parse_expiry, revoke_for, set_limits_for, LimitsPatch};
 use super::{CreatedKey, KeyView, UserView};
 use crate::auth::origin::refuse_cross_origin_writes;
 use crate::db::users::UserRow;
 use crate::error::{AppError, ErrorBody};
-use crate::operator_api::JsonBody;
+use crate::operator_api::{nullable, usd_field, JsonBody};
 use crate::state::AppState;
 
 /// The routes, refusing cross-origin state changes. They need the session
@@ -39,7 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/auth/signout", post(sign_out))
         .route("/api/auth/me", get(me))
         .route("/api/keys", get(list_keys).post(create_key))
-        .route("/api/keys/{id}", delete(delete_key))
+        .route("/api/keys/{id}", delete(delete_key).patch(update_key))
         .route("/api/balance", get(balance))
         .route("/api/balance/charge", post(charge))
         .route("/api/usage", get(usage))
@@ -102,13 +105,66 @@ pub struct Credentials {
     password: String,
 }
 
-/// `POST /api/keys`.
+/// `POST /api/keys`: a name and, optionally, the limits of [`KeyLimitsBody`].
 #[derive(Deserialize, ToSchema)]
 pub struct NewKey {
     /// 1 to 64 characters.
     #[serde(default)]
     #[schema(example = "my script")]
     name: String,
+    #[serde(flatten)]
+    limits: KeyLimitsBody,
+}
+
+/// `PATCH /api/keys/{id}`: the limits the user sets on a key. An absent
+/// field keeps its limit; `null` removes it.
+#[derive(Deserialize, ToSchema, Default)]
+pub struct KeyLimitsBody {
+    /// USD per calendar month (UTC), as a number or a decimal string.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, example = "20.00")]
+    monthly_cap: Option<Option<Value>>,
+    /// `provider:model`, model names or `provider:*`, each matching a model
+    /// the gateway serves; at least one.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["openai:gpt-4o-mini"]))]
+    allowed_models: Option<Option<Vec<String>>>,
+    /// A date (`YYYY-MM-DD`, the key stops at its first moment, UTC) or an
+    /// RFC 3339 time, in the future.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, example = "2027-01-01")]
+    expires_at: Option<Option<String>>,
+}
+
+impl KeyLimitsBody {
+    /// The changes asked for, parsed as the form's fields are.
+    fn patch(&self) -> Result<LimitsPatch, AppError> {
+        let cap = |value: &Value| {
+            let nanos = usd_field("monthly_cap", value)?;
+            Ok::<_, AppError>(Some(nanos))
+        };
+        let monthly_cap = match &self.monthly_cap {
+            Some(Some(value)) => Some(cap(value)?),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let expires_at = match &self.expires_at {
+            Some(Some(text)) if text.trim().is_empty() => {
+                return Err(AppError::invalid(
+                    "expires_at",
+                    "Give the expiry as a date, YYYY-MM-DD (UTC), or null for none.",
+                ))
+            }
+            Some(Some(text)) => Some(parse_expiry(text)?),
+            Some(None) => Some(None),
+            None => None,
+        };
+        Ok(LimitsPatch {
+            monthly_cap,
+            allowed_models: self.allowed_models.clone(),
+            expires_at,
+        })
+    }
 }
 
 /// `POST /api/balance/charge`.
@@ -119,11 +175,18 @@ pub struct Charge {
     amount: Option<Value>,
 }
 
-/// The balance after a charge.
+/// What a charge did: in test mode the new balance; with Stripe, the
+/// Checkout page to send the user to (credit follows Stripe's webhook).
 #[derive(Serialize, ToSchema)]
 pub struct Charged {
-    /// The new balance, in nano-USD.
-    balance: i64,
+    /// The new balance, in nano-USD (test mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<i64>,
+    /// Stripe Checkout's page for this payment (stripe mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkout_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_id: Option<String>,
 }
 
 /// Creates an account, grants the sign-up credit and signs in (the session
@@ -200,7 +263,9 @@ pub async fn create_key(
     SignedIn(user): SignedIn,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), AppError> {
-    let created = create_for(&state, &user.id, &body.name).await?;
+    crate::auth::verified::ensure_verified(&state.config, &user)?;
+    let limits = body.limits.patch()?;
+    let created = create_for(&state, &user.id, &body.name, &limits).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -220,6 +285,27 @@ pub async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Sets the limits the signed-in user puts on one of their keys: a monthly
+/// cap, allowed models, an expiry. They narrow the operator's limits, and
+/// the key's next request, on every replica, is held to them.
+#[utoipa::path(patch, path = "/api/keys/{id}", operation_id = "mvp_update_key", tag = "account",
+    params(("id" = String, Path, description = "The key's id")),
+    request_body = KeyLimitsBody,
+    responses((status = 200, body = KeyView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "A cross-origin call", body = ErrorBody),
+        (status = 404, description = "No active key of the user's with this id", body = ErrorBody)),
+    security(("session" = [])))]
+pub async fn update_key(
+    State(state): State<AppState>,
+    SignedIn(user): SignedIn,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<KeyLimitsBody>,
+) -> Result<Json<KeyView>, AppError> {
+    let patch = body.patch()?;
+    Ok(Json(set_limits_for(&state, &user.id, &id, &patch).await?))
+}
+
 /// The signed-in user's balance, debt and spend, in nano-USD.
 #[utoipa::path(get, path = "/api/balance", operation_id = "mvp_balance", tag = "account",
     responses((status = 200, body = AccountFigures), (status = 401, body = ErrorBody)),
@@ -231,16 +317,19 @@ pub async fn balance(
     Ok(Json(figures_for(&state, &user.id).await?))
 }
 
-/// Adds test-mode credit (`payments: {mode: test}`); refused with 403 otherwise.
+/// Adds credit: at once with `payments: {mode: test}`, through a Stripe
+/// Checkout page with `{mode: stripe}`; refused with 403 otherwise.
 #[utoipa::path(post, path = "/api/balance/charge", operation_id = "mvp_charge", tag = "account",
     request_body = Charge,
     responses((status = 200, body = Charged), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Test-mode payments are off, or a cross-origin call", body = ErrorBody)),
+        (status = 403, description = "Payments are off, or a cross-origin call", body = ErrorBody),
+        (status = 502, description = "Stripe could not open a Checkout Session", body = ErrorBody)),
     security(("session" = [])))]
 pub async fn charge(
     State(state): State<AppState>,
     SignedIn(user): SignedIn,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<Charge>,
 ) -> Result<Json<Charged>, AppError> {
     let amount = match body.amount {
@@ -248,8 +337,21 @@ pub async fn charge(
         Some(Value::String(s)) => s,
         _ => String::new(),
     };
-    let balance = top_up(&state, &user.id, &amount).await?;
-    Ok(Json(Charged { balance }))
+    let origin = site_origin(&state.config, Some(&headers));
+    Ok(Json(
+        match begin_top_up(&state, &user, &amount, &origin).await? {
+            TopUpStart::Credited { balance } => Charged {
+                balance: Some(balance),
+                checkout_url: None,
+                payment_id: None,
+            },
+            TopUpStart::Checkout { url, payment_id } => Charged {
+                balance: None,
+                checkout_url: Some(url),
+                payment_id: Some(payment_id),
+            },
+        },
+    ))
 }
 
 /// A page of the signed-in user's requests, newest first, with the usage
