@@ -803,7 +803,7 @@ async fn the_dashboard_shows_balance_usage_and_exports(backend: Backend) {
     app.sign_up(&browser, "dash@example.com").await;
     for (amount, status) in [("0", 400), ("5000", 400), ("abc", 400), ("12.50", 200)] {
         let (got, body) = app
-            .rpc(&browser, "add_credits", &[("amount", amount)])
+            .rpc(&browser, "start_top_up", &[("amount", amount)])
             .await;
         assert_eq!(got.as_u16(), status, "{amount}: {body}");
     }
@@ -906,7 +906,7 @@ async fn top_ups_are_refused_outside_test_mode() {
     let app = billing_app(Backend::Sqlite, 0.0).await;
     let browser = app.client();
     app.sign_up(&browser, "nopay@example.com").await;
-    let (status, _) = app.rpc(&browser, "add_credits", &[("amount", "10")]).await;
+    let (status, _) = app.rpc(&browser, "start_top_up", &[("amount", "10")]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     app.stop().await;
 }

@@ -229,6 +229,17 @@ async fn mvp_routes(c: &mut Checker) {
         )
         .await;
     assert_eq!(charged["balance"], 15_000_000_000i64);
+    // Stripe's webhook is there only with Stripe payments.
+    c.call(
+        post.clone(),
+        "/webhooks/stripe",
+        reqwest::Client::new()
+            .post(url("/webhooks/stripe"))
+            .header("stripe-signature", "t=1,v1=00")
+            .body("{}"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     c.call(
         get.clone(),
         "/api/balance",

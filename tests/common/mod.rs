@@ -2,6 +2,10 @@
 //! or a fresh PostgreSQL database that is dropped afterwards.
 #![allow(dead_code)]
 
+pub mod mail;
+
+pub mod stripe;
+
 use llm_gateway::config::Config;
 use llm_gateway::server::{spawn, RunningServer};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
