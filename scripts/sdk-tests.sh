@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the official OpenAI and Anthropic SDKs (Python and JS), unchanged, against a gateway
+# Runs the official OpenAI, Anthropic and Stripe SDKs (Python and JS), unchanged, against a gateway
 # whose providers all point at the mock provider, then stops the gateway and
 # audits the books it kept (`llm-gateway audit`; any mismatch fails). Needs a
 # built binary (default target/debug/llm-gateway) and `scripts/setup.sh --test`.
@@ -42,7 +42,7 @@ start() {
 # Only tests/sdk/config.yml configures this gateway.
 unset GATEWAY_HOST GATEWAY_PORT GATEWAY_DATABASE_URL GATEWAY_MASTER_KEY GATEWAY_CONFIG
 mock_url=$(start mock "$bin" mock-provider --port 0)
-export MOCK_URL=$mock_url SDK_DATABASE_URL=$database_url
+export MOCK_URL=$mock_url SDK_DATABASE_URL=$database_url STRIPE_WEBHOOK_SECRET=whsec_sdk_0123456789
 gateway_url=$(start gateway "$bin" serve --config tests/sdk/config.yml)
 echo "==> gateway $gateway_url, mock $mock_url" >&2
 
@@ -56,8 +56,13 @@ rpc sign_up 'email=sdk%40example.com&password=correct+horse+battery' >/dev/null
 key=$(rpc create_key 'name=sdk' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
 
 export GATEWAY_URL=$gateway_url GATEWAY_KEY=$key
-echo "==> Python SDKs (openai and anthropic on PyPI)" >&2
-.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py tests/sdk/test_anthropic_sdk.py tests/sdk/test_openapi.py
+# The mock Stripe sends its webhook events to this gateway.
+curl -sf -H 'Content-Type: application/json' -o /dev/null \
+  --data "{\"url\": \"$gateway_url/webhooks/stripe\", \"secret\": \"$STRIPE_WEBHOOK_SECRET\"}" \
+  "$mock_url/mock/stripe/endpoint"
+echo "==> Python SDKs (openai, anthropic and stripe on PyPI)" >&2
+.venv/bin/python -m pytest -q tests/sdk/test_python_sdk.py tests/sdk/test_anthropic_sdk.py \
+  tests/sdk/test_openapi.py tests/sdk/test_stripe.py
 echo "==> JS SDKs (openai and @anthropic-ai/sdk on npm)" >&2
 (cd tests/sdk/js && node --test)
 

@@ -1,5 +1,6 @@
 import { expect, test, type Page } from "@playwright/test";
 import OpenAI from "openai";
+import { topUp } from "./support";
 
 // The operator's pages: credit a user, change a price, block a user, and
 // see each take effect for that user's API key at once.
@@ -91,6 +92,18 @@ test("an admin credits a user, sets a price and blocks the user", async ({ brows
   // The providers page names the mock's base URL.
   await admin.getByRole("link", { name: "Providers" }).click();
   await expect(admin.locator('tr[data-provider="openai"]')).toContainText("/v1");
+
+  // The member pays through (mock) Stripe; the admin sees the payment and
+  // the webhook event that credited it.
+  await topUp(member, "3");
+  await expect(member.getByTestId("balance")).toHaveText(/^\$10\.\d+$/);
+  await admin.getByRole("link", { name: "Payments" }).click();
+  const payment = admin.getByTestId("payments-table").locator("tr", { hasText: email });
+  await expect(payment).toContainText("Paid");
+  await expect(payment).toContainText("3.09 USD");
+  const events = admin.getByTestId("stripe-events");
+  await expect(events).toContainText("checkout.session.completed");
+  await expect(events).toContainText("credited");
 
   await memberContext.close();
   await adminContext.close();

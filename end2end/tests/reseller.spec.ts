@@ -1,5 +1,6 @@
 import { expect, test, type Page } from "@playwright/test";
 import OpenAI from "openai";
+import { topUp } from "./support";
 
 // The reseller loop, end to end: top up, create a key, call the gateway with
 // the official OpenAI SDK, see the request on the usage page, and find the
@@ -29,9 +30,7 @@ test("top up, call with the OpenAI SDK, and be billed exactly", async ({ page, b
   await page.getByRole("button", { name: "Sign up" }).click();
   await expect(page).toHaveURL(/\/dashboard$/);
 
-  await page.getByRole("link", { name: "Balance" }).click();
-  await page.getByLabel("Amount (USD)").fill("5");
-  await page.getByRole("button", { name: "Add credits" }).click();
+  await topUp(page, "5");
   await expect(page.getByTestId("balance")).toHaveText("$5.00");
 
   await page.getByRole("link", { name: "API keys" }).click();
@@ -87,9 +86,7 @@ test("the playground streams a reply and bills it", async ({ page }) => {
   await page.getByRole("button", { name: "Send" }).click();
   await expect(page.getByRole("alert")).toContainText("Insufficient credits");
 
-  await page.getByRole("link", { name: "Balance" }).click();
-  await page.getByLabel("Amount (USD)").fill("1");
-  await page.getByRole("button", { name: "Add credits" }).click();
+  await topUp(page, "1");
   await expect(page.getByTestId("balance")).toHaveText("$1.00");
 
   await page.getByRole("link", { name: "Playground" }).click();

@@ -1,0 +1,27 @@
+import { expect, type Page } from "@playwright/test";
+
+/** Signs up a new account with a unique address; returns the address. */
+export async function signUp(page: Page, prefix: string): Promise<string> {
+  const email = `${prefix}-${Date.now()}@example.com`;
+  await page.goto("/signup");
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill("correct horse battery");
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await expect(page).toHaveURL(/\/dashboard$/);
+  return email;
+}
+
+/**
+ * Adds `amount` USD of credit the way a user does: the balance page opens
+ * the (mock) Stripe Checkout page, "Pay" completes it, Stripe's signed
+ * webhook credits the account, and the browser comes back to the balance
+ * page. Leaves the page there.
+ */
+export async function topUp(page: Page, amount: string): Promise<void> {
+  await page.getByRole("link", { name: "Balance" }).click();
+  await page.getByLabel("Amount (USD)").fill(amount);
+  await page.getByRole("button", { name: "Pay with Stripe" }).click();
+  await expect(page.getByRole("heading", { name: "Mock Stripe checkout" })).toBeVisible();
+  await page.getByRole("button", { name: "Pay" }).click();
+  await expect(page).toHaveURL(/\/dashboard\/balance\?checkout=success$/);
+}
