@@ -119,20 +119,18 @@ async fn kept_events(app: &TestApp) -> Vec<(String, String)> {
     events.into_iter().map(|e| (e.id, e.outcome)).collect()
 }
 
+/// The mock Stripe's Checkout Session behind a Checkout URL.
+async fn session_of(stripe: &str, checkout_url: &str) -> Value {
+    let url = format!("{stripe}/v1/checkout/sessions/{}", session_id(checkout_url));
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 /// A payment of $10 (+3 % fee) paid through the mock's checkout page;
 /// returns its payment intent.
 async fn paid_ten(app: &TestApp, stripe: &str, client: &reqwest::Client) -> String {
     let (_, url) = start_checkout(app, client, "10").await;
     pay(&url).await;
-    let session: Value = reqwest::get(format!(
-        "{stripe}/v1/checkout/sessions/{}",
-        session_id(&url)
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let session = session_of(stripe, &url).await;
     session["payment_intent"].as_str().unwrap().to_string()
 }
 
@@ -149,15 +147,7 @@ async fn checkout_credits_the_amount_before_the_fee_once_stripe_reports_it(backe
 
     let (payment_id, url) = start_checkout(&app, &client, "10").await;
     assert!(url.starts_with(&stripe), "{url}");
-    let session: Value = reqwest::get(format!(
-        "{stripe}/v1/checkout/sessions/{}",
-        session_id(&url)
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let session = session_of(&stripe, &url).await;
     assert_eq!(session["amount_total"], 1030, "$10 plus the 3 % fee");
     assert_eq!(session["client_reference_id"], user_id.as_str());
     assert_eq!(session["metadata"]["payment_id"], payment_id.as_str());

@@ -2,6 +2,8 @@
 //! each event is applied once, by id, in one transaction with the balance
 //! and ledger entries it causes. What an event means is `billing::payments`'s.
 
+use sqlx::{Postgres, Sqlite, Transaction};
+
 use super::ledger::{post, EntryKind, Posting};
 use super::Db;
 use crate::with_pool;
@@ -281,55 +283,6 @@ pub struct BalanceChange {
 /// in nano-USD (`billing::payments` decides).
 pub type TakeBackRule = fn(&PaymentRow) -> i64;
 
-/// Applies `$claw` to the payment `$current` inside the open transaction
-/// `$tx`: the payment's amounts and status, and the ledger entry for what
-/// it takes back (or gives back), pushed onto `$changes`. Evaluates to the
-/// updated payment and the balance change.
-macro_rules! claw {
-    ($tx:expr, $current:expr, $claw:expr, $event_id:expr, $now:expr, $take_back:expr, $changes:expr) => {{
-        let claw: &Claw = $claw;
-        let (updated, kind, amount) = claw_update($current, claw, $take_back);
-        sqlx::query(
-            "UPDATE payments SET status = $1, refunded_cents = $2, disputed_cents = $3, \
-             taken_back = $4, receipt_url = $5, updated_at = $6 WHERE id = $7",
-        )
-        .bind(&updated.status)
-        .bind(updated.refunded_cents)
-        .bind(updated.disputed_cents)
-        .bind(updated.taken_back)
-        .bind(&updated.receipt_url)
-        .bind($now)
-        .bind(&updated.id)
-        .execute(&mut *$tx)
-        .await?;
-        if amount != 0 {
-            let note = format!(
-                "{} of payment {} (Stripe event {})",
-                claw_label(claw.change),
-                updated.id,
-                $event_id
-            );
-            let posting = Posting {
-                user_id: &updated.user_id,
-                kind,
-                amount,
-                note: Some(&note),
-                payment_id: Some(&updated.id),
-                may_owe: true,
-                now: $now,
-            };
-            let balance = post!($tx, &posting)?.ok_or(sqlx::Error::RowNotFound)?;
-            $changes.push(BalanceChange {
-                payment: updated.clone(),
-                amount,
-                balance_after: balance,
-                kind,
-            });
-        }
-        Ok::<(PaymentRow, i64), sqlx::Error>((updated, amount))
-    }};
-}
-
 /// Applies `action` for the event `delivery`, once: a repeated event id is
 /// a [`Applied::Duplicate`]. The event, the payment, the balance and the
 /// ledger change in one transaction.
@@ -339,164 +292,441 @@ pub async fn apply_event(
     action: &Action,
     take_back: TakeBackRule,
 ) -> Result<Applied, sqlx::Error> {
-    let lock = match db {
-        Db::Postgres(_) => " FOR UPDATE",
-        Db::Sqlite(_) => "",
+    let mut tx = PaymentTx::begin(db).await?;
+    // The first statement writes, so on SQLite the transaction holds the
+    // write lock from here on; a second delivery waits, then sees the row.
+    if !tx.insert_event(delivery).await? {
+        return Ok(Applied::Duplicate);
+    }
+    let mut step = Step {
+        now: delivery.received_at,
+        take_back,
+        record: EventRecord::default(),
+        changes: Vec::new(),
     };
-    with_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
-        // The first statement writes, so on SQLite the transaction holds
-        // the write lock from here on; a second delivery waits, then sees
-        // the row.
-        let fresh = sqlx::query(
-            "INSERT INTO stripe_events (id, type, received_at, outcome) VALUES ($1, $2, $3, 'processing') \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(delivery.event_id)
-        .bind(delivery.event_type)
-        .bind(delivery.received_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if fresh == 0 {
-            return Ok(Applied::Duplicate);
+    match action {
+        Action::Ignore(reason) => step.record.ignored(reason.clone()),
+        Action::Close { session_id, status } => {
+            close(&mut tx, &mut step, session_id, status).await?
         }
-        let now = delivery.received_at;
-        let mut record = EventRecord { outcome: String::new(), payment: None, intent: None, cents: None, detail: None };
-        let mut changes = Vec::new();
-        match action {
-            Action::Ignore(reason) => {
-                record.outcome = "ignored".into();
-                record.detail = Some(reason.clone());
-            }
-            Action::Close { session_id, status } => {
-                let sql = format!(
-                    "UPDATE payments SET status = $1, updated_at = $2 \
-                     WHERE checkout_session_id = $3 AND status = 'open' RETURNING {COLUMNS}"
-                );
-                let closed: Option<PaymentRow> = sqlx::query_as(&sql)
-                    .bind(status).bind(now).bind(session_id)
-                    .fetch_optional(&mut *tx).await?;
-                record.outcome = if closed.is_some() { status.clone() } else { "ignored".into() };
-                if closed.is_none() {
-                    record.detail = Some(format!("no open payment for session {session_id}"));
-                }
-                record.payment = closed;
-            }
-            Action::Credit { session_id, payment_id, amount_cents, currency, payment_intent } => {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM payments WHERE checkout_session_id = $1 \
-                     OR (checkout_session_id IS NULL AND id = $2){lock}"
-                );
-                let found: Option<PaymentRow> = sqlx::query_as(&sql)
-                    .bind(session_id).bind(payment_id.as_deref().unwrap_or(""))
-                    .fetch_optional(&mut *tx).await?;
-                record.intent = payment_intent.clone();
-                record.cents = Some(*amount_cents);
-                match found {
-                    None => {
-                        record.outcome = "ignored".into();
-                        record.detail = Some(format!("unknown checkout session {session_id}"));
-                    }
-                    Some(payment) if payment.status != "open" => {
-                        record.outcome = "ignored".into();
-                        record.detail = Some(format!("payment already {}", payment.status));
-                        record.payment = Some(payment);
-                    }
-                    Some(payment) if payment.charged_cents != *amount_cents
-                        || !payment.currency.eq_ignore_ascii_case(currency) => {
-                        sqlx::query("UPDATE payments SET status = 'amount_mismatch', updated_at = $1 WHERE id = $2")
-                            .bind(now).bind(&payment.id).execute(&mut *tx).await?;
-                        record.outcome = "amount_mismatch".into();
-                        record.detail = Some(format!(
-                            "Stripe reports {amount_cents} {currency}; the payment was for {} {}",
-                            payment.charged_cents, payment.currency
-                        ));
-                        record.payment = Some(payment);
-                    }
-                    Some(payment) => {
-                        let sql = format!(
-                            "UPDATE payments SET status = 'paid', payment_intent = $1, \
-                             checkout_session_id = $2, paid_at = $3, updated_at = $3 \
-                             WHERE id = $4 RETURNING {COLUMNS}"
-                        );
-                        let paid: PaymentRow = sqlx::query_as(&sql)
-                            .bind(payment_intent).bind(session_id).bind(now).bind(&payment.id)
-                            .fetch_one(&mut *tx).await?;
-                        let note = format!("Payment {} (Stripe)", paid.id);
-                        let posting = Posting {
-                            user_id: &paid.user_id, kind: EntryKind::TopUp, amount: paid.credit,
-                            note: Some(&note), payment_id: Some(&paid.id), may_owe: true, now,
-                        };
-                        let balance = post!(tx, &posting)?.ok_or(sqlx::Error::RowNotFound)?;
-                        changes.push(BalanceChange { payment: paid.clone(), amount: paid.credit, balance_after: balance, kind: EntryKind::TopUp });
-                        record.outcome = "credited".into();
-                        record.payment = Some(paid.clone());
-                        // Refunds and disputes that came first wait for this.
-                        if let Some(intent) = &paid.payment_intent {
-                            let waiting: Vec<(String, Option<i64>, Option<String>)> = sqlx::query_as(
-                                "SELECT id, amount_cents, detail FROM stripe_events \
-                                 WHERE payment_intent = $1 AND outcome = 'deferred' ORDER BY received_at, id",
-                            )
-                            .bind(intent).fetch_all(&mut *tx).await?;
-                            for (event_id, cents, kind) in waiting {
-                                let Some(change) = ClawChange::from_parts(kind.as_deref().unwrap_or(""), cents.unwrap_or(0)) else { continue };
-                                let claw = Claw { payment_intent: intent.clone(), change, receipt_url: None };
-                                let sql = format!("SELECT {COLUMNS} FROM payments WHERE id = $1");
-                                let current: PaymentRow = sqlx::query_as(&sql).bind(&paid.id).fetch_one(&mut *tx).await?;
-                                let (updated, _) = claw!(tx, &current, &claw, &event_id, now, take_back, changes)?;
-                                sqlx::query("UPDATE stripe_events SET outcome = 'applied_late', payment_id = $1, user_id = $2 WHERE id = $3")
-                                    .bind(&updated.id).bind(&updated.user_id).bind(&event_id)
-                                    .execute(&mut *tx).await?;
-                            }
-                        }
-                    }
-                }
-            }
-            Action::Claw(claw) => {
-                let sql = format!("SELECT {COLUMNS} FROM payments WHERE payment_intent = $1{lock}");
-                let found: Option<PaymentRow> = sqlx::query_as(&sql)
-                    .bind(&claw.payment_intent).fetch_optional(&mut *tx).await?;
-                record.intent = Some(claw.payment_intent.clone());
-                record.cents = Some(claw.change.amount_cents());
-                match found {
-                    None => {
-                        record.outcome = "deferred".into();
-                        record.detail = Some(claw.change.kind().into());
-                    }
-                    Some(current) => {
-                        let (updated, amount) = claw!(tx, &current, claw, delivery.event_id, now, take_back, changes)?;
-                        record.outcome = if amount == 0 { "no_change".into() } else { claw.change.kind().into() };
-                        record.payment = Some(updated);
-                    }
-                }
-            }
-        }
-        sqlx::query(
-            "UPDATE stripe_events SET outcome = $1, payment_id = $2, user_id = $3, payment_intent = $4, \
-             amount_cents = $5, detail = $6 WHERE id = $7",
-        )
-        .bind(&record.outcome)
-        .bind(record.payment.as_ref().map(|p| p.id.clone()))
-        .bind(record.payment.as_ref().map(|p| p.user_id.clone()))
-        .bind(&record.intent)
-        .bind(record.cents)
-        .bind(&record.detail)
-        .bind(delivery.event_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Applied::Done { outcome: record.outcome, changes })
+        Action::Credit { .. } => credit(&mut tx, &mut step, action).await?,
+        Action::Claw(claw) => claw_or_defer(&mut tx, &mut step, claw, delivery.event_id).await?,
+    }
+    tx.record(delivery.event_id, &step.record).await?;
+    tx.commit().await?;
+    Ok(Applied::Done {
+        outcome: step.record.outcome,
+        changes: step.changes,
     })
 }
 
+/// What applying one event carries from step to step.
+struct Step {
+    now: i64,
+    take_back: TakeBackRule,
+    record: EventRecord,
+    changes: Vec<BalanceChange>,
+}
+
+/// Ends an open session's payment as `failed` or `expired`.
+async fn close(
+    tx: &mut PaymentTx,
+    step: &mut Step,
+    session_id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    match tx.close(session_id, status, step.now).await? {
+        Some(closed) => {
+            step.record.outcome = status.into();
+            step.record.payment = Some(closed);
+        }
+        None => step
+            .record
+            .ignored(format!("no open payment for session {session_id}")),
+    }
+    Ok(())
+}
+
+/// Credits an open payment that Stripe charged as asked, then applies the
+/// refunds and disputes that arrived before it.
+async fn credit(tx: &mut PaymentTx, step: &mut Step, action: &Action) -> Result<(), sqlx::Error> {
+    let Action::Credit {
+        session_id,
+        payment_id,
+        amount_cents,
+        currency,
+        payment_intent,
+    } = action
+    else {
+        return Ok(());
+    };
+    step.record.intent = payment_intent.clone();
+    step.record.cents = Some(*amount_cents);
+    let found = tx
+        .payment_for_session(session_id, payment_id.as_deref())
+        .await?;
+    let payment = match found {
+        None => {
+            step.record
+                .ignored(format!("unknown checkout session {session_id}"));
+            return Ok(());
+        }
+        Some(payment) if payment.status != "open" => {
+            step.record
+                .ignored(format!("payment already {}", payment.status));
+            step.record.payment = Some(payment);
+            return Ok(());
+        }
+        Some(payment) => payment,
+    };
+    if payment.charged_cents != *amount_cents || !payment.currency.eq_ignore_ascii_case(currency) {
+        tx.set_status(&payment.id, "amount_mismatch", step.now)
+            .await?;
+        step.record.outcome = "amount_mismatch".into();
+        step.record.detail = Some(format!(
+            "Stripe reports {amount_cents} {currency}; the payment was for {} {}",
+            payment.charged_cents, payment.currency
+        ));
+        step.record.payment = Some(payment);
+        return Ok(());
+    }
+    let paid = tx
+        .mark_paid(&payment.id, payment_intent.as_deref(), session_id, step.now)
+        .await?;
+    let note = format!("Payment {} (Stripe)", paid.id);
+    let balance = tx
+        .post(&paid, EntryKind::TopUp, paid.credit, &note, step.now)
+        .await?;
+    step.changes.push(BalanceChange {
+        payment: paid.clone(),
+        amount: paid.credit,
+        balance_after: balance,
+        kind: EntryKind::TopUp,
+    });
+    step.record.outcome = "credited".into();
+    step.record.payment = Some(paid.clone());
+    apply_waiting(tx, step, &paid).await
+}
+
+/// Applies the refunds and disputes that waited for `paid`, oldest first.
+async fn apply_waiting(
+    tx: &mut PaymentTx,
+    step: &mut Step,
+    paid: &PaymentRow,
+) -> Result<(), sqlx::Error> {
+    let Some(intent) = &paid.payment_intent else {
+        return Ok(());
+    };
+    for (event_id, cents, kind) in tx.deferred(intent).await? {
+        let Some(change) =
+            ClawChange::from_parts(kind.as_deref().unwrap_or(""), cents.unwrap_or(0))
+        else {
+            continue;
+        };
+        let claw = Claw {
+            payment_intent: intent.clone(),
+            change,
+            receipt_url: None,
+        };
+        let current = tx.payment(&paid.id).await?;
+        let (updated, _) = apply_claw(tx, step, &current, &claw, &event_id).await?;
+        tx.mark_applied_late(&event_id, &updated).await?;
+    }
+    Ok(())
+}
+
+/// Applies a refund or dispute to its payment, or keeps it for later when
+/// the payment is not credited yet.
+async fn claw_or_defer(
+    tx: &mut PaymentTx,
+    step: &mut Step,
+    claw: &Claw,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    step.record.intent = Some(claw.payment_intent.clone());
+    step.record.cents = Some(claw.change.amount_cents());
+    let Some(current) = tx.payment_for_intent(&claw.payment_intent).await? else {
+        step.record.outcome = "deferred".into();
+        step.record.detail = Some(claw.change.kind().into());
+        return Ok(());
+    };
+    let (updated, amount) = apply_claw(tx, step, &current, claw, event_id).await?;
+    step.record.outcome = if amount == 0 {
+        "no_change".into()
+    } else {
+        claw.change.kind().into()
+    };
+    step.record.payment = Some(updated);
+    Ok(())
+}
+
+/// Moves `current` by `claw`, with the ledger entry for what it takes back
+/// (or gives back); the updated payment and the balance change.
+async fn apply_claw(
+    tx: &mut PaymentTx,
+    step: &mut Step,
+    current: &PaymentRow,
+    claw: &Claw,
+    event_id: &str,
+) -> Result<(PaymentRow, i64), sqlx::Error> {
+    let (updated, kind, amount) = claw_update(current, claw, step.take_back);
+    tx.save_claw(&updated, step.now).await?;
+    if amount != 0 {
+        let note = format!(
+            "{} of payment {} (Stripe event {event_id})",
+            claw_label(claw.change),
+            updated.id
+        );
+        let balance = tx.post(&updated, kind, amount, &note, step.now).await?;
+        step.changes.push(BalanceChange {
+            payment: updated.clone(),
+            amount,
+            balance_after: balance,
+            kind,
+        });
+    }
+    Ok((updated, amount))
+}
+
 /// What the event row will say.
+#[derive(Default)]
 struct EventRecord {
     outcome: String,
     payment: Option<PaymentRow>,
     intent: Option<String>,
     cents: Option<i64>,
     detail: Option<String>,
+}
+
+impl EventRecord {
+    fn ignored(&mut self, reason: String) {
+        self.outcome = "ignored".into();
+        self.detail = Some(reason);
+    }
+}
+
+/// The transaction an event is applied in, on either backend.
+enum PaymentTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$conn`, the transaction's connection, and `$lock`,
+/// what locks a selected row on this backend.
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident, $lock:ident => $body:expr) => {
+        match $tx {
+            PaymentTx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                let $lock = "";
+                let _ = $lock;
+                $body
+            }
+            PaymentTx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                let $lock = " FOR UPDATE";
+                let _ = $lock;
+                $body
+            }
+        }
+    };
+}
+
+impl PaymentTx {
+    async fn begin(db: &Db) -> Result<Self, sqlx::Error> {
+        Ok(match db {
+            Db::Sqlite(pool) => Self::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Self::Postgres(pool.begin().await?),
+        })
+    }
+
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Keeps the event as `processing`; `false` if it was kept before.
+    async fn insert_event(&mut self, delivery: &Delivery<'_>) -> Result<bool, sqlx::Error> {
+        const SQL: &str = "INSERT INTO stripe_events (id, type, received_at, outcome) \
+            VALUES ($1, $2, $3, 'processing') ON CONFLICT (id) DO NOTHING";
+        on_tx!(self, conn, _lock => {
+            let done = sqlx::query(SQL)
+                .bind(delivery.event_id)
+                .bind(delivery.event_type)
+                .bind(delivery.received_at)
+                .execute(&mut *conn)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Writes what the event did.
+    async fn record(&mut self, event_id: &str, record: &EventRecord) -> Result<(), sqlx::Error> {
+        const SQL: &str = "UPDATE stripe_events SET outcome = $1, payment_id = $2, user_id = $3, \
+            payment_intent = $4, amount_cents = $5, detail = $6 WHERE id = $7";
+        on_tx!(self, conn, _lock => {
+            sqlx::query(SQL)
+                .bind(&record.outcome)
+                .bind(record.payment.as_ref().map(|p| p.id.as_str()))
+                .bind(record.payment.as_ref().map(|p| p.user_id.as_str()))
+                .bind(&record.intent)
+                .bind(record.cents)
+                .bind(&record.detail)
+                .bind(event_id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The payment of a Checkout Session (or, before its session was
+    /// noted, of our id in its metadata), locked.
+    async fn payment_for_session(
+        &mut self,
+        session_id: &str,
+        payment_id: Option<&str>,
+    ) -> Result<Option<PaymentRow>, sqlx::Error> {
+        on_tx!(self, conn, lock => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM payments WHERE checkout_session_id = $1 \
+                 OR (checkout_session_id IS NULL AND id = $2){lock}"
+            );
+            sqlx::query_as(&sql)
+                .bind(session_id)
+                .bind(payment_id.unwrap_or(""))
+                .fetch_optional(&mut *conn)
+                .await
+        })
+    }
+
+    /// The payment of a payment intent, locked.
+    async fn payment_for_intent(
+        &mut self,
+        intent: &str,
+    ) -> Result<Option<PaymentRow>, sqlx::Error> {
+        on_tx!(self, conn, lock => {
+            let sql = format!("SELECT {COLUMNS} FROM payments WHERE payment_intent = $1{lock}");
+            sqlx::query_as(&sql).bind(intent).fetch_optional(&mut *conn).await
+        })
+    }
+
+    async fn payment(&mut self, id: &str) -> Result<PaymentRow, sqlx::Error> {
+        on_tx!(self, conn, _lock => {
+            let sql = format!("SELECT {COLUMNS} FROM payments WHERE id = $1");
+            sqlx::query_as(&sql).bind(id).fetch_one(&mut *conn).await
+        })
+    }
+
+    /// Ends the open payment of `session_id` with `status`.
+    async fn close(
+        &mut self,
+        session_id: &str,
+        status: &str,
+        now: i64,
+    ) -> Result<Option<PaymentRow>, sqlx::Error> {
+        on_tx!(self, conn, _lock => {
+            let sql = format!(
+                "UPDATE payments SET status = $1, updated_at = $2 \
+                 WHERE checkout_session_id = $3 AND status = 'open' RETURNING {COLUMNS}"
+            );
+            sqlx::query_as(&sql).bind(status).bind(now).bind(session_id).fetch_optional(&mut *conn).await
+        })
+    }
+
+    async fn set_status(&mut self, id: &str, status: &str, now: i64) -> Result<(), sqlx::Error> {
+        on_tx!(self, conn, _lock => {
+            sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3")
+                .bind(status).bind(now).bind(id).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
+
+    /// Marks a payment paid by `intent` through `session_id`.
+    async fn mark_paid(
+        &mut self,
+        id: &str,
+        intent: Option<&str>,
+        session_id: &str,
+        now: i64,
+    ) -> Result<PaymentRow, sqlx::Error> {
+        on_tx!(self, conn, _lock => {
+            let sql = format!(
+                "UPDATE payments SET status = 'paid', payment_intent = $1, checkout_session_id = $2, \
+                 paid_at = $3, updated_at = $3 WHERE id = $4 RETURNING {COLUMNS}"
+            );
+            sqlx::query_as(&sql).bind(intent).bind(session_id).bind(now).bind(id).fetch_one(&mut *conn).await
+        })
+    }
+
+    /// Stores a payment's refunded and disputed amounts, what was taken
+    /// back, its status and receipt.
+    async fn save_claw(&mut self, payment: &PaymentRow, now: i64) -> Result<(), sqlx::Error> {
+        const SQL: &str =
+            "UPDATE payments SET status = $1, refunded_cents = $2, disputed_cents = $3, \
+            taken_back = $4, receipt_url = $5, updated_at = $6 WHERE id = $7";
+        on_tx!(self, conn, _lock => {
+            sqlx::query(SQL)
+                .bind(&payment.status)
+                .bind(payment.refunded_cents)
+                .bind(payment.disputed_cents)
+                .bind(payment.taken_back)
+                .bind(&payment.receipt_url)
+                .bind(now)
+                .bind(&payment.id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Posts `amount` of `payment` to its user's balance and ledger (below
+    /// zero if need be); the balance after.
+    async fn post(
+        &mut self,
+        payment: &PaymentRow,
+        kind: EntryKind,
+        amount: i64,
+        note: &str,
+        now: i64,
+    ) -> Result<i64, sqlx::Error> {
+        let posting = Posting {
+            user_id: &payment.user_id,
+            kind,
+            amount,
+            note: Some(note),
+            payment_id: Some(&payment.id),
+            may_owe: true,
+            now,
+        };
+        on_tx!(self, conn, _lock => {
+            post!(conn, &posting)?.ok_or(sqlx::Error::RowNotFound)
+        })
+    }
+
+    /// The events that wait for `intent`'s payment: (id, cents, kind).
+    async fn deferred(
+        &mut self,
+        intent: &str,
+    ) -> Result<Vec<(String, Option<i64>, Option<String>)>, sqlx::Error> {
+        const SQL: &str = "SELECT id, amount_cents, detail FROM stripe_events \
+            WHERE payment_intent = $1 AND outcome = 'deferred' ORDER BY received_at, id";
+        on_tx!(self, conn, _lock => sqlx::query_as(SQL).bind(intent).fetch_all(&mut *conn).await)
+    }
+
+    async fn mark_applied_late(
+        &mut self,
+        event_id: &str,
+        payment: &PaymentRow,
+    ) -> Result<(), sqlx::Error> {
+        const SQL: &str = "UPDATE stripe_events SET outcome = 'applied_late', payment_id = $1, \
+            user_id = $2 WHERE id = $3";
+        on_tx!(self, conn, _lock => {
+            sqlx::query(SQL).bind(&payment.id).bind(&payment.user_id).bind(event_id).execute(&mut *conn).await?;
+            Ok(())
+        })
+    }
 }
 
 /// The payment after `claw`, the ledger kind, and the balance change (a
