@@ -545,6 +545,23 @@ async fn bad_top_ups_get_clear_errors_and_leave_no_credit(backend: Backend) {
     let (status, body) = app.rpc(&client, "start_top_up", &[("amount", "10")]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(payments(&app, &client).await[0]["status"], "failed");
+    // An unverified address may not pay where verification is required.
+    let strict = TestApp::start_with(Backend::Sqlite, |c| {
+        use_stripe(c, "http://127.0.0.1:9", 0.0);
+        c.require_verified_email = true;
+    })
+    .await;
+    let unverified = strict.client();
+    strict.sign_up(&unverified, EMAIL).await;
+    let (status, body) = strict
+        .rpc(&unverified, "start_top_up", &[("amount", "10")])
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        payments(&strict, &unverified).await.is_empty(),
+        "no payment opened"
+    );
+    strict.stop().await;
     // And without Stripe configured the webhook is not there.
     let plain = TestApp::start(Backend::Sqlite).await;
     let (status, _) = deliver(&plain, &completed("evt_x", "cs_x", 100, "pi_x")).await;
