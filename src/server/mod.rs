@@ -68,7 +68,8 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets requests in flight finish within the grace
     /// period (`shutdown_grace_secs`), then cuts the streams still open, bills
-    /// everything, writes the last usage records, and returns.
+    /// everything, writes the last usage records, stops the mail sender after
+    /// the mail it is sending (the rest waits in the outbox), and returns.
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(());
         if tokio::time::timeout(self.grace, &mut self.task)
