@@ -26,6 +26,7 @@ on_both_backends!(
     a_mail_the_server_refuses_is_sent_again,
     a_low_balance_mail_goes_once_per_crossing,
     budget_alerts_go_at_80_and_100_percent_once_each,
+    the_monthly_cap_a_user_sets_alerts_too,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -651,5 +652,42 @@ async fn budget_alerts_go_at_80_and_100_percent_once_each(backend: Backend) {
         StatusCode::PAYMENT_REQUIRED
     );
     assert_no_more_mail(&sink, "ada@example.com", "budget", 3).await;
+    app.stop().await;
+}
+
+async fn the_monthly_cap_a_user_sets_alerts_too(backend: Backend) {
+    let mock = start_mock().await;
+    let (app, sink) = app_with(backend, |c| use_mock(c, &mock)).await;
+    let (client, _) = signed_up(&app, "ada@example.com").await;
+    let (status, created) = app.rpc(&client, "create_key", &[("name", "capped")]).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let key = created["secret"].as_str().unwrap().to_string();
+    let id = created["key"]["id"].as_str().unwrap().to_string();
+    let (status, body) = app
+        .rpc(
+            &client,
+            "update_key_limits",
+            &[("id", &id), ("monthly_cap", "1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // $0.90 of the $1 cap.
+    assert_eq!(
+        app.chat(&key, &chat_costing(5_000_000)).await.status(),
+        StatusCode::OK
+    );
+    let mails = wait_for_mail(
+        &sink,
+        "ada@example.com",
+        "80% of the monthly cap you set",
+        1,
+    )
+    .await;
+    assert!(
+        mails[0].text.contains("$0.90 of its $1.00"),
+        "{}",
+        mails[0].text
+    );
+    assert_no_more_mail(&sink, "ada@example.com", "cap", 1).await;
     app.stop().await;
 }

@@ -59,7 +59,7 @@ pub async fn rearm_low_balances(db: &Db) -> Result<u64, sqlx::Error> {
 /// the level it reached has not been sent in its period.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BudgetNearLimit {
-    /// `user:<id>` or `key:<id>`.
+    /// `user:<id>`, `key:<id>`, or `keycap:<id>` (the cap the key's owner set).
     pub scope: String,
     pub period_start: i64,
     pub spent: i64,
@@ -88,6 +88,13 @@ pub async fn budgets_near_limit(db: &Db) -> Result<Vec<BudgetNearLimit>, sqlx::E
            FROM budget_windows w JOIN api_keys k ON w.scope = 'key:' || k.id \
            JOIN users u ON u.id = k.user_id \
            WHERE k.max_budget IS NOT NULL AND k.revoked_at IS NULL \
+             AND u.deleted_at IS NULL AND u.email IS NOT NULL \
+           UNION ALL \
+           SELECT w.scope, w.period_start, w.spent, k.self_monthly_cap, CAST(NULL AS BIGINT), \
+             'monthly', k.name, u.email \
+           FROM budget_windows w JOIN api_keys k ON w.scope = 'keycap:' || k.id \
+           JOIN users u ON u.id = k.user_id \
+           WHERE k.self_monthly_cap IS NOT NULL AND k.revoked_at IS NULL \
              AND u.deleted_at IS NULL AND u.email IS NOT NULL \
          ) m WHERE m.max_budget > 0 AND m.spent * 5 >= m.max_budget * 4 \
          AND NOT EXISTS (SELECT 1 FROM budget_alerts a WHERE a.scope = m.scope \

@@ -65,6 +65,7 @@ fn facts_at(window: &BudgetNearLimit, now: i64) -> Option<BudgetFacts> {
     }
     Some(BudgetFacts {
         key_name: window.key_name.clone(),
+        own_cap: window.scope.starts_with("keycap:"),
         level: if spent >= window.max_budget { 100 } else { 80 },
         spent,
         max: window.max_budget,

@@ -123,6 +123,9 @@ pub fn low_balance(to: &str, balance: i64, threshold: i64, balance_page: &str) -
 pub struct BudgetFacts {
     /// The key's name, for a key's budget; `None` for the account's.
     pub key_name: Option<String>,
+    /// Whether it is the monthly cap the user set on the key (not the
+    /// operator's budget).
+    pub own_cap: bool,
     /// 80 or 100 (percent).
     pub level: i64,
     pub spent: i64,
@@ -133,9 +136,10 @@ pub struct BudgetFacts {
 
 /// A budget reached 80 % or all of its limit.
 pub fn budget_alert(to: &str, facts: &BudgetFacts) -> Mail {
-    let whose = match &facts.key_name {
-        Some(name) => format!("the budget of your API key \"{name}\""),
-        None => "your account's budget".to_string(),
+    let whose = match (&facts.key_name, facts.own_cap) {
+        (Some(name), true) => format!("the monthly cap you set on your API key \"{name}\""),
+        (Some(name), false) => format!("the budget of your API key \"{name}\""),
+        (None, _) => "your account's budget".to_string(),
     };
     let subject = if facts.level >= 100 {
         format!("You have used all of {whose}")
@@ -244,6 +248,7 @@ mod tests {
     #[test]
     fn budget_alerts_say_whose_budget_and_how_far() {
         let facts = BudgetFacts {
+            own_cap: false,
             key_name: None,
             level: 80,
             spent: 850_000_000,
@@ -259,6 +264,7 @@ mod tests {
         let full = budget_alert(
             "ada@example.com",
             &BudgetFacts {
+                own_cap: false,
                 key_name: Some("ci".into()),
                 level: 100,
                 resets_at: Some(1_796_083_200_000),
