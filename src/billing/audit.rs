@@ -114,7 +114,8 @@ impl AuditReport {
         if self.passed() {
             text.push_str(
                 "All checks passed: ledger = balance for every user, every usage record's cost = its debit, \
-                 no hold past its time, every negative balance has its debt record.\n",
+                 no hold past its time, every negative balance has its debt record, every payment \
+                 credited once less what was taken back.\n",
             );
         } else {
             text.push_str(&format!("{} problem(s) found:\n", self.findings.len()));
