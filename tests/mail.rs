@@ -27,6 +27,7 @@ on_both_backends!(
     a_low_balance_mail_goes_once_per_crossing,
     budget_alerts_go_at_80_and_100_percent_once_each,
     the_monthly_cap_a_user_sets_alerts_too,
+    old_mail_and_expired_links_are_pruned,
 );
 
 const PASSWORD: &str = "correct horse battery";
@@ -690,4 +691,40 @@ async fn the_monthly_cap_a_user_sets_alerts_too(backend: Backend) {
     );
     assert_no_more_mail(&sink, "ada@example.com", "cap", 1).await;
     app.stop().await;
+}
+
+async fn old_mail_and_expired_links_are_pruned(backend: Backend) {
+    use llm_gateway::db::{email_tokens, outbox};
+    let (mut app, sink) = app_with(backend, |_| {}).await;
+    signed_up(&app, "ada@example.com").await; // a verification mail and its link
+    wait_for_mail(&sink, "ada@example.com", "", 1).await;
+    let now = app.clock().now_ms();
+    app.stop_server().await; // no sender from here on
+    let db = app.database().await;
+    let day = 24 * HOUR_MS;
+    let unsent = outbox::NewMail {
+        to: "bob@example.com",
+        subject: "s",
+        body: "b",
+    };
+    outbox::insert(&db, unsent, now - 90 * day).await.unwrap();
+    let queued = outbox::all(&db).await.unwrap();
+    let verification = queued
+        .iter()
+        .find(|m| m.recipient == "ada@example.com")
+        .unwrap();
+    let sent_at = verification.sent_at.expect("sent");
+    // Sent mail goes once older than the cutoff; unsent mail stays.
+    assert_eq!(outbox::prune(&db, sent_at).await.unwrap(), 0);
+    assert_eq!(outbox::prune(&db, now + 60 * day).await.unwrap(), 1);
+    let left = outbox::all(&db).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].recipient, "bob@example.com");
+    // The 24-hour link stays until it has expired.
+    assert_eq!(
+        email_tokens::prune(&db, now + day - 60_000).await.unwrap(),
+        0
+    );
+    assert_eq!(email_tokens::prune(&db, now + 2 * day).await.unwrap(), 1);
+    db.close().await;
 }

@@ -76,3 +76,10 @@ pub async fn redeem(
             .await
     })
 }
+
+/// Deletes tokens that expired before `before` (used or not): a link past
+/// its time can do nothing. Returns how many.
+pub async fn prune(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    const SQL: &str = "DELETE FROM email_tokens WHERE expires_at < $1";
+    with_pool!(db, pool => Ok(sqlx::query(SQL).bind(before).execute(pool).await?.rows_affected()))
+}

@@ -122,3 +122,9 @@ pub async fn all(db: &Db) -> Result<Vec<OutboxState>, sqlx::Error> {
         FROM mail_outbox ORDER BY created_at, id";
     with_pool!(db, pool => sqlx::query_as::<_, OutboxState>(ALL).fetch_all(pool).await)
 }
+
+/// Deletes mail sent, or given up on, before `before`. Returns how many.
+pub async fn prune(db: &Db, before: i64) -> Result<u64, sqlx::Error> {
+    const SQL: &str = "DELETE FROM mail_outbox WHERE sent_at < $1 OR failed_at < $1";
+    with_pool!(db, pool => Ok(sqlx::query(SQL).bind(before).execute(pool).await?.rows_affected()))
+}

@@ -412,6 +412,18 @@ async fn health(State(db): State<Db>) -> impl IntoResponse {
 /// Periodically deletes expired sessions, old sign-in failures and the
 /// idempotent answers older than a day, releases reservations whose
 /// requests died, and reloads prices changed elsewhere.
+/// Keeps the mail tables small: mail sent (or given up on) more than 30
+/// days ago, and links that expired more than a day ago, go.
+async fn prune_mail(db: &Db, now: i64) {
+    const DAY_MS: i64 = 86_400_000;
+    if let Err(err) = db::outbox::prune(db, now - 30 * DAY_MS).await {
+        tracing::warn!(%err, "pruning sent mail failed");
+    }
+    if let Err(err) = db::email_tokens::prune(db, now - DAY_MS).await {
+        tracing::warn!(%err, "pruning expired email links failed");
+    }
+}
+
 fn spawn_maintenance(
     db: Db,
     sessions: SessionBackend,
@@ -448,6 +460,7 @@ fn spawn_maintenance(
             if let Err(err) = db::responses::prune(&db, now).await {
                 tracing::warn!(%err, "deleting expired stored responses failed");
             }
+            prune_mail(&db, now).await;
         }
     });
 }
