@@ -186,6 +186,15 @@ async fn a_password_reset_signs_out_every_session_and_works_once(backend: Backen
         StatusCode::OK,
         "the short try left the link usable: {body}"
     );
+    // The playground, which spends, refuses the old session too.
+    let playground = first
+        .post(app.url("/rpc/playground/chat"))
+        .header("origin", &app.base)
+        .json(&json!({"model": "openai:gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(playground.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(me_status(&app, &first).await, StatusCode::UNAUTHORIZED);
     assert_eq!(me_status(&app, &second).await, StatusCode::UNAUTHORIZED);
     let dashboard = first.get(app.url("/dashboard")).send().await.unwrap();

@@ -161,20 +161,15 @@ pub async fn chat(
     crate::proxy::session_chat(&state, user, request.into_body()).await
 }
 
+/// The session's active user, as every other session route asks it (a
+/// session from before a password reset or change is signed out).
 #[cfg(feature = "ssr")]
 async fn signed_in_user(
     state: &crate::state::AppState,
     session: &tower_sessions::Session,
 ) -> Result<String, AppError> {
-    let unauthorized = || AppError::Unauthorized("Please sign in.".into());
-    let user_id = crate::auth::session::user_id(session)
-        .await?
-        .ok_or_else(unauthorized)?;
-    crate::db::users::find_by_id(&state.db, &user_id)
-        .await?
-        .filter(|user| user.is_active())
-        .map(|user| user.id)
-        .ok_or_else(unauthorized)
+    let user = super::context::active_user(state, session).await?;
+    Ok(user.id)
 }
 
 #[cfg(test)]
