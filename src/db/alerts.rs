@@ -2,7 +2,7 @@
 //! Each alert is recorded and its mail queued in one transaction, by a
 //! conditional write, so a replica that races another sends nothing twice.
 
-use super::outbox::{mail_id, NewMail, INSERT};
+use super::outbox::{queue_mail, NewMail};
 use super::Db;
 use crate::with_pool;
 
@@ -32,14 +32,7 @@ where
         for user in &fallen {
             let (to, subject, body) = compose(user);
             let mail = NewMail { to: &to, subject: &subject, body: &body };
-            sqlx::query(INSERT)
-                .bind(mail_id())
-                .bind(mail.to)
-                .bind(mail.subject)
-                .bind(mail.body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            queue_mail!(&mut *tx, mail, now)?;
         }
         tx.commit().await?;
         Ok(fallen.len())
@@ -127,14 +120,7 @@ pub async fn record_budget_alert(
             .rows_affected()
             == 1;
         if recorded {
-            sqlx::query(INSERT)
-                .bind(mail_id())
-                .bind(mail.to)
-                .bind(mail.subject)
-                .bind(mail.body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            queue_mail!(&mut *tx, mail, now)?;
         }
         tx.commit().await?;
         Ok(recorded)

@@ -40,6 +40,25 @@ pub(super) const INSERT: &str =
     "INSERT INTO mail_outbox (id, recipient, subject, body, next_attempt_at, created_at) \
      VALUES ($1, $2, $3, $4, $5, $5)";
 
+/// Queues the [`NewMail`] `$mail`, due at `$now`, on `$conn` (a pool, or
+/// an open transaction's connection, of either backend), so an alert and
+/// its mail can commit together.
+macro_rules! queue_mail {
+    ($conn:expr, $mail:expr, $now:expr) => {{
+        let mail: $crate::db::outbox::NewMail = $mail;
+        sqlx::query($crate::db::outbox::INSERT)
+            .bind($crate::db::outbox::mail_id())
+            .bind(mail.to)
+            .bind(mail.subject)
+            .bind(mail.body)
+            .bind($now)
+            .execute($conn)
+            .await
+            .map(drop)
+    }};
+}
+pub(super) use queue_mail;
+
 /// A new mail id; time-ordered.
 pub(super) fn mail_id() -> String {
     format!("mail_{}", uuid::Uuid::now_v7().simple())
@@ -47,17 +66,7 @@ pub(super) fn mail_id() -> String {
 
 /// Queues a mail, due at once.
 pub async fn insert(db: &Db, mail: NewMail<'_>, now: i64) -> Result<(), sqlx::Error> {
-    with_pool!(db, pool => {
-        sqlx::query(INSERT)
-            .bind(mail_id())
-            .bind(mail.to)
-            .bind(mail.subject)
-            .bind(mail.body)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(drop)
-    })
+    with_pool!(db, pool => queue_mail!(pool, mail, now))
 }
 
 /// Claims up to `limit` due mails for `lease_ms`, counting an attempt on

@@ -6,52 +6,26 @@ use super::{templates, MailQueue};
 use crate::auth::email_token::{self, Purpose};
 use crate::error::AppError;
 
-/// Sends `email` the link that verifies it as `user_id`'s address.
-pub async fn send_verification(
+/// Sends `address` the link for `purpose` on `user_id`'s account: one
+/// that verifies the address, sets a new password, or moves the account
+/// to the address.
+pub async fn send_link(
     queue: &MailQueue,
     user_id: &str,
-    email: &str,
+    purpose: Purpose,
+    address: &str,
     now: i64,
 ) -> Result<(), AppError> {
     if !queue.is_enabled() {
         return Ok(());
     }
-    let link = issue_link(queue, user_id, Purpose::Verify, email, now).await?;
-    queue
-        .enqueue(&templates::verification(email, &link), now)
-        .await
-}
-
-/// Sends `email` the link that sets a new password for `user_id`.
-pub async fn send_password_reset(
-    queue: &MailQueue,
-    user_id: &str,
-    email: &str,
-    now: i64,
-) -> Result<(), AppError> {
-    if !queue.is_enabled() {
-        return Ok(());
-    }
-    let link = issue_link(queue, user_id, Purpose::Reset, email, now).await?;
-    queue
-        .enqueue(&templates::password_reset(email, &link), now)
-        .await
-}
-
-/// Sends `new_email` the link that makes it `user_id`'s address.
-pub async fn send_email_change(
-    queue: &MailQueue,
-    user_id: &str,
-    new_email: &str,
-    now: i64,
-) -> Result<(), AppError> {
-    if !queue.is_enabled() {
-        return Ok(());
-    }
-    let link = issue_link(queue, user_id, Purpose::ChangeEmail, new_email, now).await?;
-    queue
-        .enqueue(&templates::email_change(new_email, &link), now)
-        .await
+    let link = issue_link(queue, user_id, purpose, address, now).await?;
+    let mail = match purpose {
+        Purpose::Verify => templates::verification(address, &link),
+        Purpose::Reset => templates::password_reset(address, &link),
+        Purpose::ChangeEmail => templates::email_change(address, &link),
+    };
+    queue.enqueue(&mail, now).await
 }
 
 /// Issues a token and returns its link: the reset page for a reset, the

@@ -233,7 +233,7 @@ pub mod server {
         let now = state.clock.now_ms();
         let subject = format!("verify:user:{}", user.id);
         count_request(&state.db, &[(&subject, LINKS_PER_ADDRESS)], now).await?;
-        links::send_verification(&state.mail, &user.id, email, now).await
+        links::send_link(&state.mail, &user.id, Purpose::Verify, email, now).await
     }
 
     /// Mails a reset link to the live account at `email`, if any, counting
@@ -255,7 +255,7 @@ pub mod server {
         count_request(&state.db, &limits, now).await?;
         match users::find_by_email(&state.db, &email).await? {
             Some(user) if user.is_active() => {
-                links::send_password_reset(&state.mail, &user.id, &email, now).await?;
+                links::send_link(&state.mail, &user.id, Purpose::Reset, &email, now).await?;
                 tracing::info!(user_id = %user.id, "password reset link sent");
             }
             _ => tracing::info!("password reset asked for an unknown address"),
@@ -385,7 +385,8 @@ pub mod server {
                 "This gateway sends no mail, so an address cannot be changed here.".into(),
             ));
         }
-        links::send_email_change(&state.mail, &user.id, &email, state.clock.now_ms()).await?;
+        let now = state.clock.now_ms();
+        links::send_link(&state.mail, &user.id, Purpose::ChangeEmail, &email, now).await?;
         Ok(email)
     }
 

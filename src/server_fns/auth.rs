@@ -105,8 +105,14 @@ pub async fn register(
     sessions::sign_in(session, &user.id, user.session_epoch).await?;
     tracing::info!(user_id = %user.id, "signed up");
     let now = state.clock.now_ms();
-    if let Err(err) =
-        crate::mail::links::send_verification(&state.mail, &user.id, &email, now).await
+    if let Err(err) = crate::mail::links::send_link(
+        &state.mail,
+        &user.id,
+        crate::auth::email_token::Purpose::Verify,
+        &email,
+        now,
+    )
+    .await
     {
         // The account stands; the account page can send the link again.
         tracing::warn!(%err, user_id = %user.id, "queueing the verification mail failed");
