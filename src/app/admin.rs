@@ -107,13 +107,7 @@ pub fn AdminUsersPage() -> impl IntoView {
     let block = ServerAction::<AdminBlock>::new();
     let query = use_query_map();
     let search = Signal::derive(move || query.read().get("q").unwrap_or_default());
-    let page = Signal::derive(move || {
-        query
-            .read()
-            .get("page")
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
+    let page = super::page_in_query();
     let users = Resource::new(
         move || {
             (

@@ -2,7 +2,6 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_query_map;
 
 use super::alerts::LowBalanceAlert;
 use super::dashboard::DebtNotice;
@@ -15,14 +14,7 @@ use crate::server_fns::billing::{account_summary, ledger_page, payments_page, Le
 #[component]
 pub fn BalancePage() -> impl IntoView {
     let (credited, set_credited) = signal(0u32);
-    let query = use_query_map();
-    let page = Signal::derive(move || {
-        query
-            .read()
-            .get("page")
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
+    let page = super::page_in_query();
     let figures = Resource::new(move || credited.get(), |_| account_summary());
     let ledger = Resource::new(
         move || (credited.get(), page.get()),

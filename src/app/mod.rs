@@ -117,3 +117,16 @@ fn ErrorMessage(#[prop(into)] error: Signal<Option<AppError>>) -> impl IntoView 
         })
     }
 }
+
+/// The page number in the URL's `?page=` (0 when absent or not a number),
+/// for the paged tables.
+fn page_in_query() -> Signal<u32> {
+    let query = leptos_router::hooks::use_query_map();
+    Signal::derive(move || {
+        query
+            .read()
+            .get("page")
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    })
+}

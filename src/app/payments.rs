@@ -238,14 +238,7 @@ pub fn status_label(status: &str) -> &'static str {
 /// `/dashboard/admin/payments`: every payment, and Stripe's latest events.
 #[component]
 pub fn AdminPaymentsPage() -> impl IntoView {
-    let query = use_query_map();
-    let page = Signal::derive(move || {
-        query
-            .read()
-            .get("page")
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
+    let page = super::page_in_query();
     let payments = Resource::new(move || page.get(), admin_payments);
     let events = Resource::new(|| (), |_| admin_stripe_events());
     view! {
