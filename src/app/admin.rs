@@ -144,7 +144,8 @@ pub fn AdminUsersPage() -> impl IntoView {
                                 <thead>
                                     <tr>
                                         <th>"User"</th><th>"Role"</th><th class="num">"Balance"</th>
-                                        <th>"Status"</th><th>"Keys"</th><th>"Adjust credit"</th><th></th>
+                                        <th>"Status"</th><th>"Keys"</th><th>"Adjust credit"</th>
+                                        <th><span class="visually-hidden">"Block"</span></th>
                                     </tr>
                                 </thead>
                                 <tbody>{rows}</tbody>
@@ -303,7 +304,8 @@ fn PriceTable(catalog: PriceCatalog, delete: ServerAction<AdminDeletePrice>) -> 
                 <tr>
                     <th>"Model"</th><th class="num">"Cost in"</th><th class="num">"Cost out"</th>
                     <th class="num">"Cache read"</th><th class="num">"Cache write 5 min / 1 h"</th>
-                    <th class="num">"Margin"</th><th class="num">"User pays in"</th><th class="num">"User pays out"</th><th></th>
+                    <th class="num">"Margin"</th><th class="num">"User pays in"</th><th class="num">"User pays out"</th>
+                    <th><span class="visually-hidden">"Remove"</span></th>
                 </tr>
             </thead>
             <tbody>{rows}</tbody>

@@ -26,7 +26,8 @@ pub fn Landing() -> impl IntoView {
             <p>
                 <A href="/signup" attr:class="button primary">"Create an account"</A>
             </p>
-            <pre class="snippet">
+            // Focusable, so a keyboard can scroll it when it overflows.
+            <pre class="snippet" tabindex="0" role="region" aria-label="Calling the gateway from Python">
                 <code>
                     "from openai import OpenAI\n"
                     "client = OpenAI(base_url=\"http://localhost:3000/v1\", api_key=\"llm_sk_…\")\n"
