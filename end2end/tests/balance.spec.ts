@@ -44,7 +44,7 @@ test("top up through Stripe Checkout and find the credit, the payment and its re
 
   await page.getByRole("link", { name: "Overview" }).click();
   await expect(page.getByTestId("balance")).toHaveText("$12.50");
-  await expect(page.getByRole("img", { name: /Daily spend by model/ })).toBeVisible();
+  await expect(page.getByRole("group", { name: /Daily spend by model/ })).toBeVisible();
 });
 
 test("a cancelled checkout charges nothing", async ({ page }) => {
