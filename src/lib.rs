@@ -61,4 +61,14 @@ pub mod server;
 pub fn hydrate() {
     console_error_panic_hook::set_once();
     leptos::mount::hydrate_body(app::App);
+    // Marks the page interactive once the work hydration queued has run:
+    // the browser tests wait for `body[data-hydrated]`.
+    leptos::prelude::set_timeout(
+        || {
+            if let Some(body) = leptos::prelude::document().body() {
+                let _ = body.set_attribute("data-hydrated", "");
+            }
+        },
+        std::time::Duration::ZERO,
+    );
 }

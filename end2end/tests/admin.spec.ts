@@ -1,6 +1,6 @@
 import { expect, test, type Page } from "@playwright/test";
 import OpenAI from "openai";
-import { topUp } from "./support";
+import { ADMIN_EMAIL, signUpOrIn, topUp } from "./support";
 
 // The operator's pages: credit a user, change a price, block a user, and
 // see each take effect for that user's API key at once.
@@ -34,7 +34,8 @@ test("an admin credits a user, sets a price and blocks the user", async ({ brows
   // The admin (named in admin_emails) finds the member and credits them.
   const adminContext = await browser.newContext({ baseURL });
   const admin = await adminContext.newPage();
-  await signUp(admin, "e2e-admin@example.com");
+  // Signed up here, or by a spec that ran before this one.
+  await signUpOrIn(admin, ADMIN_EMAIL);
   await admin.getByRole("link", { name: "Admin" }).click();
   await expect(admin.getByRole("heading", { name: "Gateway" })).toBeVisible();
   await admin.getByRole("link", { name: "Users" }).click();

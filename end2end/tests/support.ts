@@ -25,3 +25,36 @@ export async function topUp(page: Page, amount: string): Promise<void> {
   await page.getByRole("button", { name: "Pay" }).click();
   await expect(page).toHaveURL(/\/dashboard\/balance\?checkout=success$/);
 }
+
+/** The admin named in end2end/config.yml's `admin_emails`. */
+export const ADMIN_EMAIL = "e2e-admin@example.com";
+
+/**
+ * Signs up as `email`, or signs in when a spec before this one already
+ * made the account (the admin's is shared). Leaves the page on /dashboard.
+ */
+export async function signUpOrIn(page: Page, email: string): Promise<void> {
+  await page.goto("/signup");
+  await whenHydrated(page);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill("correct horse battery");
+  await page.getByRole("button", { name: "Sign up" }).click();
+  const taken = page.getByRole("alert").filter({ hasText: "already exists" });
+  await expect(page.getByTestId("user-email").or(taken)).toBeVisible();
+  if (await taken.isVisible()) {
+    await page.goto("/login");
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill("correct horse battery");
+    await page.getByRole("button", { name: "Sign in" }).click();
+  }
+  await expect(page).toHaveURL(/\/dashboard$/);
+}
+
+/**
+ * Waits until the WASM client has hydrated the page (it marks
+ * `body[data-hydrated]`) and the page's requests have settled.
+ */
+export async function whenHydrated(page: Page): Promise<void> {
+  await expect(page.locator("body[data-hydrated]")).toHaveCount(1);
+  await page.waitForLoadState("networkidle");
+}
