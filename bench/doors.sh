@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration=${1:-10}
 bin=${BENCH_BIN:-target/release/llm-gateway}
-[[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
+[[ -x "$bin" ]] || { echo "build first: scripts/build.sh --release" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
 
 source bench/common.sh

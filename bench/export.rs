@@ -30,11 +30,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         database_url: url.clone(),
         ..Config::default()
     };
-    let options = leptos::prelude::LeptosOptions::builder()
-        .output_name("llm-gateway")
-        .site_root("target/site")
-        .build();
-    let server = llm_gateway::server::spawn(config, options).await?;
+    let site = llm_gateway::server::Site::at("target/site".as_ref(), &config)?;
+    let server = llm_gateway::server::spawn(config, site).await?;
     let base = format!("http://{}", server.addr);
     let client = reqwest::Client::builder().cookie_store(true).build()?;
     let user: Value = client

@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration=${1:-10}
 bin=${BENCH_BIN:-target/release/llm-gateway}
-[[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
+[[ -x "$bin" ]] || { echo "build first: scripts/build.sh --release" >&2; exit 1; }
 for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
   command -v $tool >/dev/null || { echo "missing $tool (apt-get install valgrind wrk)" >&2; exit 1; }
 done

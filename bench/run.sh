@@ -11,7 +11,7 @@
 # and, at c=1, a byte relay (socat) on the gateway's core, which crosses
 # exactly as the gateway does and does nothing else, shows the floor under
 # any proxy placed so. Needs a release build (scripts/run.sh or
-# `cargo leptos build --release`), wrk and socat (apt-get install wrk socat;
+# `scripts/build.sh --release`), wrk and socat (apt-get install wrk socat;
 # without socat the relay is left out).
 #
 #   bench/run.sh [DURATION_SECONDS]
@@ -20,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 duration=${1:-10}
 bin=${BENCH_BIN:-target/release/llm-gateway}
-[[ -x "$bin" ]] || { echo "build first: cargo leptos build --release" >&2; exit 1; }
+[[ -x "$bin" ]] || { echo "build first: scripts/build.sh --release" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
 
 source bench/common.sh

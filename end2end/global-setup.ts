@@ -1,17 +1,44 @@
-import { spawn } from "node:child_process";
+import { ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 
-// cargo-leptos builds and starts the gateway, then runs Playwright at once.
-// Wait until the gateway answers its health check, then start the mock
-// provider (and mock Stripe) that end2end/config.yml points every provider
-// and payments at. The returned
-// function stops the mock when the run ends.
+// scripts/e2e.sh builds the gateway and sets GATEWAY_* for it. Start it on
+// end2end/config.yml, wait until it answers its readiness check, then start
+// the mock provider (and mock Stripe and SMTP sink) that the config points
+// every provider, payments and mail at. The returned function stops both
+// when the run ends; the gateway's log is in target/e2e/gateway.log.
 export default async function globalSetup(): Promise<() => Promise<void>> {
   const port = process.env.E2E_PORT ?? "3107";
-  await waitFor(`http://127.0.0.1:${port}/health`);
+  const root = path.resolve(__dirname, "..");
+  const binary = path.join(root, "target", "debug", "llm-gateway");
+  mkdirSync(path.join(root, "target", "e2e"), { recursive: true });
+  const log = openSync(path.join(root, "target", "e2e", "gateway.log"), "a");
+  const gateway = spawn(binary, ["serve", "--config", path.join(root, "end2end", "config.yml")], {
+    cwd: root,
+    stdio: ["ignore", log, log],
+  });
+  gateway.on("error", (error) => console.error(`the gateway failed to start: ${error}`));
+  await waitFor(`http://127.0.0.1:${port}/health/ready`, gateway);
+
+  // A second gateway on config.example.yml as it ships (the demo provider,
+  // sign-up credit, the first account as admin): first-run.spec.ts.
+  const examplePort = process.env.E2E_EXAMPLE_PORT ?? "3110";
+  const exampleEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    GATEWAY_PORT: examplePort,
+    GATEWAY_DATABASE_URL: "sqlite://target/e2e/example.db",
+  };
+  delete exampleEnv.GATEWAY_CONFIG;
+  for (const key of ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"]) delete exampleEnv[key];
+  const exampleLog = openSync(path.join(root, "target", "e2e", "example.log"), "a");
+  const example = spawn(binary, ["serve", "--config", path.join(root, "config.example.yml")], {
+    cwd: root,
+    env: exampleEnv,
+    stdio: ["ignore", exampleLog, exampleLog],
+  });
+  await waitFor(`http://127.0.0.1:${examplePort}/health/ready`, example);
 
   const mockPort = process.env.E2E_MOCK_PORT ?? "3108";
-  const binary = path.resolve(__dirname, "..", "target", "debug", "llm-gateway");
   const args = ["mock-provider", "--port", mockPort, "--chunk-delay-ms", "40"];
   // The mock Stripe posts its signed events to the gateway's webhook.
   args.push("--stripe-webhook-url", `http://127.0.0.1:${port}/webhooks/stripe`);
@@ -25,13 +52,25 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
   await waitFor(`http://127.0.0.1:${mockPort}/v1/models`);
   return async () => {
     mock.kill();
+    await Promise.all([stop(gateway), stop(example)]);
   };
 }
 
-async function waitFor(url: string): Promise<void> {
+/** Stops the gateway with SIGTERM and waits for it to finish its writes. */
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  await exited;
+}
+
+async function waitFor(url: string, child?: ChildProcess): Promise<void> {
   const deadline = Date.now() + 120_000;
   let lastError: unknown;
   while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) {
+      throw new Error(`a gateway exited (${child.exitCode}); see target/e2e/*.log`);
+    }
     try {
       const response = await fetch(url);
       if (response.ok) return;

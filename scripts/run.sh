@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 source scripts/env.sh
 
-cargo leptos build --release
+scripts/build.sh --release
 
 # The example config reads the master key from GATEWAY_MASTER_KEY; make one
 # on first run and keep it beside the database.

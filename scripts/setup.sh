@@ -2,16 +2,24 @@
 # Installs what building llm-gateway needs, and with --test what testing it
 # needs too. Idempotent: anything already present at the right version is skipped.
 #
-#   scripts/setup.sh          wasm32 target, cargo-leptos, wasm-bindgen-cli, wasm-opt
-#   scripts/setup.sh --test   + Debian's chromium and the end2end npm packages
+#   scripts/setup.sh          wasm32 target, wasm-bindgen-cli, wasm-opt (npm binaryen)
+#   scripts/setup.sh --test   + Debian's chromium, Playwright, the SDKs' packages
+#   scripts/setup.sh --dev    + cargo-leptos, for `cargo leptos watch` (12 minutes to build)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CARGO_LEPTOS_VERSION=0.3.10
 with_test=false
-[[ "${1:-}" == "--test" ]] && with_test=true
+with_dev=false
+for arg in "$@"; do
+  case $arg in
+    --test) with_test=true ;;
+    --dev) with_dev=true ;;
+    *) echo "usage: scripts/setup.sh [--test] [--dev]" >&2; exit 2 ;;
+  esac
+done
 
-say() { printf '==> %s\n' "$*" >&2; }
+say() { printf '==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 export PATH="$HOME/.cargo/bin:$PATH"
 
 as_root() {
@@ -36,8 +44,9 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-# 2. cargo-leptos, built without its binary downloads.
-if [[ "$(cargo leptos --version 2>/dev/null || true)" != *" $CARGO_LEPTOS_VERSION" ]]; then
+# 2. cargo-leptos, only for development (`cargo leptos watch`): the builds
+#    themselves go through scripts/build.sh. Built without its binary downloads.
+if $with_dev && [[ "$(cargo leptos --version 2>/dev/null || true)" != *" $CARGO_LEPTOS_VERSION" ]]; then
   say "installing cargo-leptos $CARGO_LEPTOS_VERSION (about 12 minutes on 2 cores)"
   cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
@@ -78,6 +87,13 @@ if $with_test; then
     cp tests/sdk/requirements.txt .venv/.llm-gateway-requirements
   fi
   npm_ci tests/sdk/js
+  # 8. podman and debootstrap for scripts/container-check.sh (no image
+  #    registry is reachable here, so the check makes its Debian base itself).
+  if ! command -v podman >/dev/null || ! command -v debootstrap >/dev/null; then
+    say "installing Debian's podman and debootstrap"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap >/dev/null
+  fi
 fi
 
 say "setup complete"

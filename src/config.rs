@@ -103,6 +103,17 @@ pub struct Config {
     /// admin role with `llm-gateway users set-role`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub admin_emails: Vec<String>,
+    /// Providers dropped because their `api_key` came out empty.
+    #[serde(skip)]
+    pub switched_off: Vec<String>,
+    /// Whether the first account signed up on an empty database is an admin.
+    #[serde(default = "yes")]
+    pub first_account_admin: bool,
+    /// The folder holding the dashboard's scripts, styles and files, as
+    /// `scripts/build.sh` writes it (`LEPTOS_SITE_ROOT` overrides it; unset,
+    /// `site` beside the folder holding the binary).
+    #[serde(default)]
+    pub site_root: Option<String>,
 }
 
 /// How users add credit: `test` credits the amount directly (demos);
@@ -338,6 +349,9 @@ pub enum ProviderKind {
     Openai,
     Anthropic,
     Gemini,
+    /// The mock provider, served inside the gateway (OpenAI's wire format,
+    /// canned replies): for trying the gateway with no provider account.
+    Demo,
 }
 
 /// A provider's cost for one model, in USD per million tokens.
@@ -407,8 +421,15 @@ impl Default for Config {
             shutdown_grace_secs: default_shutdown_grace_secs(),
             metrics_public: false,
             admin_emails: Vec::new(),
+            switched_off: Vec::new(),
+            first_account_admin: true,
+            site_root: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_shutdown_grace_secs() -> u64 {
@@ -498,6 +519,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.apply_overrides(overrides);
+        config.switch_off_keyless_providers();
         config.validate(&file.map_or("config".into(), |p| p.display().to_string()))?;
         Ok(config)
     }
@@ -556,6 +578,23 @@ impl Config {
         Ok(())
     }
 
+    /// Drops each provider whose `api_key` is given but empty (typically
+    /// `${OPENAI_API_KEY:-}` with the variable unset), naming it in
+    /// [`Config::switched_off`]. A provider with no `api_key` at all stays:
+    /// some upstreams (a local server, the demo) need none.
+    fn switch_off_keyless_providers(&mut self) {
+        let keyless: Vec<String> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.api_key.as_deref().is_some_and(|k| k.trim().is_empty()))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &keyless {
+            self.providers.remove(name);
+        }
+        self.switched_off = keyless;
+    }
+
     fn apply_overrides(&mut self, overrides: &Overrides) {
         if let Some(host) = &overrides.host {
             self.host = host.clone();
@@ -606,9 +645,17 @@ impl Config {
             if provider.kind.is_none() && ProviderKind::from_name(name).is_none() {
                 return Err(invalid(
                     &format!("providers.{name}.kind"),
-                    "is required for a provider not named openai, anthropic or gemini \
-                     (one of: openai, anthropic, gemini)"
+                    "is required for a provider not named openai, anthropic, gemini or demo \
+                     (one of: openai, anthropic, gemini, demo)"
                         .into(),
+                ));
+            }
+            let is_demo =
+                provider.kind.or_else(|| ProviderKind::from_name(name)) == Some(ProviderKind::Demo);
+            if is_demo && provider.api_base.is_some() {
+                return Err(invalid(
+                    &format!("providers.{name}.api_base"),
+                    "a demo provider is served inside the gateway and takes no api_base".into(),
                 ));
             }
         }
@@ -712,6 +759,15 @@ impl ProviderKind {
             Self::Openai => "openai",
             Self::Anthropic => "anthropic",
             Self::Gemini => "gemini",
+            Self::Demo => "demo",
+        }
+    }
+
+    /// The wire format spoken upstream (the demo speaks OpenAI's).
+    pub fn wire_format(self) -> Self {
+        match self {
+            Self::Demo => Self::Openai,
+            kind => kind,
         }
     }
 
@@ -721,6 +777,7 @@ impl ProviderKind {
             "openai" => Some(Self::Openai),
             "anthropic" => Some(Self::Anthropic),
             "gemini" => Some(Self::Gemini),
+            "demo" => Some(Self::Demo),
             _ => None,
         }
     }

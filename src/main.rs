@@ -172,17 +172,20 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
+    // Colours only on a terminal: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }
 
 async fn serve(args: ConfigArgs) -> Result<(), String> {
     let config = args.load()?;
-    let options = leptos_options()?;
-    tracing::info!(?config, "starting");
-    let server = llm_gateway::server::spawn(config, options)
+    let site = llm_gateway::server::Site::resolve(&config)?;
+    tracing::info!(?config, site_root = %site.options.site_root, "starting");
+    let server = llm_gateway::server::spawn(config, site)
         .await
         .map_err(|e| e.to_string())?;
     println!("llm-gateway listening on http://{}", server.addr);
@@ -271,19 +274,6 @@ async fn mock_provider(args: MockArgs) -> Result<(), String> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// Leptos site options: from cargo-leptos's `LEPTOS_*` variables when it runs
-/// the server, otherwise from `Leptos.toml` (or `$LEPTOS_CONFIG`).
-fn leptos_options() -> Result<leptos::prelude::LeptosOptions, String> {
-    use leptos::config::{get_config_from_env, get_config_from_file};
-    let conf = if std::env::var_os("LEPTOS_OUTPUT_NAME").is_some() {
-        get_config_from_env().map_err(|e| format!("LEPTOS_* variables: {e}"))?
-    } else {
-        let path = std::env::var("LEPTOS_CONFIG").unwrap_or_else(|_| "Leptos.toml".into());
-        get_config_from_file(&path).map_err(|e| format!("{path}: {e}"))?
-    };
-    Ok(conf.leptos_options)
 }
 
 async fn shutdown_signal() {

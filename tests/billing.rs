@@ -690,10 +690,6 @@ async fn a_crash_leaves_no_money_stuck() {
             .env_remove("GATEWAY_PORT")
             .env_remove("GATEWAY_DATABASE_URL")
             .env_remove("GATEWAY_CONFIG")
-            .env(
-                "LEPTOS_CONFIG",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
-            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -16,12 +16,7 @@ fn gateway(dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.current_dir(dir)
-        .env(
-            "LEPTOS_CONFIG",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
-        )
-        .env("RUST_LOG", "warn");
+    cmd.current_dir(dir).env("RUST_LOG", "warn");
     cmd
 }
 

@@ -1,8 +1,13 @@
-//! `Leptos.toml` (runtime site options) must agree with `[package.metadata.leptos]`
-//! in Cargo.toml (what cargo-leptos builds with), except for `env`.
+//! cargo-leptos (`cargo leptos watch`, for development) builds with
+//! `[package.metadata.leptos]` in Cargo.toml; `scripts/build.sh` and the
+//! server (`server::site`) use names built into the binary. They must agree,
+//! or a watched build serves a page whose script and style are missing.
 
-fn leptos_table(text: &str) -> toml::Table {
-    let doc: toml::Table = text.parse().unwrap();
+use llm_gateway::server::site::{OUTPUT_NAME, PKG_DIR};
+
+fn cargo_leptos_table() -> toml::Table {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let doc: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
     doc["package"]["metadata"]["leptos"]
         .as_table()
         .unwrap()
@@ -10,38 +15,18 @@ fn leptos_table(text: &str) -> toml::Table {
 }
 
 #[test]
-fn leptos_toml_agrees_with_cargo_toml() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let cargo = leptos_table(&std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap());
-    let runtime = leptos_table(&std::fs::read_to_string(format!("{root}/Leptos.toml")).unwrap());
-    for (key, value) in &runtime {
-        if key == "env" {
-            assert_eq!(
-                value.as_str(),
-                Some("PROD"),
-                "Leptos.toml is for production"
-            );
-            continue;
-        }
-        assert_eq!(
-            cargo.get(key),
-            Some(value),
-            "`{key}` differs between Leptos.toml and Cargo.toml"
-        );
-    }
-    for key in ["output-name", "site-root", "site-pkg-dir"] {
-        assert!(runtime.contains_key(key), "Leptos.toml lacks `{key}`");
-    }
+fn cargo_leptos_builds_the_names_the_server_serves() {
+    let table = cargo_leptos_table();
+    assert_eq!(table["output-name"].as_str(), Some(OUTPUT_NAME));
+    assert_eq!(table["site-pkg-dir"].as_str(), Some(PKG_DIR));
+    // `site` beside target/debug and target/release: the binary's default.
+    assert_eq!(table["site-root"].as_str(), Some("target/site"));
 }
 
 #[test]
-fn the_stylesheet_link_matches_the_output_name() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let cargo = leptos_table(&std::fs::read_to_string(format!("{root}/Cargo.toml")).unwrap());
-    let name = cargo["output-name"].as_str().unwrap();
-    let app = std::fs::read_to_string(format!("{root}/src/app/mod.rs")).unwrap();
-    assert!(
-        app.contains(&format!("/pkg/{name}.css")),
-        "the app links a stylesheet cargo-leptos does not produce"
-    );
+fn the_build_script_writes_the_names_the_server_serves() {
+    let script =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build.sh")).unwrap();
+    assert!(script.contains(&format!("output_name={OUTPUT_NAME}")));
+    assert!(script.contains(&format!("pkg_dir={PKG_DIR}")));
 }

@@ -38,10 +38,6 @@ fn spawn_replica(config: &std::path::Path) -> Replica {
         .env_remove("GATEWAY_DATABASE_URL")
         .env_remove("GATEWAY_CONFIG")
         .env_remove("GATEWAY_MASTER_KEY")
-        .env(
-            "LEPTOS_CONFIG",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
-        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

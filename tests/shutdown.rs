@@ -40,10 +40,6 @@ async fn start(grace_secs: u64) -> Gateway {
         .env_remove("GATEWAY_DATABASE_URL")
         .env_remove("GATEWAY_CONFIG")
         .env_remove("GATEWAY_MASTER_KEY")
-        .env(
-            "LEPTOS_CONFIG",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/Leptos.toml"),
-        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -4,6 +4,7 @@
 //! `/verify-email`. Every form posts to its server function and works
 //! before the WASM loads.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
@@ -34,7 +35,7 @@ fn Outcome(
 /// The account page.
 #[component]
 pub fn AccountPage() -> impl IntoView {
-    let account = Resource::new(|| (), |_| account_overview());
+    let account = resource(|| (), |_| account_overview());
     view! {
         <Title text="Account" />
         <h1>"Account"</h1>

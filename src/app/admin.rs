@@ -1,6 +1,7 @@
 //! `/dashboard/admin/…`: the operator's pages. Only admins see them; anyone
 //! else gets a 403 page (and 403 from every server function behind them).
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::{Outlet, A};
@@ -62,7 +63,7 @@ pub fn AdminLayout() -> impl IntoView {
 /// Every user's usage: totals and the 30-day chart.
 #[component]
 pub fn AdminOverviewPage() -> impl IntoView {
-    let overview = Resource::new(|| (), |_| admin_overview());
+    let overview = resource(|| (), |_| admin_overview());
     view! {
         <Title text="Gateway" />
         <h1>"Gateway"</h1>
@@ -108,7 +109,7 @@ pub fn AdminUsersPage() -> impl IntoView {
     let query = use_query_map();
     let search = Signal::derive(move || query.read().get("q").unwrap_or_default());
     let page = super::page_in_query();
-    let users = Resource::new(
+    let users = resource(
         move || {
             (
                 search.get(),
@@ -221,7 +222,7 @@ fn UserRow(
 pub fn AdminPricingPage() -> impl IntoView {
     let set = ServerAction::<AdminSetPrice>::new();
     let delete = ServerAction::<AdminDeletePrice>::new();
-    let catalog = Resource::new(
+    let catalog = resource(
         move || (set.version().get(), delete.version().get()),
         |_| admin_prices(),
     );
@@ -325,7 +326,7 @@ pub fn AdminReconciliationPage() -> impl IntoView {
             .and_then(|d| d.parse::<u32>().ok())
             .unwrap_or(30)
     });
-    let report = Resource::new(move || days.get(), admin_reconciliation);
+    let report = resource(move || days.get(), admin_reconciliation);
     view! {
         <Title text="Reconciliation" />
         <h1>"Reconciliation"</h1>
@@ -432,7 +433,7 @@ fn cache_writes(five_minutes: Option<i64>, one_hour: Option<i64>) -> String {
 /// The configured providers and their latest upstream errors.
 #[component]
 pub fn AdminProvidersPage() -> impl IntoView {
-    let providers = Resource::new(|| (), |_| admin_providers());
+    let providers = resource(|| (), |_| admin_providers());
     view! {
         <Title text="Providers" />
         <h1>"Providers"</h1>

@@ -1,6 +1,7 @@
 //! The low-balance alert's setting: a threshold in USD (empty: off), shown
 //! on the balance page.
 
+use super::resource;
 use leptos::prelude::*;
 
 use super::ErrorMessage;
@@ -11,7 +12,7 @@ use crate::server_fns::account::{low_balance_alert, SetLowBalanceAlert};
 #[component]
 pub fn LowBalanceAlert() -> impl IntoView {
     let set = ServerAction::<SetLowBalanceAlert>::new();
-    let current = Resource::new(move || set.version().get(), |_| low_balance_alert());
+    let current = resource(move || set.version().get(), |_| low_balance_alert());
     let error = Signal::derive(move || set.value().get().and_then(Result::err));
     view! {
         <section class="card" data-testid="low-balance-alert">

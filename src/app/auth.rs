@@ -1,13 +1,14 @@
 //! `/signup` and `/login`. Both forms post to their server function and work
 //! before the WASM loads; afterwards they submit in the background.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
 
 use super::ErrorMessage;
-use crate::server_fns::auth::{SignIn, SignUp};
+use crate::server_fns::auth::{signup_info, SignIn, SignUp};
 
 /// The sign-in page.
 #[component]
@@ -38,8 +39,14 @@ pub fn Signup() -> impl IntoView {
     let action = ServerAction::<SignUp>::new();
     let error = Signal::derive(move || action.value().get().and_then(Result::err));
     let next = next_param();
+    let info = resource(|| (), |_| signup_info());
     view! {
         <AuthCard title="Create your account">
+            <Suspense>
+                {move || {
+                    info.get().and_then(Result::ok).map(|info| view! { <SignupNotes info /> })
+                }}
+            </Suspense>
             <ActionForm action attr:class="form">
                 <CredentialFields next new_password=true />
                 <ErrorMessage error />
@@ -50,6 +57,32 @@ pub fn Signup() -> impl IntoView {
                 <A href=move || with_next("/login", &next.get())>"Sign in"</A>
             </p>
         </AuthCard>
+    }
+}
+
+/// Before the form: that this account becomes the admin (the first on a new
+/// gateway), and the credit it starts with.
+#[component]
+fn SignupNotes(info: crate::server_fns::auth::SignupFacts) -> impl IntoView {
+    view! {
+        {info
+            .becomes_admin
+            .then(|| {
+                view! {
+                    <p class="notice" role="status" data-testid="first-account">
+                        "No one has signed up yet: this first account becomes the gateway's administrator."
+                    </p>
+                }
+            })}
+        {info
+            .credit
+            .map(|credit| {
+                view! {
+                    <p class="muted" data-testid="signup-credit">
+                        "New accounts start with " {credit} " of credit."
+                    </p>
+                }
+            })}
     }
 }
 

@@ -1,5 +1,6 @@
 //! `/dashboard/balance`: the balance, adding credit, and the ledger.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -15,12 +16,12 @@ use crate::server_fns::billing::{account_summary, ledger_page, payments_page, Le
 pub fn BalancePage() -> impl IntoView {
     let (credited, set_credited) = signal(0u32);
     let page = super::page_in_query();
-    let figures = Resource::new(move || credited.get(), |_| account_summary());
-    let ledger = Resource::new(
+    let figures = resource(move || credited.get(), |_| account_summary());
+    let ledger = resource(
         move || (credited.get(), page.get()),
         |(_, page)| ledger_page(page),
     );
-    let payments = Resource::new(move || credited.get(), |_| payments_page(0));
+    let payments = resource(move || credited.get(), |_| payments_page(0));
     view! {
         <Title text="Balance" />
         <h1>"Balance"</h1>

@@ -1,5 +1,6 @@
 //! `/dashboard`: the signed-in shell with navigation, and its overview page.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::{Outlet, Redirect, A};
@@ -89,8 +90,8 @@ fn Shell(user: UserView) -> impl IntoView {
 #[component]
 pub fn Overview() -> impl IntoView {
     let user = expect_context::<UserView>();
-    let figures = Resource::new(|| (), |_| account_summary());
-    let series = Resource::new(|| (), |_| daily_spend());
+    let figures = resource(|| (), |_| account_summary());
+    let series = resource(|| (), |_| daily_spend());
     view! {
         <Title text="Overview" />
         <h1>"Overview"</h1>
@@ -143,7 +144,7 @@ fn Figures(figures: AccountFigures) -> impl IntoView {
             </div>
             <div class="figure">
                 <span class="label">"Spend today"</span>
-                <strong>{usd(figures.spend_today)}</strong>
+                <strong data-testid="spend-today">{usd(figures.spend_today)}</strong>
             </div>
             <div class="figure">
                 <span class="label">"Spend this month"</span>

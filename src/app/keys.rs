@@ -1,6 +1,7 @@
 //! `/dashboard/keys`: create, list and revoke API keys, and set the limits
 //! each key is held to (a monthly cap, allowed models, an expiry).
 
+use super::resource;
 use leptos::html::Input;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -26,7 +27,7 @@ pub fn KeysPage() -> impl IntoView {
     let create = ServerAction::<CreateKey>::new();
     let revoke = ServerAction::<RevokeKey>::new();
     let update = ServerAction::<UpdateKeyLimits>::new();
-    let keys = Resource::new(
+    let keys = resource(
         move || {
             (
                 create.version().get(),
@@ -36,7 +37,7 @@ pub fn KeysPage() -> impl IntoView {
         },
         |_| list_keys(),
     );
-    let catalog = Resource::new(|| (), |_| model_catalog());
+    let catalog = resource(|| (), |_| model_catalog());
     let models = Signal::derive(move || {
         catalog
             .get()

@@ -1,5 +1,6 @@
 //! `/models`: the public price list, per 1M tokens, margin included.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::A;
@@ -10,7 +11,7 @@ use crate::server_fns::models::{model_catalog, ModelPrice};
 /// The public model catalog with the prices users pay.
 #[component]
 pub fn ModelsPage() -> impl IntoView {
-    let models = Resource::new(|| (), |_| model_catalog());
+    let models = resource(|| (), |_| model_catalog());
     view! {
         <Title text="Models and prices" />
         <header class="topbar">

@@ -2,6 +2,7 @@
 //! shown before paying), the notice after Checkout, the payments table, and
 //! the admin page of every payment and webhook event.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -170,7 +171,7 @@ pub fn PaymentsTable(payments: Vec<PaymentLine>, #[prop(optional)] emails: bool)
 pub fn ReceiptPage() -> impl IntoView {
     let params = leptos_router::hooks::use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
-    let payment = Resource::new(id, payment_receipt);
+    let payment = resource(id, payment_receipt);
     view! {
         <Title text="Receipt" />
         <h1>"Receipt"</h1>
@@ -239,8 +240,8 @@ pub fn status_label(status: &str) -> &'static str {
 #[component]
 pub fn AdminPaymentsPage() -> impl IntoView {
     let page = super::page_in_query();
-    let payments = Resource::new(move || page.get(), admin_payments);
-    let events = Resource::new(|| (), |_| admin_stripe_events());
+    let payments = resource(move || page.get(), admin_payments);
+    let events = resource(|| (), |_| admin_stripe_events());
     view! {
         <Title text="Payments" />
         <h1>"Payments"</h1>

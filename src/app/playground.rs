@@ -2,6 +2,7 @@
 //! stream in token by token, and see what each reply cost. Replies are billed
 //! to the signed-in user like any API request.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use serde_json::json;
@@ -33,8 +34,8 @@ impl Turn {
 /// The playground page.
 #[component]
 pub fn PlaygroundPage() -> impl IntoView {
-    let models = Resource::new(|| (), |_| model_catalog());
-    let figures = Resource::new(|| (), |_| account_summary());
+    let models = resource(|| (), |_| model_catalog());
+    let figures = resource(|| (), |_| account_summary());
     let balance = RwSignal::new(None::<i64>);
     let model_select = NodeRef::<leptos::html::Select>::new();
     let message_input = NodeRef::<leptos::html::Textarea>::new();

@@ -1,5 +1,6 @@
 //! `/dashboard/usage`: the signed-in user's requests, filtered and paged, with CSV export.
 
+use super::resource;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::Form;
@@ -47,7 +48,7 @@ pub fn UsagePage() -> impl IntoView {
             page: get("page").parse().unwrap_or(0),
         }
     });
-    let data = Resource::new(
+    let data = resource(
         move || filters.get(),
         |f| usage_page(f.from, f.to, f.key, f.model, f.page),
     );

@@ -104,7 +104,7 @@ impl ImageRule {
         match kind {
             ProviderKind::Anthropic => Self::Anthropic,
             ProviderKind::Gemini => Self::Gemini,
-            ProviderKind::Openai => openai_rule(model),
+            ProviderKind::Openai | ProviderKind::Demo => openai_rule(model),
         }
     }
 

@@ -183,6 +183,25 @@ impl Db {
         Ok(())
     }
 
+    /// How many of this build's migrations the database has not applied
+    /// (an error when it has no migration table at all).
+    pub async fn pending_migrations(&self) -> Result<usize, DbError> {
+        let own = match self {
+            Db::Sqlite(_) => &SQLITE_OWN,
+            Db::Postgres(_) => &POSTGRES_OWN,
+        };
+        let applied: Vec<i64> = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await
+                .map_err(DbError::from)?
+        });
+        Ok(migrations(own)
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
+    }
+
     /// Checks that the database answers, within `timeout`.
     pub async fn ping(&self, timeout: Duration) -> bool {
         let probe =

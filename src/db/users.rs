@@ -29,17 +29,22 @@ impl UserRow {
 const COLUMNS: &str = "id, email, password_hash, role, balance, blocked_at, created_at, \
     email_verified_at, session_epoch";
 
-/// Creates a dashboard user. Returns `None` if the email is taken.
+/// Creates a dashboard user. Returns `None` if the email is taken. With
+/// `first_is_admin`, the user made on an empty table is an admin. (SQLite
+/// needs the `WHERE` to tell the upsert's `ON` from a join's.)
 pub async fn create_with_password(
     db: &Db,
     email: &str,
     password_hash: &str,
+    first_is_admin: bool,
     now: i64,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     let id = format!("usr_{}", uuid::Uuid::new_v4().simple());
     let sql = format!(
-        "INSERT INTO users (id, email, password_hash, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $4) ON CONFLICT (email) DO NOTHING RETURNING {COLUMNS}"
+        "INSERT INTO users (id, email, password_hash, role, created_at, updated_at) \
+         SELECT $1, $2, $3, CASE WHEN $5 AND NOT EXISTS (SELECT 1 FROM users) \
+         THEN 'admin' ELSE 'user' END, $4, $4 WHERE true \
+         ON CONFLICT (email) DO NOTHING RETURNING {COLUMNS}"
     );
     with_pool!(db, pool => {
         sqlx::query_as::<_, UserRow>(&sql)
@@ -47,9 +52,16 @@ pub async fn create_with_password(
             .bind(email)
             .bind(password_hash)
             .bind(now)
+            .bind(first_is_admin)
             .fetch_optional(pool)
             .await
     })
+}
+
+/// Whether the table has no user at all (deleted ones count).
+pub async fn none_yet(db: &Db) -> Result<bool, sqlx::Error> {
+    let sql = "SELECT NOT EXISTS (SELECT 1 FROM users)";
+    with_pool!(db, pool => sqlx::query_scalar::<_, bool>(sql).fetch_one(pool).await)
 }
 
 /// Finds a live (not deleted) user by normalised email.

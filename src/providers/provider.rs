@@ -108,10 +108,14 @@ impl Providers {
             let Some(kind) = provider.kind.or_else(|| ProviderKind::from_name(name)) else {
                 continue; // rejected by config validation
             };
+            // The demo is the mock, which `server` serves and points `api_base` at.
+            let kind = kind.wire_format();
             let key = provider.api_key.clone().unwrap_or_default();
             let base = provider.api_base.clone();
             let client: Arc<dyn Provider> = match kind {
-                ProviderKind::Openai => Arc::new(openai::OpenAi::new(http.clone(), base, key)),
+                ProviderKind::Openai | ProviderKind::Demo => {
+                    Arc::new(openai::OpenAi::new(http.clone(), base, key))
+                }
                 ProviderKind::Anthropic => Arc::new(anthropic::Anthropic::new(
                     http.clone(),
                     base,

@@ -1,13 +1,14 @@
 //! Wiring: builds the state, mounts every door's routes, and serves.
 
+mod demo;
 mod page_guard;
+pub mod site;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::providers::router::ModelRouter;
 use crate::providers::Providers;
 use crate::server_fns::playground;
 use crate::state::{AppState, SharedState};
+pub use site::Site;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,7 @@ pub enum StartError {
 
 /// A server listening on a socket, running in the background.
 pub struct RunningServer {
+    demo: Option<tokio::task::JoinHandle<()>>,
     /// The address it actually listens on (useful with port 0).
     pub addr: SocketAddr,
     /// The server's clock (tests advance it).
@@ -87,6 +90,9 @@ impl RunningServer {
         if let Some(sender) = self.mail_sender {
             sender.stop().await;
         }
+        if let Some(demo) = self.demo {
+            demo.abort();
+        }
         // Everything is settled: nothing of this replica's is left to release.
         if let Err(err) = db::replicas::unregister(&self.db, &self.replica_id).await {
             tracing::warn!(%err, "could not unregister this replica");
@@ -97,6 +103,8 @@ impl RunningServer {
 /// A built application: its router and the task writing usage records.
 pub struct App {
     pub router: Router,
+    /// The in-process demo provider, if the config has one.
+    pub demo: Option<tokio::task::JoinHandle<()>>,
     pub usage_writer: tokio::task::JoinHandle<()>,
     /// The mail sender (none with `email.mode: disabled`).
     pub mail_sender: Option<SenderHandle>,
@@ -116,8 +124,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Opens and migrates the database, then builds the state and router.
-pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App, StartError> {
+pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
     let clock = Clock::default();
+    for name in &config.switched_off {
+        tracing::info!(provider = %name, "provider off: its api_key is empty");
+    }
+    let demo = demo::serve(&mut config).await?;
     let db = Db::connect(&config.database_url).await?;
     db.migrate().await?;
     let sessions = SessionBackend::new(&db)
@@ -178,7 +190,7 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
     let stripe = crate::billing::stripe_api::StripeClient::from_config(&config.payments);
     let (cut_off, cut_off_signal) = watch::channel(false);
     let state = AppState::new(SharedState {
-        leptos_options,
+        leptos_options: site.options,
         db: db.clone(),
         config: Arc::new(config),
         models,
@@ -191,7 +203,8 @@ pub async fn build(config: Config, leptos_options: LeptosOptions) -> Result<App,
         mail,
     });
     Ok(App {
-        router: router(state, sessions, secure_cookies),
+        demo,
+        router: router(state, sessions, secure_cookies, site.hashed),
         usage_writer,
         mail_sender,
         clock,
@@ -279,12 +292,22 @@ fn listen_for_changes(
     );
 }
 
-fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Router {
+fn router(
+    state: AppState,
+    sessions: SessionBackend,
+    secure_cookies: bool,
+    hashed_assets: bool,
+) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
+    // Pages, and the site's files (precompressed .br/.gz served as such).
     let site = Router::new()
         .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(middleware::from_fn_with_state(
+            hashed_assets,
+            site::cache_control,
+        ));
     let app = Router::new()
         .route(
             "/export/usage.csv",
@@ -306,6 +329,8 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
         .merge(crate::operator_api::routes())
         .merge(crate::webhooks::routes())
         .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(crate::operator_api::metrics::metrics))
         .route(
             "/openapi.json",
@@ -317,13 +342,13 @@ fn router(state: AppState, sessions: SessionBackend, secure_cookies: bool) -> Ro
 }
 
 /// Binds `host:port` from the config and serves in the background.
-pub async fn spawn(
-    config: Config,
-    leptos_options: LeptosOptions,
-) -> Result<RunningServer, StartError> {
+pub async fn spawn(config: Config, site: Site) -> Result<RunningServer, StartError> {
     let bind_addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let first_account_admin = config.first_account_admin;
+    let public_url = config.public_url.clone();
     let App {
+        demo,
         router: app,
         usage_writer,
         mail_sender,
@@ -331,7 +356,7 @@ pub async fn spawn(
         cut_off,
         db,
         replica_id,
-    } = build(config, leptos_options).await?;
+    } = build(config, site).await?;
     let listener = TcpListener::bind(&bind_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -342,6 +367,13 @@ pub async fn spawn(
         addr: bind_addr,
         source,
     })?;
+    if first_account_admin && db::users::none_yet(&db).await.unwrap_or(false) {
+        let site = public_url.unwrap_or_else(|| format!("http://{addr}"));
+        tracing::info!(
+            "no account yet: the first to sign up at {}/signup becomes the admin",
+            site.trim_end_matches('/')
+        );
+    }
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(
@@ -354,6 +386,7 @@ pub async fn spawn(
         .await
     });
     Ok(RunningServer {
+        demo,
         addr,
         clock,
         shutdown,
@@ -405,6 +438,33 @@ async fn health(State(db): State<Db>) -> impl IntoResponse {
             "backend": db.backend(),
             "status": if reachable { "ok" } else { "unreachable" },
         },
+    });
+    (status, Json(body))
+}
+
+/// Liveness: the process answers. Orchestrators restart it when it does not.
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers and has every migration this build
+/// knows; until then (503) an orchestrator sends this replica no traffic.
+async fn ready(State(db): State<Db>) -> impl IntoResponse {
+    let pending = tokio::time::timeout(Duration::from_secs(2), db.pending_migrations()).await;
+    let (ready, detail) = match pending {
+        Ok(Ok(0)) => (true, "ok".to_string()),
+        Ok(Ok(n)) => (false, format!("{n} migrations not applied")),
+        Ok(Err(err)) => (false, format!("database: {err}")),
+        Err(_) => (false, "database: no answer within 2 s".to_string()),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": { "backend": db.backend(), "status": detail },
     });
     (status, Json(body))
 }

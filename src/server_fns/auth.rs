@@ -80,6 +80,34 @@ pub async fn sign_up(
     )
 }
 
+/// What the sign-up page tells before anyone signs up.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SignupFacts {
+    /// This account will be the first, and so the admin.
+    pub becomes_admin: bool,
+    /// Credit a new account starts with, formatted (`None`: none).
+    pub credit: Option<String>,
+}
+
+/// Whether the next account becomes the admin, and the credit it gets.
+#[server(prefix = "/rpc", endpoint = "signup_info")]
+pub async fn signup_info() -> Result<SignupFacts, AppError> {
+    use super::context::{finish, state};
+    finish(
+        async {
+            let state = state()?;
+            let becomes_admin =
+                state.config.first_account_admin && crate::db::users::none_yet(&state.db).await?;
+            let credit = crate::billing::money::usd_to_nanos(state.config.signup_credit);
+            Ok(SignupFacts {
+                becomes_admin,
+                credit: (credit > 0).then(|| crate::format::dollars(credit)),
+            })
+        }
+        .await,
+    )
+}
+
 /// Creates an account with `email` and `password`, grants the sign-up
 /// credit, signs `session` in to it, and mails the link that verifies the
 /// address: the sign-up form and
@@ -98,12 +126,23 @@ pub async fn register(
     validate_email(&email)?;
     validate_password(&password)?;
     let hash = pw::hash(password).await?;
-    let user = users::create_with_password(&state.db, &email, &hash, state.clock.now_ms())
-        .await?
-        .ok_or_else(|| AppError::Conflict("An account with this email already exists.".into()))?;
+    let first_is_admin = state.config.first_account_admin;
+    let user = users::create_with_password(
+        &state.db,
+        &email,
+        &hash,
+        first_is_admin,
+        state.clock.now_ms(),
+    )
+    .await?
+    .ok_or_else(|| AppError::Conflict("An account with this email already exists.".into()))?;
     grant_signup_credit(state, &user.id).await?;
     sessions::sign_in(session, &user.id, user.session_epoch).await?;
-    tracing::info!(user_id = %user.id, "signed up");
+    if user.role == "admin" {
+        tracing::info!(user_id = %user.id, %email, "signed up: the first account, so the admin");
+    } else {
+        tracing::info!(user_id = %user.id, "signed up");
+    }
     let now = state.clock.now_ms();
     if let Err(err) = crate::mail::links::send_link(
         &state.mail,

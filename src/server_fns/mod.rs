@@ -5,6 +5,7 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod billing;
+pub mod codec;
 #[cfg(feature = "ssr")]
 pub mod export;
 pub mod keys;

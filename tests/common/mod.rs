@@ -130,12 +130,14 @@ pub struct TestApp {
     server: Option<RunningServer>,
 }
 
-/// Leptos options for an in-process server (no built assets needed).
-pub fn leptos_options() -> leptos::prelude::LeptosOptions {
-    leptos::prelude::LeptosOptions::builder()
-        .output_name("llm-gateway")
-        .site_root("target/site")
-        .build()
+/// The site for an in-process server: the config's `site_root`, else the
+/// last build's (no built assets needed).
+pub fn site(config: &Config) -> llm_gateway::server::Site {
+    let root = config
+        .site_root
+        .clone()
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/target/site").into());
+    llm_gateway::server::Site::at(std::path::Path::new(&root), config).unwrap()
 }
 
 impl TestApp {
@@ -151,10 +153,12 @@ impl TestApp {
             port: 0,
             database_url: db.url.clone(),
             master_key: Some("test-master-key-0123456789".into()),
+            // Tests name their admins; `tests/first_run.rs` covers the first account.
+            first_account_admin: false,
             ..Config::default()
         };
         customize(&mut config);
-        let server = spawn(config.clone(), leptos_options())
+        let server = spawn(config.clone(), site(&config))
             .await
             .expect("server starts");
         Self {
@@ -259,7 +263,7 @@ impl TestApp {
             server.stop().await;
         }
         customize(&mut self.config);
-        let server = spawn(self.config.clone(), leptos_options())
+        let server = spawn(self.config.clone(), site(&self.config))
             .await
             .expect("server restarts");
         self.base = format!("http://{}", server.addr);
@@ -269,7 +273,7 @@ impl TestApp {
     /// Another gateway on the same database (a replica); its base URL and
     /// the server, to stop.
     pub async fn replica(&self) -> (String, RunningServer) {
-        let server = spawn(self.config.clone(), leptos_options())
+        let server = spawn(self.config.clone(), site(&self.config))
             .await
             .expect("the replica starts");
         (format!("http://{}", server.addr), server)
