@@ -4,16 +4,10 @@
 # e.g. scripts/run.sh --port 8080.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
 
-# The server's build needs nothing the setup installs, so it starts at once,
-# beside the setup (whose wasm-bindgen-cli is a build of its own);
-# scripts/build.sh then builds the client beside it, and its own server
-# build waits for this one (and shows any error in full).
-mkdir -p target
-cargo build --release --features ssr --bin llm-gateway >target/server-build.log 2>&1 &
 scripts/setup.sh
 source scripts/env.sh
+
 scripts/build.sh --release
 
 # The example config reads the master key from GATEWAY_MASTER_KEY; make one
