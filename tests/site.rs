@@ -127,3 +127,23 @@ async fn a_site_without_hashed_names_is_revalidated_not_kept() {
     let html = get(&app, "/login", "").await.text().await.unwrap();
     assert!(html.contains("/pkg/llm-gateway.css"), "{html}");
 }
+
+#[tokio::test]
+async fn server_functions_answers_are_left_alone() {
+    // They share the site's router, but a POST's answer is not a file.
+    let dir = tempfile::tempdir().unwrap();
+    write_site(dir.path(), HASHED, true);
+    let app = app_on(dir.path()).await;
+    let (status, body) = app.rpc(&app.client(), "signup_info", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let response = app
+        .client()
+        .post(app.url("/rpc/signup_info"))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, CACHE_CONTROL), "");
+    assert_eq!(header(&response, VARY), "");
+}

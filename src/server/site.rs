@@ -9,7 +9,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use leptos::config::{Env, LeptosOptions};
@@ -116,6 +116,10 @@ fn default_root() -> PathBuf {
 /// for good, other files until they change, pages not at all; and, on
 /// files, that the answer depends on `Accept-Encoding`.
 pub async fn cache_control(State(hashed): State<bool>, request: Request, next: Next) -> Response {
+    // Server functions share this router; their POSTs are not files or pages.
+    if !matches!(request.method(), &Method::GET | &Method::HEAD) {
+        return next.run(request).await;
+    }
     let in_pkg = request.uri().path().starts_with(&format!("/{PKG_DIR}/"));
     let mut response = next.run(request).await;
     if response.headers().contains_key(CACHE_CONTROL) {
