@@ -30,16 +30,14 @@ pub async fn serve(config: &mut Config) -> Result<Option<JoinHandle<()>>, StartE
     if demos.peek().is_none() {
         return Ok(None);
     }
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: "127.0.0.1:0 (the demo provider)".into(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+    let bind_error = |source| StartError::Bind {
         addr: "127.0.0.1:0 (the demo provider)".into(),
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
     for provider in demos {
         provider.api_base = Some(format!("http://{addr}/v1"));
     }
