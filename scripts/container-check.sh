@@ -289,9 +289,9 @@ echo "    health check command ok: $healthcheck" >&2
 say "the site from /app/site"
 first=${replicas[0]}
 curl -sf "$first/" | grep -qi '<html' || fail "GET / is not the dashboard's page"
-hashed=$(json 'd["output_name"]' <"$root/app/site/site.json")
-curl -sf -o /dev/null "$first/pkg/$hashed.js" || fail "GET /pkg/$hashed.js"
-echo "    / and /pkg/$hashed.js 200" >&2
+pkg_dir=$(json 'd["pkg_dir"]' <"$root/app/site/site.json")
+curl -sf -o /dev/null "$first/$pkg_dir/llm-gateway.js" || fail "GET /$pkg_dir/llm-gateway.js"
+echo "    / and /$pkg_dir/llm-gateway.js 200" >&2
 
 say "a user, credit and key on ${replicas[0]}; a chat call with it on ${replicas[-1]}"
 api() {

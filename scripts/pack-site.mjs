@@ -1,29 +1,30 @@
-// Gives the built script, module and stylesheet content-hashed names, writes
-// site.json naming them, and puts a brotli and a gzip copy beside every
-// compressible file, for the server to send as they are.
+// Moves the built files of SITE/PKG_DIR (script, module, stylesheet, the
+// lazily loaded chunks, their loader and manifest) into SITE/PKG_DIR/<hash>/,
+// one hash over all of their names and contents, writes site.json naming that
+// folder, and puts a brotli and a gzip copy beside every compressible file,
+// for the server to send as they are. Inside the folder the files keep the
+// names they refer to each other by, so nothing needs rewriting.
 //
-//   node scripts/pack-site.mjs SITE PKG_DIR OUTPUT_NAME best|fast
+//   node scripts/pack-site.mjs SITE PKG_DIR best|fast
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 
-const [site, pkgDir, outputName, effort] = process.argv.slice(2);
-if (!site || !pkgDir || !outputName || !["best", "fast"].includes(effort)) {
-  console.error("usage: node scripts/pack-site.mjs SITE PKG_DIR OUTPUT_NAME best|fast");
+const [site, pkgDir, effort] = process.argv.slice(2);
+if (!site || !pkgDir || !["best", "fast"].includes(effort)) {
+  console.error("usage: node scripts/pack-site.mjs SITE PKG_DIR best|fast");
   process.exit(2);
 }
 const pkg = join(site, pkgDir);
 
-// One hash over the three files: the script and the module belong together.
-const built = { js: `${outputName}.js`, wasm: `${outputName}_bg.wasm`, css: `${outputName}.css` };
+const built = readdirSync(pkg).filter((name) => statSync(join(pkg, name)).isFile()).sort();
 const hash = createHash("sha256");
-for (const name of Object.values(built)) hash.update(readFileSync(join(pkg, name)));
-const hashedName = `${outputName}.${hash.digest("hex").slice(0, 16)}`;
-renameSync(join(pkg, built.js), join(pkg, `${hashedName}.js`));
-renameSync(join(pkg, built.wasm), join(pkg, `${hashedName}_bg.wasm`));
-renameSync(join(pkg, built.css), join(pkg, `${hashedName}.css`));
-writeFileSync(join(site, "site.json"), JSON.stringify({ output_name: hashedName }) + "\n");
+for (const name of built) hash.update(`${name}\0`).update(readFileSync(join(pkg, name)));
+const hashedDir = hash.digest("hex").slice(0, 16);
+mkdirSync(join(pkg, hashedDir));
+for (const name of built) renameSync(join(pkg, name), join(pkg, hashedDir, name));
+writeFileSync(join(site, "site.json"), JSON.stringify({ pkg_dir: `${pkgDir}/${hashedDir}` }) + "\n");
 
 const compressible = /\.(js|mjs|wasm|css|html|json|svg|txt|map)$/;
 const best = effort === "best";

@@ -2,7 +2,7 @@
 # Installs what building llm-gateway needs, and with --test what testing it
 # needs too. Idempotent: anything already present at the right version is skipped.
 #
-#   scripts/setup.sh          wasm32 target, wasm-bindgen-cli, wasm-opt (npm binaryen)
+#   scripts/setup.sh          wasm32 target, tools/site-tool, wasm-opt (npm binaryen)
 #   scripts/setup.sh --test   + Debian's chromium, Playwright, the SDKs' packages
 #   scripts/setup.sh --dev    + cargo-leptos, for `cargo leptos watch` (12 minutes to build)
 set -euo pipefail
@@ -51,13 +51,10 @@ if $with_dev && [[ "$(cargo leptos --version 2>/dev/null || true)" != *" $CARGO_
   cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 
-# 3. wasm-bindgen-cli at exactly the version in Cargo.lock.
-wasm_bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
-if [[ "$(wasm-bindgen --version 2>/dev/null || true)" != "wasm-bindgen $wasm_bindgen_version" ]]; then
-  say "installing wasm-bindgen-cli $wasm_bindgen_version"
-  # Not --locked: its lockfile pins a crate the registry no longer serves.
-  cargo install wasm-bindgen-cli --version "$wasm_bindgen_version" --force
-fi
+# 3. site-tool (tools/site-tool): wasm-bindgen's code generator and
+#    wasm-split in one small binary. Cargo skips it when it is up to date.
+say "building tools/site-tool"
+cargo build --quiet --release --locked --manifest-path tools/site-tool/Cargo.toml
 
 # 4. wasm-opt, from npm's binaryen (Debian's is too old for current rustc output),
 #    and Swagger UI for /docs, copied into public/ so every site build serves it.

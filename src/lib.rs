@@ -55,20 +55,30 @@ pub mod mock;
 #[cfg(feature = "ssr")]
 pub mod server;
 
-/// Entry point of the WASM bundle: hydrates the server-rendered page.
+/// Entry point of the WASM bundle: hydrates the server-rendered page, once
+/// the chunks of any lazily loaded page on it have arrived.
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(app::App);
-    // Marks the page interactive once the work hydration queued has run:
-    // the browser tests wait for `body[data-hydrated]`.
-    leptos::prelude::set_timeout(
-        || {
-            if let Some(body) = leptos::prelude::document().body() {
-                let _ = body.set_attribute("data-hydrated", "");
-            }
-        },
-        std::time::Duration::ZERO,
-    );
+    // An Err only means the executor is already set up.
+    let _ = any_spawner::Executor::init_wasm_bindgen();
+    leptos::task::spawn_local(async {
+        let body = leptos::prelude::document()
+            .body()
+            .expect("a page has a body");
+        leptos::mount::hydrate_from_async(body, app::App)
+            .await
+            .forget();
+        // Marks the page interactive once the work hydration queued has run:
+        // the browser tests wait for `body[data-hydrated]`.
+        leptos::prelude::set_timeout(
+            || {
+                if let Some(body) = leptos::prelude::document().body() {
+                    let _ = body.set_attribute("data-hydrated", "");
+                }
+            },
+            std::time::Duration::ZERO,
+        );
+    });
 }

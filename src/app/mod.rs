@@ -9,17 +9,23 @@ mod chart;
 mod dashboard;
 mod keys;
 mod landing;
+mod lazy;
 mod models;
 mod payments;
 mod playground;
 mod usage;
 
 pub use auth::encode_component;
+#[cfg(feature = "ssr")]
+pub use lazy::PageChunks;
+pub use lazy::CHUNK_LOADER;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
 use leptos_router::components::{ParentRoute, Route, Router, Routes, A};
-use leptos_router::{path, SsrMode};
+use leptos_router::{path, Lazy, SsrMode};
+
+use lazy::*;
 
 use crate::error::AppError;
 
@@ -64,26 +70,31 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/reset-password") view=account::ResetPasswordPage />
                 <Route path=path!("/verify-email") view=account::VerifyEmailPage />
                 <Route path=path!("/models") view=models::ModelsPage />
-                // In-order rendering: the dashboard works before (or without) the WASM.
+                // Whole pages, sent once rendered: the dashboard works before (or
+                // without) the WASM, and a lazily loaded page's chunks, known
+                // only once it has rendered, are linked from the head.
                 <ParentRoute
                     path=path!("/dashboard")
                     view=dashboard::DashboardLayout
-                    ssr=SsrMode::InOrder
+                    ssr=SsrMode::Async
                 >
                     <Route path=path!("") view=dashboard::Overview />
-                    <Route path=path!("keys") view=keys::KeysPage />
-                    <Route path=path!("usage") view=usage::UsagePage />
-                    <Route path=path!("balance") view=balance::BalancePage />
-                    <Route path=path!("balance/receipt/:id") view=payments::ReceiptPage />
-                    <Route path=path!("playground") view=playground::PlaygroundPage />
-                    <Route path=path!("account") view=account::AccountPage />
+                    <Route path=path!("keys") view={Lazy::<KeysRoute>::new()} />
+                    <Route path=path!("usage") view={Lazy::<UsageRoute>::new()} />
+                    <Route path=path!("balance") view={Lazy::<BalanceRoute>::new()} />
+                    <Route path=path!("balance/receipt/:id") view={Lazy::<ReceiptRoute>::new()} />
+                    <Route path=path!("playground") view={Lazy::<PlaygroundRoute>::new()} />
+                    <Route path=path!("account") view={Lazy::<AccountRoute>::new()} />
                     <ParentRoute path=path!("admin") view=admin::AdminLayout>
-                        <Route path=path!("") view=admin::AdminOverviewPage />
-                        <Route path=path!("users") view=admin::AdminUsersPage />
-                        <Route path=path!("pricing") view=admin::AdminPricingPage />
-                        <Route path=path!("providers") view=admin::AdminProvidersPage />
-                        <Route path=path!("reconciliation") view=admin::AdminReconciliationPage />
-                        <Route path=path!("payments") view=payments::AdminPaymentsPage />
+                        <Route path=path!("") view={Lazy::<AdminOverviewRoute>::new()} />
+                        <Route path=path!("users") view={Lazy::<AdminUsersRoute>::new()} />
+                        <Route path=path!("pricing") view={Lazy::<AdminPricingRoute>::new()} />
+                        <Route path=path!("providers") view={Lazy::<AdminProvidersRoute>::new()} />
+                        <Route
+                            path=path!("reconciliation")
+                            view={Lazy::<AdminReconciliationRoute>::new()}
+                        />
+                        <Route path=path!("payments") view={Lazy::<AdminPaymentsRoute>::new()} />
                     </ParentRoute>
                 </ParentRoute>
             </Routes>

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use leptos::context::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
-use crate::app::{shell, App};
+use crate::app::{shell, App, PageChunks};
 use crate::auth::key_cache::KeyCache;
 use crate::auth::{origin, session::SessionBackend};
 use crate::billing::recorder::UsageRecorder;
@@ -204,7 +205,7 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
     });
     Ok(App {
         demo,
-        router: router(state, sessions, secure_cookies, site.hashed),
+        router: router(state, sessions, secure_cookies, site.hashed, site.chunks),
         usage_writer,
         mail_sender,
         clock,
@@ -297,12 +298,18 @@ fn router(
     sessions: SessionBackend,
     secure_cookies: bool,
     hashed_assets: bool,
+    chunks: PageChunks,
 ) -> Router {
     let routes = generate_route_list(App);
     let options = state.leptos_options.clone();
     // Pages, and the site's files (precompressed .br/.gz served as such).
     let site = Router::new()
-        .leptos_routes_with_context(&state, routes, || (), move || shell(options.clone()))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(chunks.clone()),
+            move || shell(options.clone()),
+        )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(
             hashed_assets,

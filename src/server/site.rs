@@ -1,11 +1,12 @@
 //! The site: where its files are, what the built ones are called, and how
 //! long browsers may keep them.
 //!
-//! `scripts/build.sh` writes the site with content-hashed names
-//! (`pkg/llm-gateway.<hash>.js`, `…_bg.wasm`, `….css`), a `.br` and a `.gz`
-//! beside each compressible file, and `site.json` naming the hashed
-//! output. Nothing here reads Cargo.toml or Leptos.toml, so the binary runs
-//! from any working directory.
+//! `scripts/build.sh` puts the built files in a content-hashed folder
+//! (`pkg/<hash>/`: `llm-gateway.js`, `…_bg.wasm`, `….css`, and the lazily
+//! loaded chunks with their loader and manifest), a `.br` and a `.gz` beside
+//! each compressible file, and writes `site.json` naming the folder. Nothing
+//! here reads Cargo.toml or Leptos.toml, so the binary runs from any working
+//! directory.
 
 use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, VARY};
@@ -15,14 +16,19 @@ use axum::response::Response;
 use leptos::config::{Env, LeptosOptions};
 use std::path::{Path, PathBuf};
 
+use crate::app::PageChunks;
 use crate::config::Config;
 
-/// The unhashed name of the built script, module and stylesheet.
+/// The name of the built script, module and stylesheet.
 pub const OUTPUT_NAME: &str = "llm-gateway";
-/// The folder under the site root holding them.
+/// The folder under the site root holding them (in a build, in a hashed
+/// folder of its own).
 pub const PKG_DIR: &str = "pkg";
 /// What `scripts/build.sh` writes at the site root.
 pub const MANIFEST: &str = "site.json";
+/// What `site-tool split` writes beside the chunks: each lazily loaded
+/// function's chunks.
+pub const CHUNK_MANIFEST: &str = "__wasm_split_manifest.json";
 
 /// Files whose names carry their content's hash: kept for a year.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -35,28 +41,33 @@ const NOT_STORED: &str = "no-store";
 #[derive(Debug, Clone)]
 pub struct Site {
     pub options: LeptosOptions,
-    /// Whether `pkg/` holds content-hashed names (a build's, not a watch's).
+    /// Whether `pkg/` holds a content-hashed folder (a build's, not a watch's).
     pub hashed: bool,
+    /// The chunks of the lazily loaded pages, for the pages to preload.
+    pub chunks: PageChunks,
 }
 
-/// `site.json`: what the build named its output.
+/// `site.json`: where the build put its output.
 #[derive(serde::Deserialize)]
 struct Manifest {
-    output_name: String,
+    /// `pkg/<hash>`, relative to the site root.
+    pkg_dir: String,
 }
 
 impl Site {
     /// The site options: cargo-leptos's `LEPTOS_*` variables when it runs
     /// the server (`cargo leptos watch`); otherwise the root from the
     /// config, `LEPTOS_SITE_ROOT`, or `site` beside the binary's folder,
-    /// and the names from its `site.json`.
+    /// and the hashed folder from its `site.json`.
     pub fn resolve(config: &Config) -> Result<Site, String> {
         if std::env::var_os("LEPTOS_OUTPUT_NAME").is_some() {
             let conf = leptos::config::get_config_from_env()
                 .map_err(|e| format!("LEPTOS_* variables: {e}"))?;
+            let chunks = page_chunks(&conf.leptos_options)?;
             return Ok(Site {
                 options: conf.leptos_options,
                 hashed: false,
+                chunks,
             });
         }
         let root = std::env::var("LEPTOS_SITE_ROOT")
@@ -87,11 +98,21 @@ impl Site {
             );
         }
         let hashed = manifest.is_some();
-        let output_name = manifest.map_or_else(|| OUTPUT_NAME.to_string(), |m| m.output_name);
+        let pkg_dir = match manifest {
+            Some(m) if is_hashed_pkg_dir(&m.pkg_dir) => m.pkg_dir,
+            Some(m) => {
+                return Err(format!(
+                    "{}: pkg_dir {:?} is not a folder in {PKG_DIR}/",
+                    manifest_path.display(),
+                    m.pkg_dir
+                ))
+            }
+            None => PKG_DIR.to_string(),
+        };
         let options = LeptosOptions::builder()
-            .output_name(output_name)
+            .output_name(OUTPUT_NAME)
             .site_root(root.to_string_lossy().into_owned())
-            .site_pkg_dir(PKG_DIR)
+            .site_pkg_dir(pkg_dir)
             .env(Env::PROD)
             .site_addr(
                 format!("{}:{}", config.host, config.port)
@@ -99,8 +120,37 @@ impl Site {
                     .unwrap_or_else(|_| ([127, 0, 0, 1], config.port).into()),
             )
             .build();
-        Ok(Site { options, hashed })
+        let chunks = page_chunks(&options)?;
+        Ok(Site {
+            options,
+            hashed,
+            chunks,
+        })
     }
+}
+
+/// The chunk manifest in the site's `pkg` folder; none when the build
+/// split nothing off.
+fn page_chunks(options: &LeptosOptions) -> Result<PageChunks, String> {
+    let path = Path::new(&*options.site_root)
+        .join(&*options.site_pkg_dir)
+        .join(CHUNK_MANIFEST);
+    let by_function = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(err) => return Err(format!("{}: {err}", path.display())),
+    };
+    Ok(PageChunks {
+        base: format!("/{}", options.site_pkg_dir),
+        by_function: std::sync::Arc::new(by_function),
+    })
+}
+
+/// Whether `dir` is one folder inside `pkg/`, named by letters and digits.
+fn is_hashed_pkg_dir(dir: &str) -> bool {
+    dir.strip_prefix(PKG_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// `site` beside the folder holding the binary: `target/site` for
@@ -150,19 +200,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_built_site_names_its_hashed_output() {
+    fn a_built_site_names_its_hashed_folder() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(PKG_DIR)).unwrap();
-        std::fs::write(
-            dir.path().join(MANIFEST),
-            r#"{"output_name":"llm-gateway.0123abcd"}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(MANIFEST), r#"{"pkg_dir":"pkg/0123abcd"}"#).unwrap();
         let site = Site::at(dir.path(), &Config::default()).unwrap();
         assert!(site.hashed);
-        assert_eq!(&*site.options.output_name, "llm-gateway.0123abcd");
+        assert_eq!(&*site.options.output_name, OUTPUT_NAME);
         assert_eq!(&*site.options.site_root, dir.path().to_str().unwrap());
-        assert_eq!(&*site.options.site_pkg_dir, PKG_DIR);
+        assert_eq!(&*site.options.site_pkg_dir, "pkg/0123abcd");
+    }
+
+    #[test]
+    fn a_manifest_pointing_outside_pkg_is_refused() {
+        for pkg_dir in [
+            "pkg",
+            "pkg/",
+            "pkg/../etc",
+            "/pkg/abc",
+            "other/abc",
+            "pkg/a/b",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(r#"{{"pkg_dir":"{pkg_dir}"}}"#);
+            std::fs::write(dir.path().join(MANIFEST), text).unwrap();
+            let err = Site::at(dir.path(), &Config::default()).unwrap_err();
+            assert!(err.contains("is not a folder in pkg/"), "{pkg_dir}: {err}");
+        }
     }
 
     #[test]
@@ -171,6 +235,7 @@ mod tests {
         let site = Site::at(dir.path(), &Config::default()).unwrap();
         assert!(!site.hashed);
         assert_eq!(&*site.options.output_name, OUTPUT_NAME);
+        assert_eq!(&*site.options.site_pkg_dir, PKG_DIR);
     }
 
     #[test]
