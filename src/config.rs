@@ -114,6 +114,48 @@ pub struct Config {
     /// `site` beside the folder holding the binary).
     #[serde(default)]
     pub site_root: Option<String>,
+    /// How much of a user's credit each replica may spend without asking
+    /// the database (PostgreSQL; `billing::leases`).
+    #[serde(default)]
+    pub credit_leases: LeaseConfig,
+}
+
+/// The bounds of a replica's lease on a user's credit.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// The smallest lease, in USD: a balance too small for one gets a
+    /// reservation per call instead.
+    #[serde(default = "default_lease_min_usd", deserialize_with = "number")]
+    pub min_usd: f64,
+    /// The largest lease, in USD.
+    #[serde(default = "default_lease_max_usd", deserialize_with = "number")]
+    pub max_usd: f64,
+    /// How many seconds of the user's recent spending a lease covers.
+    #[serde(default = "default_lease_seconds", deserialize_with = "number")]
+    pub seconds: f64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            min_usd: default_lease_min_usd(),
+            max_usd: default_lease_max_usd(),
+            seconds: default_lease_seconds(),
+        }
+    }
+}
+
+fn default_lease_min_usd() -> f64 {
+    0.05
+}
+
+fn default_lease_max_usd() -> f64 {
+    5.0
+}
+
+fn default_lease_seconds() -> f64 {
+    1.0
 }
 
 /// How users add credit: `test` credits the amount directly (demos);
@@ -424,6 +466,7 @@ impl Default for Config {
             switched_off: Vec::new(),
             first_account_admin: true,
             site_root: None,
+            credit_leases: LeaseConfig::default(),
         }
     }
 }

@@ -410,7 +410,8 @@ async fn credits_are_ledger_adjustments_that_never_go_negative(backend: Backend)
     for _ in 0..200 {
         let (balance, reserved) = ledger::balance(&db, "payer").await.unwrap().unwrap();
         let sum = ledger::ledger_sum(&db, "payer").await.unwrap();
-        if reserved == 0 && balance == sum && balance < 11_250_000_000 {
+        let leased = llm_gateway::db::leases::total(&db, "payer").await.unwrap();
+        if reserved == leased && balance == sum && balance < 11_250_000_000 {
             let entries = ledger::entries(&db, "payer", 10, 0).await.unwrap();
             let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
             assert_eq!(kinds, ["adjustment", "usage", "adjustment", "adjustment"]);

@@ -73,7 +73,8 @@ async fn settled_spend(db_url: &str, user_id: &str, scope: &str) -> (i64, i64) {
                 .await
                 .unwrap(),
         };
-        if reserved == 0 && holds == 0 {
+        let leased = llm_gateway::db::leases::total(&db, user_id).await.unwrap();
+        if reserved == leased && holds == 0 {
             assert_eq!(balance, ledger::ledger_sum(&db, user_id).await.unwrap());
             let (_, spent) = budgets::window(&db, scope).await.unwrap().unwrap();
             db.close().await;

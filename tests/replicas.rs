@@ -59,8 +59,19 @@ fn small_chat() -> Value {
            "messages": [{"role": "user", "content": "one two three"}]})
 }
 
-/// Creates a funded user and a key with `settings` through replica `base`.
+/// Creates a user with $5 and a key with `settings` through replica `base`.
 async fn funded_key(base: &str, user_id: &str, settings: Value) -> (String, String) {
+    funded_key_with(base, user_id, "5", settings).await
+}
+
+/// Creates a user with `credit` USD and a key with `settings` through
+/// replica `base`.
+async fn funded_key_with(
+    base: &str,
+    user_id: &str,
+    credit: &str,
+    settings: Value,
+) -> (String, String) {
     let client = reqwest::Client::new();
     let post = |path: String, body: Value| {
         client
@@ -74,7 +85,7 @@ async fn funded_key(base: &str, user_id: &str, settings: Value) -> (String, Stri
         .unwrap();
     post(
         format!("/v1/users/{user_id}/credits"),
-        json!({"amount": "5"}),
+        json!({"amount": credit}),
     )
     .await
     .unwrap();
@@ -109,7 +120,8 @@ async fn burst(bases: &[String; 2], key: &str, count: usize) -> Vec<StatusCode> 
         .collect()
 }
 
-/// Waits until no hold is left; returns what the budget window spent.
+/// Waits until no call holds anything (the replicas' leases hold only
+/// unused credit); returns what the budget window spent.
 async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
     for _ in 0..400 {
         let (balance, reserved) = ledger::balance(db, user_id).await.unwrap().unwrap();
@@ -120,7 +132,8 @@ async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
             .fetch_one(pool)
             .await
             .unwrap();
-        if reserved == 0 && holds == 0 {
+        let leased = llm_gateway::db::leases::total(db, user_id).await.unwrap();
+        if reserved == leased && holds == 0 {
             assert_eq!(balance, ledger::ledger_sum(db, user_id).await.unwrap());
             return budgets::window(db, scope).await.unwrap().unwrap().1;
         }
@@ -131,6 +144,15 @@ async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
 
 /// A config file for replicas on `database`, in front of `mock`.
 fn replica_config(database: &TestDatabase, mock: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    replica_config_with(database, mock, "")
+}
+
+/// The same, with `extra` YAML appended.
+fn replica_config_with(
+    database: &TestDatabase,
+    mock: &str,
+    extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yml");
     std::fs::write(
@@ -138,7 +160,8 @@ fn replica_config(database: &TestDatabase, mock: &str) -> (tempfile::TempDir, st
         format!(
             "host: 127.0.0.1\nport: 0\ndatabase_url: {}\nmaster_key: {MASTER}\n\
              providers:\n  openai: {{api_key: x, api_base: '{mock}/v1'}}\n\
-             pricing:\n  'openai:gpt-4o-mini': {{input_price_per_million: 0.15, output_price_per_million: 0.6}}\n",
+             pricing:\n  'openai:gpt-4o-mini': {{input_price_per_million: 0.15, output_price_per_million: 0.6}}\n\
+             \x20 'openai:gpt-4o': {{input_price_per_million: 1000, output_price_per_million: 1000}}\n{extra}",
             database.url
         ),
     )
@@ -223,8 +246,8 @@ async fn holds(db: &Db, user_id: &str) -> (i64, i64) {
 }
 
 /// `kill -9` one of two replicas during 50 concurrent streams: the other
-/// releases every hold of the dead one within 60 seconds, the books still
-/// balance, and it goes on serving.
+/// releases every hold of the dead one (its lease among them) within 60
+/// seconds, the books still balance, and it goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_frees_its_holds_within_a_minute() {
     let Some(backend) = Backend::postgres().await else {
@@ -256,10 +279,11 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
         .collect();
     let db = Db::connect(&database.url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while holds(&db, "streamer").await.0 < 50 {
+    // Every stream reached the mock, so holds its credit (from a lease).
+    while common::mock_calls(&mock).await < 50 || holds(&db, "streamer").await.1 == 0 {
         assert!(
             Instant::now() < deadline,
-            "the 50 streams never all reserved"
+            "the 50 streams never all started"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -463,4 +487,153 @@ async fn concurrent_billing_batches_do_not_deadlock() {
             .unwrap();
     assert_eq!(held, 300, "every budget hold taken once");
     db.close().await;
+}
+
+/// Sends `count` chats of `model` at once, spread over `bases` in turn.
+async fn burst_over(bases: &[String], key: &str, model: &str, count: usize) -> Vec<StatusCode> {
+    let client = reqwest::Client::new();
+    let mut body = small_chat();
+    body["model"] = json!(model);
+    let requests = (0..count).map(|i| {
+        client
+            .post(format!("{}/v1/chat/completions", bases[i % bases.len()]))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    });
+    join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect()
+}
+
+/// What one small chat costs at gpt-4o's test price ($1,000 per million
+/// tokens either way, with the 20 % margin), as the mock counts it.
+const PRICEY_COST: i64 = 9 * 1_200_000;
+
+/// What one small chat holds while in flight at that price: its estimate.
+fn pricey_estimate() -> i64 {
+    let prompt =
+        llm_gateway::billing::estimate::prompt_tokens(small_chat().as_object().unwrap(), &[]);
+    (prompt + 6) * 1_200_000
+}
+
+/// How many calls `credit` pays for, one after another.
+fn calls_paid(mut credit: i64) -> usize {
+    let mut calls = 0;
+    while credit >= pricey_estimate() {
+        credit -= PRICEY_COST;
+        calls += 1;
+    }
+    calls
+}
+
+/// Waits until the user's calls hold nothing (leases aside), then checks
+/// the books: the ledger equals the balance; returns the balance.
+async fn settled_balance(db: &Db, user_id: &str) -> i64 {
+    for _ in 0..400 {
+        let (balance, reserved) = ledger::balance(db, user_id).await.unwrap().unwrap();
+        let leased = llm_gateway::db::leases::total(db, user_id).await.unwrap();
+        if reserved == leased {
+            assert_eq!(balance, ledger::ledger_sum(db, user_id).await.unwrap());
+            return balance;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("calls still hold credit");
+}
+
+/// 200 concurrent calls against $1 over two and over three replicas, each
+/// spending from a lease of its own: never an overshoot, the ledger equals
+/// the balance, and at least as many calls are served as fit in the balance
+/// holding all their estimates at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_never_overshoot_the_balance() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    for replicas in [2, 3] {
+        let database = TestDatabase::create(&backend).await;
+        let mock = start_mock().await;
+        let (_dir, config) = replica_config(&database, &mock);
+        let running: Vec<Replica> = (0..replicas).map(|_| spawn_replica(&config)).collect();
+        let bases: Vec<String> = running.iter().map(|r| r.base.clone()).collect();
+        let user = format!("leased-{replicas}");
+        let (key, _) = funded_key_with(&bases[0], &user, "1", json!({})).await;
+
+        let statuses = burst_over(&bases, &key, "gpt-4o", 200).await;
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
+            .count() as i64;
+        assert_eq!(ok + refused, 200, "{statuses:?}");
+
+        let db = Db::connect(&database.url).await.unwrap();
+        let balance = settled_balance(&db, &user).await;
+        let credit = 1_000_000_000;
+        assert_eq!(balance, credit - ok * PRICEY_COST, "{ok} calls served");
+        assert!(balance >= 0, "{replicas} replicas overshot: {balance}");
+        // Calls in flight together hold their estimates: at least that many
+        // fit, whatever the timing.
+        assert!(
+            ok >= credit / pricey_estimate(),
+            "{replicas} replicas: only {ok} served, {balance} left"
+        );
+        db.close().await;
+        drop(running);
+    }
+}
+
+/// $0.20 is spent to the last call across two replicas taking turns, then
+/// refused, exactly: with the smallest lease larger than the balance (each
+/// call reserved on its own), and with leases (which the replica refused
+/// one recalls from the other as the balance runs out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_balance_is_spent_exactly_across_two_replicas() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    for leases in ["credit_leases: {min_usd: 1}\n", ""] {
+        let database = TestDatabase::create(&backend).await;
+        let mock = start_mock().await;
+        let (_dir, config) = replica_config_with(&database, &mock, leases);
+        let running = [spawn_replica(&config), spawn_replica(&config)];
+        let bases: Vec<String> = running.iter().map(|r| r.base.clone()).collect();
+        let (key, _) = funded_key_with(&bases[0], "small", "0.2", json!({})).await;
+        let client = reqwest::Client::new();
+        let mut body = small_chat();
+        body["model"] = json!("gpt-4o");
+        let paid = calls_paid(200_000_000);
+        let mut statuses = Vec::new();
+        for turn in 0..paid + 3 {
+            let response = client
+                .post(format!("{}/v1/chat/completions", bases[turn % 2]))
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(response.status());
+        }
+        assert!(paid >= 6, "the test needs several calls: {paid}");
+        assert!(
+            statuses[..paid].iter().all(|s| *s == StatusCode::OK),
+            "{leases:?}: {statuses:?}"
+        );
+        assert!(
+            statuses[paid..]
+                .iter()
+                .all(|s| *s == StatusCode::PAYMENT_REQUIRED),
+            "{leases:?}: {statuses:?}"
+        );
+        let db = Db::connect(&database.url).await.unwrap();
+        assert_eq!(
+            settled_balance(&db, "small").await,
+            200_000_000 - paid as i64 * PRICEY_COST
+        );
+        db.close().await;
+        drop(running);
+    }
 }

@@ -40,11 +40,14 @@ pub enum WriteOp {
     },
     /// Write a usage record and settle its billing: the whole cost is
     /// taken, below zero if need be. `in_memory` when the in-memory
-    /// accounts already held and charged it (SQLite); otherwise the
-    /// request's reservation row is released here.
+    /// accounts (SQLite) or a lease (PostgreSQL) already held and charged
+    /// it; otherwise the request's reservation row is released here.
     Settle {
         record: UsageRecord,
         in_memory: bool,
+        /// The lease it was charged to (`db::leases::lease_id`), whose row
+        /// gives up the cost (down to nothing) as the balance pays it.
+        lease: Option<Arc<str>>,
         /// The budget scopes the request falls under, to release what it
         /// holds of each (if a sweep has not already) and charge its cost.
         budgets: Option<Arc<[String]>>,
@@ -92,15 +95,17 @@ impl WriteOp {
     }
 
     /// A settlement charged in memory, with nothing else to settle (no
-    /// budget, no token window): the common case on SQLite, written in bulk.
-    fn charged_in_memory(&self) -> Option<&UsageRecord> {
+    /// budget, no token window), and its lease if it had one: the common
+    /// case on either backend, written in bulk.
+    fn charged_in_memory(&self) -> Option<(&UsageRecord, Option<&str>)> {
         match self {
             WriteOp::Settle {
                 record,
                 in_memory: true,
+                lease,
                 budgets: None,
                 rate_window: None,
-            } => Some(record),
+            } => Some((record, lease.as_deref())),
             _ => None,
         }
     }
@@ -145,13 +150,18 @@ async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sql
             WriteOp::Settle {
                 record,
                 in_memory,
+                lease,
                 budgets,
                 rate_window,
             },
             _,
         ) => {
             let scopes = budgets.as_deref().unwrap_or_default();
-            settle(tx, record, *in_memory, scopes, *rate_window, now).await?;
+            let charged = match (in_memory, lease) {
+                (true, lease) => Charged::InMemory(lease.as_deref()),
+                (false, _) => Charged::FromReservation,
+            };
+            settle(tx, record, charged, scopes, *rate_window, now).await?;
             Ok(true)
         }
         (_, None) => unreachable!("every reservation holds something"),
@@ -191,15 +201,23 @@ async fn hold_budgets(
     Ok(all_held)
 }
 
+/// How a settled request was held.
+enum Charged<'a> {
+    /// By a reservation row of its own, released at settlement.
+    FromReservation,
+    /// In memory, from this lease if any.
+    InMemory(Option<&'a str>),
+}
+
 /// Writes one usage record and settles it: counts its completion tokens in
-/// the key's rate window, releases its reservation (unless charged in
-/// memory), takes its whole cost with a ledger entry (noting a debt if the
-/// balance goes below zero), charges each budget scope in full (even when a
-/// sweep released its hold), and notes the key's use.
+/// the key's rate window, releases its reservation (or takes its cost from
+/// its lease), takes its whole cost with a ledger entry (noting a debt if
+/// the balance goes below zero), charges each budget scope in full (even
+/// when a sweep released its hold), and notes the key's use.
 async fn settle(
     tx: &mut BatchTx,
     record: &UsageRecord,
-    in_memory: bool,
+    charged: Charged<'_>,
     scopes: &[String],
     rate_window: Option<i64>,
     now: i64,
@@ -211,8 +229,12 @@ async fn settle(
         tx.count_tokens(key_id, window, record.completion_tokens)
             .await?;
     }
-    if !in_memory {
-        tx.release_reservation(&record.id, &record.user_id).await?;
+    match charged {
+        Charged::FromReservation => tx.release_reservation(&record.id, &record.user_id).await?,
+        Charged::InMemory(Some(lease)) => {
+            tx.take_lease(lease, &record.user_id, record.cost).await?;
+        }
+        Charged::InMemory(None) => {}
     }
     if record.cost > 0 {
         let after = tx.debit(&record.user_id, record.cost).await?;
@@ -234,17 +256,23 @@ async fn settle(
 
 /// Writes a run of settlements charged in memory, in a few statements
 /// whatever its length: the records (skipping any already written), one
-/// debit per user, the ledger entries, the debts, the keys' last use.
+/// debit per user, the ledger entries, the debts, what the leases gave up,
+/// the keys' last use.
 async fn settle_in_bulk(
     tx: &mut BatchTx,
-    group: Vec<&UsageRecord>,
+    group: Vec<(&UsageRecord, Option<&str>)>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let written: HashSet<String> = tx.insert_records(&group).await?.into_iter().collect();
-    let group: Vec<&UsageRecord> = group
+    let records: Vec<&UsageRecord> = group.iter().map(|(record, _)| *record).collect();
+    let written: HashSet<String> = tx.insert_records(&records).await?.into_iter().collect();
+    let group: Vec<(&UsageRecord, Option<&str>)> = group
         .into_iter()
-        .filter(|r| written.contains(&r.id))
+        .filter(|(r, _)| written.contains(&r.id))
         .collect();
+    for ((lease, user_id), cost) in cost_by_lease(&group) {
+        tx.take_lease(lease, user_id, cost).await?;
+    }
+    let group: Vec<&UsageRecord> = group.into_iter().map(|(record, _)| record).collect();
     let mut entries = Vec::with_capacity(group.len());
     for (user_id, records) in by_user(&group) {
         let charged: Vec<&UsageRecord> = records.into_iter().filter(|r| r.cost > 0).collect();
@@ -264,6 +292,19 @@ async fn settle_in_bulk(
         tx.touch_key(key_id, at).await?;
     }
     Ok(())
+}
+
+/// What the settlements charged to each lease cost together.
+fn cost_by_lease<'a>(
+    group: &[(&'a UsageRecord, Option<&'a str>)],
+) -> std::collections::BTreeMap<(&'a str, &'a str), i64> {
+    let mut costs = std::collections::BTreeMap::new();
+    for (record, lease) in group {
+        if let Some(lease) = lease {
+            *costs.entry((*lease, record.user_id.as_str())).or_insert(0) += record.cost.max(0);
+        }
+    }
+    costs
 }
 
 /// Applies a batch, again if the database rolled it back for a conflict
@@ -306,6 +347,7 @@ pub(crate) fn settle_op(id: &str, user_id: &str) -> WriteOp {
             ..UsageRecord::default()
         },
         in_memory: false,
+        lease: None,
         budgets: None,
         rate_window: None,
     }

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::pricing::Quote;
-use super::recorder::{Holds, UsageRecorder};
+use super::recorder::{HeldBy, Holds, UsageRecorder};
 use super::TokensSource;
 use crate::db::usage::UsageRecord;
 use crate::error::AppError;
@@ -113,8 +113,9 @@ impl Meter {
     }
 
     /// Notes that `amount` of the balance is reserved for this request.
-    pub fn hold(&mut self, amount: i64) {
+    pub fn hold(&mut self, amount: i64, held_by: HeldBy) {
         self.holds.balance = amount;
+        self.holds.held_by = held_by;
         self.recorder.metrics().reservations(1);
     }
 

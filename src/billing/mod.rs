@@ -1,7 +1,7 @@
 //! Reseller billing, the whole money path: prices with margin (`pricing`,
 //! `price_book`), the reservation policy (`estimate`, `reservation`,
 //! `budget`), the meter that makes one usage record per request (`meter`),
-//! the in-memory accounts (`accounts`), the writer that batches records and
+//! the in-memory accounts (`accounts`) and credit leases (`leases`), the writer that batches records and
 //! settles them (`recorder`, `batch`), the audit of it all (`audit`), and
 //! payments through Stripe: prices and events (`payments`), its API
 //! (`stripe_api`) and its webhook signatures (`stripe_signature`).
@@ -18,6 +18,8 @@ pub mod budget;
 pub mod estimate;
 #[cfg(feature = "ssr")]
 pub mod lanes;
+#[cfg(feature = "ssr")]
+pub mod leases;
 #[cfg(feature = "ssr")]
 pub mod meter;
 pub mod money;

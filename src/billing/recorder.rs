@@ -4,8 +4,11 @@
 //!
 //! On SQLite, which one process owns, reservations and charges are decided
 //! in memory ([`LocalAccounts`]) and cost no database round trip; the writer
-//! then records them. On PostgreSQL, shared by replicas, a reservation is a
-//! conditional update that waits for the next batch.
+//! then records them. On PostgreSQL, shared by replicas, they are decided
+//! in memory too, against the lease this replica holds on the user's credit
+//! ([`Leases`]); only growing a lease asks the database. A balance too small
+//! for a lease gets a reservation per call: a conditional update that waits
+//! for the next batch.
 //!
 //! On SQLite the commits run in this process, on the cores that serve
 //! requests, so most batches go through a connection at idle CPU priority
@@ -21,10 +24,11 @@ use super::accounts::LocalAccounts;
 use super::batch::{apply_batch, WriteOp};
 use super::budget::BudgetLimit;
 use super::lanes::Lanes;
+use super::leases::{Hold, LeaseSizing, Leases};
 use crate::clock::Clock;
-use crate::db::ledger;
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
+use crate::db::{changes, leases as lease_rows, ledger};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
@@ -80,11 +84,23 @@ struct Message {
     reply: Option<oneshot::Sender<Result<bool, ()>>>,
 }
 
+/// Where a request's hold on the balance came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HeldBy {
+    /// The in-memory accounts (SQLite) or a reservation row of its own.
+    #[default]
+    Account,
+    /// This replica's lease on the user's credit (PostgreSQL).
+    Lease,
+}
+
 /// What a request holds, released when its record is settled.
 #[derive(Debug, Clone, Default)]
 pub struct Holds {
     /// Reserved of the user's balance, in nano-USD.
     pub balance: i64,
+    /// Where the balance hold came from.
+    pub held_by: HeldBy,
     /// The budget scopes it holds the same amount of, and charges in full.
     pub budgets: Option<Arc<[String]>>,
     /// The key's rate-limit window its tokens count in, if the key has a
@@ -101,6 +117,8 @@ pub struct UsageRecorder {
     metrics: Arc<Metrics>,
     /// In-memory accounts, when this process owns its database (SQLite).
     local: Option<Arc<LocalAccounts>>,
+    /// This replica's leases on its users' credit (PostgreSQL).
+    leases: Option<Arc<Leases>>,
     /// This process's replica id, which its holds carry.
     replica_id: Arc<str>,
     /// When holds expire and records are made.
@@ -116,10 +134,12 @@ impl UsageRecorder {
         metrics: Arc<Metrics>,
         replica_id: Arc<str>,
         clock: Clock,
+        sizing: LeaseSizing,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queue = Arc::new(Queue::default());
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
+        let leases = matches!(db, Db::Postgres(_)).then(|| Arc::new(Leases::new(sizing)));
         let task = tokio::spawn(write_loop(
             db.clone(),
             receiver,
@@ -134,6 +154,7 @@ impl UsageRecorder {
             db,
             metrics,
             local,
+            leases,
             replica_id,
             clock,
         };
@@ -163,15 +184,26 @@ impl UsageRecorder {
         if holds.balance > 0 {
             self.metrics.reservations(-1);
         }
-        let in_memory = self
-            .local
-            .as_ref()
-            .filter(|_| holds.balance > 0 || record.cost > 0)
-            .is_some_and(|local| local.settle(&record.user_id, holds.balance, record.cost));
+        let charged = holds.balance > 0 || record.cost > 0;
+        let (in_memory, lease) = match (&self.local, &self.leases) {
+            (Some(local), _) if charged => (
+                local.settle(&record.user_id, holds.balance, record.cost),
+                None,
+            ),
+            (_, Some(leases))
+                if holds.held_by == HeldBy::Lease
+                    && leases.settle(&record.user_id, holds.balance, record.cost) =>
+            {
+                let lease = lease_rows::lease_id(&self.replica_id, &record.user_id);
+                (true, Some(Arc::from(lease)))
+            }
+            _ => (false, None),
+        };
         let message = Message {
             op: WriteOp::Settle {
                 record,
                 in_memory,
+                lease,
                 budgets: holds.budgets,
                 rate_window: holds.rate_window,
             },
@@ -182,25 +214,144 @@ impl UsageRecorder {
         }
     }
 
-    /// Holds `amount` of the user's available balance for a request; `false`
-    /// when the available balance cannot cover it.
+    /// Holds `amount` of the user's available balance for a request: where
+    /// the hold came from, or `None` when the available balance cannot
+    /// cover it.
     pub async fn reserve(
         &self,
         request_id: &str,
         user_id: &str,
         amount: i64,
         ttl_ms: i64,
-    ) -> Result<bool, AppError> {
-        let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
+    ) -> Result<Option<HeldBy>, AppError> {
         if let Some(local) = &self.local {
-            return local
+            let held = local
                 .reserve(&self.db, user_id, amount)
                 .await
                 .map_err(|err| {
                     tracing::error!(%err, "reading a balance failed");
                     unavailable()
-                });
+                })?;
+            return Ok(held.then_some(HeldBy::Account));
         }
+        if let Some(leases) = &self.leases {
+            if self.hold_from_lease(leases, user_id, amount).await? {
+                return Ok(Some(HeldBy::Lease));
+            }
+        }
+        // A reservation for this call alone. Leases other replicas are
+        // giving back (a recall), and the holds of calls that ended and
+        // are being settled, come back within milliseconds.
+        for wait_ms in RECALL_WAITS_MS {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            // Looked at before the try: a hold given back between a refused
+            // try and the look must still get a try of its own. Holds of
+            // calls in flight count: each frees what it did not spend.
+            let held_elsewhere = match &self.leases {
+                // Calls in flight on this lease free what they do not spend.
+                Some(leases) => leases.held(user_id) > 0 || self.held_elsewhere(user_id).await,
+                None => false,
+            };
+            if self
+                .reserve_row(request_id, user_id, amount, ttl_ms)
+                .await?
+            {
+                return Ok(Some(HeldBy::Account));
+            }
+            if !held_elsewhere {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Holds `amount` from this replica's lease, growing it if need be;
+    /// `false` when the balance is too small for a lease (the others'
+    /// leases are then recalled, and the user gets a reservation per call).
+    async fn hold_from_lease(
+        &self,
+        leases: &Leases,
+        user_id: &str,
+        amount: i64,
+    ) -> Result<bool, AppError> {
+        for _ in 0..3 {
+            let now = std::time::Instant::now();
+            match leases.try_hold(user_id, amount, now) {
+                Hold::Held => return Ok(true),
+                Hold::PerCall => return Ok(false),
+                Hold::Grow { by, lacking } => {
+                    if self.grow_lease(user_id, by).await? {
+                        leases.grown(user_id, by, now);
+                    } else if lacking < by && self.grow_lease(user_id, lacking).await? {
+                        leases.grown(user_id, lacking, now);
+                    } else {
+                        self.recall_leases(user_id).await;
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        // Other calls kept taking what was granted: ask for this one alone.
+        Ok(false)
+    }
+
+    async fn grow_lease(&self, user_id: &str, amount: i64) -> Result<bool, AppError> {
+        lease_rows::grow(
+            &self.db,
+            &self.replica_id,
+            user_id,
+            amount,
+            self.clock.now_ms(),
+        )
+        .await
+        .map_err(|err| {
+            tracing::error!(%err, "growing a lease failed");
+            unavailable()
+        })
+    }
+
+    /// Stops leasing the user's credit here and gives back the free part of
+    /// this replica's lease; asks every other replica to do the same.
+    pub async fn recall_leases(&self, user_id: &str) {
+        self.give_back_lease(user_id).await;
+        changes::announce(&self.db, changes::Change::LeaseRecall(user_id.to_string())).await;
+    }
+
+    /// Gives back the free part of this replica's lease on the user's
+    /// credit, and serves them a reservation per call for a while.
+    async fn give_back_lease(&self, user_id: &str) {
+        if let Some(keeper) = self.lease_keeper() {
+            keeper.give_back(user_id).await;
+        }
+    }
+
+    /// A handle on this replica's leases for the tasks that answer recalls
+    /// and liveness (PostgreSQL); unlike the recorder, it does not keep the
+    /// writer running.
+    pub fn lease_keeper(&self) -> Option<LeaseKeeper> {
+        Some(LeaseKeeper {
+            leases: self.leases.clone()?,
+            db: self.db.clone(),
+            replica_id: self.replica_id.clone(),
+        })
+    }
+
+    /// Whether anything but this replica's lease holds the user's credit:
+    /// other replicas' leases, or calls' reservations.
+    async fn held_elsewhere(&self, user_id: &str) -> bool {
+        let own = lease_rows::lease_id(&self.replica_id, user_id);
+        lease_rows::held_besides(&self.db, user_id, &own)
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn reserve_row(
+        &self,
+        request_id: &str,
+        user_id: &str,
+        amount: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, AppError> {
         self.ask(WriteOp::Reserve {
             request_id: request_id.to_string(),
             user_id: user_id.to_string(),
@@ -235,7 +386,6 @@ impl UsageRecorder {
     }
 
     async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
-        let unavailable = || AppError::Unavailable("Billing is unavailable; try again.".into());
         let (reply, answer) = oneshot::channel();
         let message = Message {
             op,
@@ -253,7 +403,15 @@ impl UsageRecorder {
     /// A user's balance (below zero when they owe) and what is available of
     /// it (less what requests in flight hold, never below zero), in nano-USD.
     pub async fn balance(&self, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
-        let (balance, reserved) = ledger::balance(&self.db, user_id).await?.unwrap_or((0, 0));
+        let (balance, reserved) = match &self.leases {
+            // A lease is the user's to spend, less what its calls hold.
+            Some(leases) => lease_rows::balance_and_leases(&self.db, user_id)
+                .await?
+                .map_or((0, 0), |(balance, reserved, leased)| {
+                    (balance, reserved - leased + leases.held(user_id))
+                }),
+            None => ledger::balance(&self.db, user_id).await?.unwrap_or((0, 0)),
+        };
         let held = self.local.as_ref().map_or(0, |local| local.held(user_id));
         Ok((balance, (balance - reserved.max(held)).max(0)))
     }
@@ -269,6 +427,40 @@ impl UsageRecorder {
             local.credited(user_id, amount);
         }
     }
+}
+
+/// This replica's leases, for the tasks beside the writer.
+#[derive(Clone)]
+pub struct LeaseKeeper {
+    leases: Arc<Leases>,
+    db: Db,
+    replica_id: Arc<str>,
+}
+
+impl LeaseKeeper {
+    /// Gives back the free part of this replica's lease on the user's
+    /// credit, and serves them a reservation per call for a while (a
+    /// replica was refused a lease).
+    pub async fn give_back(&self, user_id: &str) {
+        let free = self.leases.recall(user_id, std::time::Instant::now());
+        if let Err(err) = lease_rows::shrink(&self.db, &self.replica_id, user_id, free).await {
+            tracing::warn!(%err, "giving back a lease failed; it returns when this replica stops");
+        }
+    }
+
+    /// Forgets every lease: the rows are gone (this replica was given up
+    /// for dead, and its holds released).
+    pub fn forget_all(&self) {
+        self.leases.forget_all();
+    }
+}
+
+/// How long a call refused a reservation waits before each try: leases
+/// recalled from other replicas come back within a few milliseconds.
+const RECALL_WAITS_MS: [u64; 5] = [0, 10, 30, 80, 200];
+
+fn unavailable() -> AppError {
+    AppError::Unavailable("Billing is unavailable; try again.".into())
 }
 
 /// The one log line of every request. The key appears by id only.

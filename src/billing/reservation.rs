@@ -45,7 +45,7 @@ pub async fn reserve(
         }
         meter.hold_budgets(budgets.iter().map(|b| b.scope.clone()).collect());
     }
-    if recorder
+    if let Some(held_by) = recorder
         .reserve(
             meter.request_id(),
             meter.user_id(),
@@ -54,7 +54,7 @@ pub async fn reserve(
         )
         .await?
     {
-        meter.hold(estimate);
+        meter.hold(estimate, held_by);
         return Ok(());
     }
     let (_, available) = recorder.balance(meter.user_id()).await?;

@@ -292,6 +292,21 @@ impl BatchTx {
         })
     }
 
+    /// Takes `amount` (down to nothing) from lease `lease` and from the
+    /// user's reserved total: what a call charged to the lease cost
+    /// (PostgreSQL; SQLite has no leases).
+    pub async fn take_lease(
+        &mut self,
+        lease: &str,
+        user_id: &str,
+        amount: i64,
+    ) -> Result<i64, sqlx::Error> {
+        match self {
+            BatchTx::Postgres(tx) => super::leases::take(tx, lease, user_id, amount).await,
+            BatchTx::Sqlite(_) => Ok(0),
+        }
+    }
+
     /// Takes `amount` from a user's balance, below zero if need be;
     /// returns the balance after.
     pub async fn debit(&mut self, user_id: &str, amount: i64) -> Result<i64, sqlx::Error> {

@@ -21,6 +21,9 @@ pub enum Change {
     User(String),
     /// Something many keys depend on changed (a budget).
     AllKeys,
+    /// A replica was refused a lease on this user's credit: every replica
+    /// gives back the free part of its own.
+    LeaseRecall(String),
     /// Notifications may have been missed (the listener reconnected):
     /// drop everything.
     Everything,
@@ -31,6 +34,7 @@ impl Change {
         match self {
             Self::Prices => "prices".into(),
             Self::User(id) => format!("user:{id}"),
+            Self::LeaseRecall(id) => format!("lease:{id}"),
             Self::AllKeys | Self::Everything => "keys".into(),
         }
     }
@@ -39,10 +43,15 @@ impl Change {
         match payload {
             "prices" => Self::Prices,
             "keys" => Self::AllKeys,
-            other => match other.strip_prefix("user:") {
-                Some(id) => Self::User(id.to_string()),
-                None => Self::Everything,
-            },
+            other => {
+                if let Some(id) = other.strip_prefix("user:") {
+                    Self::User(id.to_string())
+                } else if let Some(id) = other.strip_prefix("lease:") {
+                    Self::LeaseRecall(id.to_string())
+                } else {
+                    Self::Everything
+                }
+            }
         }
     }
 }
@@ -141,6 +150,7 @@ mod tests {
         for change in [
             Change::Prices,
             Change::User("usr_1".into()),
+            Change::LeaseRecall("usr_1".into()),
             Change::AllKeys,
         ] {
             assert_eq!(Change::parse(&change.payload()), change);

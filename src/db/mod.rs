@@ -12,6 +12,7 @@ pub mod changes;
 pub mod email_tokens;
 pub mod idempotency;
 pub mod keys;
+pub mod leases;
 pub mod ledger;
 pub mod login_failures;
 pub mod outbox;

@@ -21,7 +21,8 @@ use tower_http::trace::TraceLayer;
 use crate::app::{shell, App, PageChunks};
 use crate::auth::key_cache::KeyCache;
 use crate::auth::{origin, session::SessionBackend};
-use crate::billing::recorder::UsageRecorder;
+use crate::billing::leases::LeaseSizing;
+use crate::billing::recorder::{LeaseKeeper, UsageRecorder};
 use crate::billing::PriceBook;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -94,7 +95,11 @@ impl RunningServer {
         if let Some(demo) = self.demo {
             demo.abort();
         }
-        // Everything is settled: nothing of this replica's is left to release.
+        // Everything is settled: give the leases back, then nothing of this
+        // replica's is left to release.
+        if let Err(err) = db::leases::return_all(&self.db, &self.replica_id).await {
+            tracing::warn!(%err, "could not give this replica's leases back");
+        }
         if let Err(err) = db::replicas::unregister(&self.db, &self.replica_id).await {
             tracing::warn!(%err, "could not unregister this replica");
         }
@@ -165,13 +170,10 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
     let keys = Arc::new(KeyCache::default());
     if let Db::Postgres(_) = db {
         // Its own connections: a busy pool must not silence the heartbeat.
-        let liveness = db.separate_pool(2);
-        db::replicas::register(&liveness, &replica_id)
+        db::replicas::register(&db, &replica_id)
             .await
             .map_err(DbError::from)?;
-        spawn_liveness(liveness, replica_id.clone());
     }
-    listen_for_changes(&db, keys.clone(), prices.clone(), models.clone());
     spawn_maintenance(
         db.clone(),
         sessions.clone(),
@@ -184,6 +186,22 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
         Arc::default(),
         replica_id.clone(),
         clock.clone(),
+        LeaseSizing::from(&config.credit_leases),
+    );
+    if let Db::Postgres(_) = db {
+        // Its own connections: a busy pool must not silence the heartbeat.
+        spawn_liveness(
+            db.separate_pool(2),
+            replica_id.clone(),
+            recorder.lease_keeper(),
+        );
+    }
+    listen_for_changes(
+        &db,
+        keys.clone(),
+        prices.clone(),
+        models.clone(),
+        recorder.lease_keeper(),
     );
     let mail = MailQueue::new(db.clone(), &config);
     let mail_sender = mail_sender::start(&config.email, mail.clone(), clock.clone())?;
@@ -218,7 +236,7 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
 /// Beats this replica's heartbeat, and releases what replicas that
 /// stopped beating held (PostgreSQL). A tick on which this replica could
 /// not prove itself alive releases nothing.
-fn spawn_liveness(db: Db, replica_id: Arc<str>) {
+fn spawn_liveness(db: Db, replica_id: Arc<str>, leases: Option<LeaseKeeper>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         loop {
@@ -227,6 +245,10 @@ fn spawn_liveness(db: Db, replica_id: Arc<str>) {
                 Ok(true) => true,
                 Ok(false) => {
                     tracing::warn!("this replica was given up for dead; registering again");
+                    // Its leases were released with its other holds.
+                    if let Some(leases) = &leases {
+                        leases.forget_all();
+                    }
                     match db::replicas::register(&db, &replica_id).await {
                         Ok(()) => true,
                         Err(err) => {
@@ -264,22 +286,29 @@ fn listen_for_changes(
     keys: Arc<KeyCache>,
     prices: Arc<PriceBook>,
     models: Arc<ModelRouter>,
+    leases: Option<LeaseKeeper>,
 ) {
     use db::changes::Change;
     let reload_db = db.clone();
     db::changes::listen(
         db,
         Box::new(move |change| {
-            let (keys, prices, models, db) = (
+            let (keys, prices, models, db, leases) = (
                 keys.clone(),
                 prices.clone(),
                 models.clone(),
                 reload_db.clone(),
+                leases.clone(),
             );
             Box::pin(async move {
                 match &change {
                     Change::User(user_id) => keys.forget_user(user_id),
                     Change::AllKeys | Change::Everything => keys.forget_all(),
+                    Change::LeaseRecall(user_id) => {
+                        if let Some(leases) = &leases {
+                            leases.give_back(user_id).await;
+                        }
+                    }
                     Change::Prices => {}
                 }
                 if matches!(change, Change::Prices | Change::Everything) {
