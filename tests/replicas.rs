@@ -105,19 +105,7 @@ async fn funded_key_with(
 
 /// Sends `count` chats at once, alternating between the replicas.
 async fn burst(bases: &[String; 2], key: &str, count: usize) -> Vec<StatusCode> {
-    let client = reqwest::Client::new();
-    let requests = (0..count).map(|i| {
-        client
-            .post(format!("{}/v1/chat/completions", bases[i % 2]))
-            .bearer_auth(key)
-            .json(&small_chat())
-            .send()
-    });
-    join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().status())
-        .collect()
+    burst_over(bases, key, "gpt-4o-mini", count).await
 }
 
 /// Waits until no call holds anything (the replicas' leases hold only
