@@ -43,11 +43,20 @@ fn spawn_replica(config: &std::path::Path) -> Replica {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let line = BufReader::new(child.stdout.take().unwrap())
-        .lines()
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
         .map(Result::unwrap)
         .find(|l| l.starts_with("llm-gateway listening on "))
         .expect("the replica starts");
+    // Its warnings and errors, in the test's output.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("replica: {line}");
+            }
+        }
+    });
     let base = line
         .trim_start_matches("llm-gateway listening on ")
         .to_string();

@@ -68,6 +68,9 @@ struct Lease {
     last_hold: Instant,
     /// Recalled: a reservation per call until then.
     per_call_until: Option<Instant>,
+    /// A call is growing the lease: the others wait for it rather than
+    /// all asking the database at once.
+    growing: bool,
 }
 
 impl Lease {
@@ -78,6 +81,7 @@ impl Lease {
             recent: 0.0,
             last_hold: now,
             per_call_until: None,
+            growing: false,
         }
     }
 
@@ -103,8 +107,11 @@ impl Lease {
 pub enum Hold {
     /// Held from the lease.
     Held,
-    /// Grow the lease by `by` (at least what the call lacks), then try again.
+    /// Grow the lease by `by` (at least what the call lacks), then say
+    /// [`Leases::grown`] or [`Leases::not_grown`], and try again.
     Grow { by: i64, lacking: i64 },
+    /// Another call is growing the lease: try again in a moment.
+    Wait,
     /// Ask the database for this call alone.
     PerCall,
 }
@@ -127,9 +134,12 @@ impl Leases {
     /// Holds `amount` of the user's lease, or says what to do instead.
     pub fn try_hold(&self, user_id: &str, amount: i64, now: Instant) -> Hold {
         let mut leases = self.lock();
-        let lease = leases
-            .entry(user_id.to_string())
-            .or_insert_with(|| Lease::new(now));
+        if !leases.contains_key(user_id) {
+            leases.insert(user_id.to_string(), Lease::new(now));
+        }
+        let Some(lease) = leases.get_mut(user_id) else {
+            unreachable!("inserted above");
+        };
         if lease.per_call_until.is_some_and(|until| now < until) {
             return Hold::PerCall;
         }
@@ -139,10 +149,21 @@ impl Leases {
             lease.note_spend(amount, now);
             return Hold::Held;
         }
+        if lease.growing {
+            return Hold::Wait;
+        }
+        lease.growing = true;
         let lacking = amount - lease.free();
         let wanted = (lease.rate() * self.sizing.window.as_secs_f64()) as i64;
         let by = wanted.clamp(self.sizing.min, self.sizing.max).max(lacking);
         Hold::Grow { by, lacking }
+    }
+
+    /// The database refused to grow the user's lease.
+    pub fn not_grown(&self, user_id: &str) {
+        if let Some(lease) = self.lock().get_mut(user_id) {
+            lease.growing = false;
+        }
     }
 
     /// The database granted `amount` more to the user's lease.
@@ -152,6 +173,7 @@ impl Leases {
             .entry(user_id.to_string())
             .or_insert_with(|| Lease::new(now));
         lease.granted += amount;
+        lease.growing = false;
     }
 
     /// The smallest lease worth asking for.
@@ -224,6 +246,11 @@ mod tests {
         };
         assert_eq!(lacking, 60);
         assert!(by >= 100, "at least the smallest lease: {by}");
+        assert_eq!(
+            leases.try_hold("u", 60, now),
+            Hold::Wait,
+            "one call grows it"
+        );
         leases.grown("u", 100, now);
         assert_eq!(leases.try_hold("u", 60, now), Hold::Held);
         assert_eq!(leases.try_hold("u", 40, now), Hold::Held);
@@ -244,6 +271,7 @@ mod tests {
         assert_eq!(leases.held("u"), 0);
         assert_eq!(leases.try_hold("u", 75, now), Hold::Held);
         assert!(matches!(leases.try_hold("u", 1, now), Hold::Grow { .. }));
+        leases.not_grown("u");
         // A cost beyond the lease empties it, no further.
         assert!(leases.settle("u", 75, 500));
         assert!(matches!(

@@ -248,7 +248,6 @@ impl UsageRecorder {
             // try and the look must still get a try of its own. Holds of
             // calls in flight count: each frees what it did not spend.
             let held_elsewhere = match &self.leases {
-                // Calls in flight on this lease free what they do not spend.
                 Some(leases) => leases.held(user_id) > 0 || self.held_elsewhere(user_id).await,
                 None => false,
             };
@@ -274,24 +273,43 @@ impl UsageRecorder {
         user_id: &str,
         amount: i64,
     ) -> Result<bool, AppError> {
-        for _ in 0..3 {
+        let mut grows = 0;
+        for _ in 0..LEASE_TRIES {
             let now = std::time::Instant::now();
             match leases.try_hold(user_id, amount, now) {
                 Hold::Held => return Ok(true),
                 Hold::PerCall => return Ok(false),
+                Hold::Wait => tokio::time::sleep(Duration::from_millis(1)).await,
+                // Other calls kept taking what was granted.
+                Hold::Grow { .. } if grows == 3 => {
+                    leases.not_grown(user_id);
+                    return Ok(false);
+                }
                 Hold::Grow { by, lacking } => {
-                    if self.grow_lease(user_id, by).await? {
-                        leases.grown(user_id, by, now);
-                    } else if lacking < by && self.grow_lease(user_id, lacking).await? {
-                        leases.grown(user_id, lacking, now);
-                    } else {
-                        self.recall_leases(user_id).await;
-                        return Ok(false);
+                    grows += 1;
+                    let grown = match self.grow_lease(user_id, by).await {
+                        Ok(false) if lacking < by => self
+                            .grow_lease(user_id, lacking)
+                            .await
+                            .map(|grown| grown.then_some(lacking)),
+                        other => other.map(|grown| grown.then_some(by)),
+                    };
+                    match grown {
+                        Ok(Some(amount)) => leases.grown(user_id, amount, now),
+                        Ok(None) => {
+                            leases.not_grown(user_id);
+                            self.recall_leases(user_id).await;
+                            return Ok(false);
+                        }
+                        Err(err) => {
+                            leases.not_grown(user_id);
+                            return Err(err);
+                        }
                     }
                 }
             }
         }
-        // Other calls kept taking what was granted: ask for this one alone.
+        // Waited long on another call's growing: ask for this one alone.
         Ok(false)
     }
 
@@ -312,7 +330,7 @@ impl UsageRecorder {
 
     /// Stops leasing the user's credit here and gives back the free part of
     /// this replica's lease; asks every other replica to do the same.
-    pub async fn recall_leases(&self, user_id: &str) {
+    async fn recall_leases(&self, user_id: &str) {
         self.give_back_lease(user_id).await;
         changes::announce(&self.db, changes::Change::LeaseRecall(user_id.to_string())).await;
     }
@@ -454,6 +472,10 @@ impl LeaseKeeper {
         self.leases.forget_all();
     }
 }
+
+/// How many times a call looks at its lease: enough to wait a while for
+/// another call growing it (a millisecond a look).
+const LEASE_TRIES: usize = 200;
 
 /// How long a call refused a reservation waits before each try: leases
 /// recalled from other replicas come back within a few milliseconds.
