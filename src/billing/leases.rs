@@ -176,11 +176,6 @@ impl Leases {
         lease.growing = false;
     }
 
-    /// The smallest lease worth asking for.
-    pub fn min(&self) -> i64 {
-        self.sizing.min
-    }
-
     /// Releases a call's hold of `held` and takes its whole `cost` from the
     /// lease (which the writer then takes from the lease's row, down to
     /// nothing); `false` when the call held nothing of a lease.

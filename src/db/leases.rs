@@ -13,11 +13,6 @@ pub fn lease_id(replica_id: &str, user_id: &str) -> String {
     format!("lease:{replica_id}:{user_id}")
 }
 
-/// Whether a reservation id names a lease.
-pub fn is_lease(request_id: &str) -> bool {
-    request_id.starts_with("lease:")
-}
-
 /// A lease never expires by time: only its replica returns it, or the
 /// liveness sweep when its replica is gone.
 const NEVER: i64 = i64::MAX;
