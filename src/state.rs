@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::auth::key_cache::KeyCache;
+use crate::auth::rate_buckets::RateBuckets;
 use crate::billing::recorder::UsageRecorder;
 use crate::billing::PriceBook;
 use crate::clock::Clock;
@@ -59,6 +60,8 @@ pub struct SharedState {
     pub recorder: UsageRecorder,
     /// Recent API key lookups (see `auth::key_cache`).
     pub keys: Arc<KeyCache>,
+    /// This replica's slices of the keys' rate-limit windows.
+    pub rate_buckets: Arc<RateBuckets>,
     /// The time budgets, rate limits and key expiry are judged by.
     pub clock: Clock,
     /// Stripe's API, when `payments: {mode: stripe}`.

@@ -505,7 +505,7 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
     .await
     .unwrap();
     let window = llm_gateway::db::rate_limits::window_start(1_000);
-    llm_gateway::db::rate_limits::admit(&db, &key.id, window, 0, 100, 1_000_000)
+    llm_gateway::db::rate_limits::claim(&db, &key.id, window, 1, 0, 100, 1_000_000)
         .await
         .unwrap();
     let limited = [WriteOp::Settle {
@@ -576,7 +576,13 @@ async fn settlements_written_in_bulk_charge_in_full_and_apply_once(backend: Back
         },
         in_memory: false,
         lease: None,
-        budgets: Some(vec![scope.to_string()].into()),
+        budgets: Some(
+            vec![llm_gateway::billing::budget::HeldBudget {
+                scope: scope.to_string(),
+                lease: None,
+            }]
+            .into(),
+        ),
         rate_window: None,
     };
     apply_batch(

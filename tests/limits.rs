@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 on_both_backends!(
     concurrent_requests_never_overshoot_a_budget,
+    a_budget_lease_turns_with_its_period,
     rate_limits_answer_429_with_headers,
 );
 
@@ -64,14 +65,18 @@ async fn settled_spend(db_url: &str, user_id: &str, scope: &str) -> (i64, i64) {
     for _ in 0..400 {
         let (balance, reserved) = ledger::balance(&db, user_id).await.unwrap().unwrap();
         let holds: i64 = match &db {
-            Db::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds")
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-            Db::Postgres(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds")
-                .fetch_one(pool)
-                .await
-                .unwrap(),
+            Db::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM budget_holds WHERE request_id NOT LIKE 'lease:%'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM budget_holds WHERE request_id NOT LIKE 'lease:%'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
         };
         let leased = llm_gateway::db::leases::total(&db, user_id).await.unwrap();
         if reserved == leased && holds == 0 {
@@ -233,5 +238,36 @@ async fn rate_limits_answer_429_with_headers(backend: Backend) {
         header(&response, "x-ratelimit-remaining-tokens"),
         remaining(20 - prompt - 6)
     );
+    app.stop().await;
+}
+
+/// A key's $1 budget per minute, held from a lease on it: once the period
+/// ends, what is spent counts in the new period's window alone, though the
+/// lease taken in the last period still had plenty left.
+async fn a_budget_lease_turns_with_its_period(backend: Backend) {
+    let app = app(backend).await;
+    let (key, key_id) = funded_key(
+        &app,
+        "periodic",
+        json!({"max_budget": "1", "budget_duration_sec": 60}),
+    )
+    .await;
+    let scope = format!("key:{key_id}");
+    for _ in 0..3 {
+        assert_eq!(app.chat(&key, &small_chat()).await.status(), StatusCode::OK);
+    }
+    app.usage_records(3).await;
+    let db = app.database().await;
+    let (started, spent) = budgets::window(&db, &scope).await.unwrap().unwrap();
+    assert_eq!(spent, 3 * COST);
+
+    app.clock().advance(61_000);
+    assert_eq!(app.chat(&key, &small_chat()).await.status(), StatusCode::OK);
+    app.usage_records(4).await;
+    let (restarted, spent) = budgets::window(&db, &scope).await.unwrap().unwrap();
+    assert_eq!(restarted, started + 60_000, "the next minute's window");
+    assert_eq!(spent, COST, "only what the new period spent");
+    db.close().await;
+    app.audit().await;
     app.stop().await;
 }

@@ -125,10 +125,12 @@ async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
         let Db::Postgres(pool) = db else {
             unreachable!()
         };
-        let holds: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let holds: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM budget_holds WHERE request_id NOT LIKE 'lease:%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
         let leased = llm_gateway::db::leases::total(db, user_id).await.unwrap();
         if reserved == leased && holds == 0 {
             assert_eq!(balance, ledger::ledger_sum(db, user_id).await.unwrap());
@@ -633,4 +635,115 @@ async fn a_small_balance_is_spent_exactly_across_two_replicas() {
         db.close().await;
         drop(running);
     }
+}
+
+/// 200 concurrent calls against a key's $1 budget (its owner has $10) over
+/// two and over three replicas, each holding the budget from a lease of
+/// its own: the budget never overshoots, it counts what was charged, the
+/// ledger equals the balance, and at least as many calls are served as fit
+/// in the budget holding all their estimates at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_leases_never_overshoot_a_budget() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    for replicas in [2, 3] {
+        let database = TestDatabase::create(&backend).await;
+        let mock = start_mock().await;
+        let (_dir, config) = replica_config(&database, &mock);
+        let running: Vec<Replica> = (0..replicas).map(|_| spawn_replica(&config)).collect();
+        let bases: Vec<String> = running.iter().map(|r| r.base.clone()).collect();
+        let user = format!("budgeted-{replicas}");
+        let (key, key_id) =
+            funded_key_with(&bases[0], &user, "10", json!({"max_budget": "1"})).await;
+        let db = Db::connect(&database.url).await.unwrap();
+
+        // A few cheap calls on each replica: each takes a lease on the budget.
+        burst_over(&bases, &key, "gpt-4o-mini", 2 * replicas).await;
+        let Db::Postgres(pool) = &db else {
+            unreachable!()
+        };
+        let leases: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM budget_holds WHERE request_id LIKE 'lease:%'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(leases, replicas as i64, "one lease on the budget each");
+
+        let statuses = burst_over(&bases, &key, "gpt-4o", 200).await;
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
+            .count() as i64;
+        assert_eq!(ok + refused, 200, "{statuses:?}");
+
+        let scope = format!("key:{key_id}");
+        let spent = settled_spend(&db, &user, &scope).await;
+        let cheap = 10_000_000_000 - settled_balance(&db, &user).await - ok * PRICEY_COST;
+        assert!(cheap > 0 && cheap < 1_000_000, "the cheap calls: {cheap}");
+        assert_eq!(spent, cheap + ok * PRICEY_COST, "the budget counts it all");
+        assert!(
+            spent <= 1_000_000_000,
+            "{replicas} replicas overshot: {spent}"
+        );
+        assert!(
+            ok >= (1_000_000_000 - cheap) / pricey_estimate(),
+            "{replicas} replicas: only {ok} served, {spent} spent"
+        );
+        db.close().await;
+        drop(running);
+    }
+}
+
+/// A key limited to 200 requests a minute, called 400 times at once over
+/// two replicas, each counting from slices of the shared window: never
+/// more than the limit passes, and no fewer than the limit less one
+/// replica's largest slice (`auth::rate_buckets`: (N − 1) × rpm / 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_across_two_replicas_stay_within_the_documented_error() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let mock = start_mock().await;
+    let (_dir, config) = replica_config(&database, &mock);
+    let running = [spawn_replica(&config), spawn_replica(&config)];
+    let bases = [running[0].base.clone(), running[1].base.clone()];
+    let db = Db::connect(&database.url).await.unwrap();
+    let minute = || llm_gateway::clock::Clock::default().now_ms() / 60_000;
+    let rpm = 200;
+    let most_unused = rpm / llm_gateway::auth::rate_buckets::SLICE_SHARE;
+    for attempt in 0..3 {
+        let (key, key_id) = funded_key(
+            &bases[0],
+            &format!("limited-{attempt}"),
+            json!({"rpm_limit": rpm}),
+        )
+        .await;
+        let started = minute();
+        let statuses = burst(&bases, &key, 400).await;
+        if started != minute() {
+            continue; // the window turned during the burst: again
+        }
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
+        let limited = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count() as i64;
+        assert_eq!(ok + limited, 400, "{statuses:?}");
+        assert!(ok <= rpm, "{ok} passed a limit of {rpm}");
+        assert!(ok >= rpm - most_unused, "only {ok} of {rpm} passed");
+        let window = llm_gateway::db::rate_limits::window_start(started * 60_000);
+        let (counted, _) = llm_gateway::db::rate_limits::counts(&db, &key_id, window)
+            .await
+            .unwrap();
+        assert!(
+            (ok..=rpm).contains(&counted),
+            "the shared window counted {counted}"
+        );
+        db.close().await;
+        return;
+    }
+    panic!("every burst straddled a minute");
 }

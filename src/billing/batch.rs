@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::budget::BudgetLimit;
+use super::budget::{BudgetLimit, HeldBudget};
 use crate::db::batch_tx::{BalanceHold, BatchTx, DebtNote, UsageEntry};
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
@@ -38,6 +38,14 @@ pub enum WriteOp {
         expires_at: i64,
         replica_id: Arc<str>,
     },
+    /// Give back up to `amount` of this replica's lease `lease` on a
+    /// budget scope of `user_id`'s.
+    ShrinkBudgetLease {
+        user_id: String,
+        lease: Arc<str>,
+        scope: String,
+        amount: i64,
+    },
     /// Write a usage record and settle its billing: the whole cost is
     /// taken, below zero if need be. `in_memory` when the in-memory
     /// accounts (SQLite) or a lease (PostgreSQL) already held and charged
@@ -50,7 +58,7 @@ pub enum WriteOp {
         lease: Option<Arc<str>>,
         /// The budget scopes the request falls under, to release what it
         /// holds of each (if a sweep has not already) and charge its cost.
-        budgets: Option<Arc<[String]>>,
+        budgets: Option<Arc<[HeldBudget]>>,
         /// The key's rate-limit window to count the completion tokens in.
         rate_window: Option<i64>,
     },
@@ -60,7 +68,9 @@ impl WriteOp {
     /// The user whose money or budgets the op touches.
     fn user_id(&self) -> &str {
         match self {
-            WriteOp::Reserve { user_id, .. } | WriteOp::ReserveBudget { user_id, .. } => user_id,
+            WriteOp::Reserve { user_id, .. }
+            | WriteOp::ReserveBudget { user_id, .. }
+            | WriteOp::ShrinkBudgetLease { user_id, .. } => user_id,
             WriteOp::Settle { record, .. } => &record.user_id,
         }
     }
@@ -90,7 +100,7 @@ impl WriteOp {
                 expires_at: *expires_at,
                 replica_id,
             }),
-            WriteOp::Settle { .. } => None,
+            WriteOp::Settle { .. } | WriteOp::ShrinkBudgetLease { .. } => None,
         }
     }
 
@@ -146,6 +156,19 @@ async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sql
             hold_budgets(tx, &hold, limits, *now).await
         }
         (_, Some(hold)) => tx.hold_balance(&hold).await,
+        (
+            WriteOp::ShrinkBudgetLease {
+                lease,
+                scope,
+                amount,
+                ..
+            },
+            _,
+        ) => {
+            let given = tx.take_budget_lease(lease, scope, *amount).await?;
+            tx.unhold_budget(scope, given, 0).await?;
+            Ok(true)
+        }
         (
             WriteOp::Settle {
                 record,
@@ -218,7 +241,7 @@ async fn settle(
     tx: &mut BatchTx,
     record: &UsageRecord,
     charged: Charged<'_>,
-    scopes: &[String],
+    scopes: &[HeldBudget],
     rate_window: Option<i64>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -244,8 +267,11 @@ async fn settle(
             tx.note_debt(&debt).await?;
         }
     }
-    for scope in scopes {
-        let held = tx.take_budget_hold(&record.id, scope).await?;
+    for HeldBudget { scope, lease } in scopes {
+        let held = match lease {
+            Some(lease) => tx.take_budget_lease(lease, scope, record.cost).await?,
+            None => tx.take_budget_hold(&record.id, scope).await?,
+        };
         tx.unhold_budget(scope, held, record.cost).await?;
     }
     if let Some(key_id) = &record.key_id {

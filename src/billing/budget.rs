@@ -96,6 +96,15 @@ impl BudgetLimit {
     }
 }
 
+/// A budget scope a request holds its estimate of, and where from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBudget {
+    pub scope: String,
+    /// The lease on the scope it was held from (`db::leases::lease_id`),
+    /// or `None` for a hold of the request's own.
+    pub lease: Option<std::sync::Arc<str>>,
+}
+
 /// What a budget window shows at `now`: spent in the current period (zero
 /// once the period has reset, even before any request), and when it resets.
 pub fn window_at(

@@ -1,11 +1,14 @@
-//! Credit leases, in memory (PostgreSQL, shared by replicas).
+//! Leases, in memory: on a user's credit (PostgreSQL, shared by replicas)
+//! and on budgets (either backend).
 //!
 //! A replica reserves a call against the lease it holds on the user's
-//! credit (`db::leases`), under one lock, without a database round trip.
-//! When a lease runs low it grows by about [`LeaseSizing::window`] of the
-//! user's spending, within [`LeaseSizing::min`] and [`LeaseSizing::max`];
-//! the database grants it only out of the available balance, so leases
-//! never add up to more than the balance, whatever the number of replicas.
+//! credit or on a budget (`db::leases`), under one lock, without a database
+//! round trip. When a lease runs low it grows, in the background, by about
+//! [`LeaseSizing::window`] of the spending, within [`LeaseSizing::min`] and
+//! [`LeaseSizing::max`]; the database grants it only out of what is
+//! available, so leases never add up to more than the balance (or the
+//! budget), whatever the number of replicas. A lease idle for
+//! [`IDLE_AFTER`] is given back and forgotten.
 //!
 //! When the balance is too small for a useful lease, calls fall back to a
 //! reservation each, decided by the database. A replica refused a lease
@@ -55,9 +58,17 @@ const HALF_LIFE: Duration = Duration::from_secs(1);
 /// call, before a lease is tried again.
 pub const PER_CALL_FOR: Duration = Duration::from_secs(5);
 
+/// How long a lease stays unused before it is given back.
+pub const IDLE_AFTER: Duration = Duration::from_secs(30);
+
 /// A lease this replica holds, and what its calls in flight hold of it.
 #[derive(Debug)]
 struct Lease {
+    /// The user whose credit or budget it is.
+    owner: String,
+    /// What the last growth asked for: the lease is topped up once less
+    /// than half of it is free.
+    step: i64,
     /// What the lease's row holds once the settlements queued are written.
     granted: i64,
     /// Held by calls in flight.
@@ -71,17 +82,23 @@ struct Lease {
     /// A call is growing the lease: the others wait for it rather than
     /// all asking the database at once.
     growing: bool,
+    /// When the budget's period ends (epoch ms): the next call grows the
+    /// lease first, which opens the new period's window.
+    until_ms: Option<i64>,
 }
 
 impl Lease {
-    fn new(now: Instant) -> Self {
+    fn new(owner: &str, now: Instant) -> Self {
         Self {
+            owner: owner.to_string(),
+            step: 0,
             granted: 0,
             held: 0,
             recent: 0.0,
             last_hold: now,
             per_call_until: None,
             growing: false,
+            until_ms: None,
         }
     }
 
@@ -100,6 +117,14 @@ impl Lease {
     fn rate(&self) -> f64 {
         self.recent * std::f64::consts::LN_2 / HALF_LIFE.as_secs_f64()
     }
+
+    /// How much to grow by: about a window of the recent spending, within
+    /// bounds, and at least `lacking`.
+    fn growth(&mut self, sizing: &LeaseSizing, lacking: i64) -> i64 {
+        let wanted = (self.rate() * sizing.window.as_secs_f64()) as i64;
+        self.step = wanted.clamp(sizing.min, sizing.max).max(lacking);
+        self.step
+    }
 }
 
 /// What [`Leases::try_hold`] decided.
@@ -107,6 +132,9 @@ impl Lease {
 pub enum Hold {
     /// Held from the lease.
     Held,
+    /// Held from the lease, which runs low: grow it by `by` in the
+    /// background, then say [`Leases::grown`] or [`Leases::not_grown`].
+    TopUp { by: i64 },
     /// Grow the lease by `by` (at least what the call lacks), then say
     /// [`Leases::grown`] or [`Leases::not_grown`], and try again.
     Grow { by: i64, lacking: i64 },
@@ -131,49 +159,69 @@ impl Leases {
         }
     }
 
-    /// Holds `amount` of the user's lease, or says what to do instead.
-    pub fn try_hold(&self, user_id: &str, amount: i64, now: Instant) -> Hold {
+    /// Holds `amount` of the lease `key` (of `owner`'s credit or budget)
+    /// at `now` (`now_ms` by the clock periods are judged by), or says what
+    /// to do instead.
+    pub fn try_hold(&self, key: &str, owner: &str, amount: i64, now: Instant, now_ms: i64) -> Hold {
         let mut leases = self.lock();
-        if !leases.contains_key(user_id) {
-            leases.insert(user_id.to_string(), Lease::new(now));
+        if !leases.contains_key(key) {
+            leases.insert(key.to_string(), Lease::new(owner, now));
         }
-        let Some(lease) = leases.get_mut(user_id) else {
+        let Some(lease) = leases.get_mut(key) else {
             unreachable!("inserted above");
         };
         if lease.per_call_until.is_some_and(|until| now < until) {
             return Hold::PerCall;
         }
         lease.per_call_until = None;
+        if lease.until_ms.is_some_and(|until| now_ms >= until) {
+            // A new period: what is spent from here counts in its window,
+            // which the growth opens.
+            if lease.growing {
+                return Hold::Wait;
+            }
+            lease.growing = true;
+            return Hold::Grow {
+                by: lease.growth(&self.sizing, amount),
+                lacking: amount,
+            };
+        }
         if lease.free() >= amount {
             lease.held += amount;
             lease.note_spend(amount, now);
-            return Hold::Held;
+            if lease.growing || lease.free() * 2 >= lease.step {
+                return Hold::Held;
+            }
+            lease.growing = true;
+            return Hold::TopUp {
+                by: lease.growth(&self.sizing, 0),
+            };
         }
         if lease.growing {
             return Hold::Wait;
         }
         lease.growing = true;
         let lacking = amount - lease.free();
-        let wanted = (lease.rate() * self.sizing.window.as_secs_f64()) as i64;
-        let by = wanted.clamp(self.sizing.min, self.sizing.max).max(lacking);
+        let by = lease.growth(&self.sizing, lacking);
         Hold::Grow { by, lacking }
     }
 
-    /// The database refused to grow the user's lease.
-    pub fn not_grown(&self, user_id: &str) {
-        if let Some(lease) = self.lock().get_mut(user_id) {
+    /// The database did not grow the lease `key`.
+    pub fn not_grown(&self, key: &str) {
+        if let Some(lease) = self.lock().get_mut(key) {
             lease.growing = false;
         }
     }
 
-    /// The database granted `amount` more to the user's lease.
-    pub fn grown(&self, user_id: &str, amount: i64, now: Instant) {
-        let mut leases = self.lock();
-        let lease = leases
-            .entry(user_id.to_string())
-            .or_insert_with(|| Lease::new(now));
-        lease.granted += amount;
-        lease.growing = false;
+    /// The database granted `amount` more to the lease `key` (which a
+    /// call growing it keeps in the book: see [`Leases::idle`]), good
+    /// until `until_ms` (a budget's period end).
+    pub fn grown(&self, key: &str, amount: i64, until_ms: Option<i64>) {
+        if let Some(lease) = self.lock().get_mut(key) {
+            lease.granted += amount;
+            lease.growing = false;
+            lease.until_ms = until_ms;
+        }
     }
 
     /// Releases a call's hold of `held` and takes its whole `cost` from the
@@ -190,18 +238,68 @@ impl Leases {
         true
     }
 
-    /// Stops leasing the user's credit for [`PER_CALL_FOR`]; returns what
-    /// of the lease is free to give back now (the calls in flight keep
-    /// theirs, and give it back as they settle).
-    pub fn recall(&self, user_id: &str, now: Instant) -> i64 {
+    /// Stops leasing `key` for [`PER_CALL_FOR`]; returns whose it is and
+    /// what of the lease is free to give back now (the calls in flight
+    /// keep theirs, and give it back as they settle).
+    pub fn recall(&self, key: &str, now: Instant) -> Option<(String, i64)> {
         let mut leases = self.lock();
-        let Some(lease) = leases.get_mut(user_id) else {
-            return 0;
-        };
+        let lease = leases.get_mut(key)?;
         lease.per_call_until = Some(now + PER_CALL_FOR);
         let free = lease.free();
         lease.granted -= free;
-        free
+        Some((lease.owner.clone(), free))
+    }
+
+    /// Takes back the free part of lease `key`, which grows again on the
+    /// next call: returns whose it is and what was free.
+    pub fn drain(&self, key: &str) -> Option<(String, i64)> {
+        let mut leases = self.lock();
+        let lease = leases.get_mut(key)?;
+        let free = lease.free();
+        lease.granted -= free;
+        Some((lease.owner.clone(), free))
+    }
+
+    /// Forgets the leases no call has held for [`IDLE_AFTER`] and that no
+    /// call holds or grows now; returns each one's key, owner and what it
+    /// had left, for the caller to give back.
+    pub fn idle(&self, now: Instant) -> Vec<(String, String, i64)> {
+        let mut leases = self.lock();
+        let idle: Vec<String> = leases
+            .iter()
+            .filter(|(_, lease)| {
+                lease.held == 0
+                    && !lease.growing
+                    && now.saturating_duration_since(lease.last_hold) >= IDLE_AFTER
+                    && lease.per_call_until.is_none_or(|until| now >= until)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        idle.into_iter()
+            .filter_map(|key| {
+                let lease = leases.remove(&key)?;
+                Some((key, lease.owner, lease.granted))
+            })
+            .collect()
+    }
+
+    /// The keys of the leases of `owner`, or of everyone's.
+    pub fn keys_of(&self, owner: Option<&str>) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, lease)| owner.is_none_or(|owner| lease.owner == owner))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// How many leases the book keeps.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the book keeps no lease.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forgets every lease (their rows were released: this replica was
@@ -232,45 +330,89 @@ mod tests {
         }
     }
 
+    /// A book holding a lease of `amount` on "u", as a first call grows it.
+    fn leased(amount: i64, now: Instant) -> Leases {
+        let leases = Leases::new(sizing());
+        assert!(matches!(
+            leases.try_hold("u", "o", amount, now, 0),
+            Hold::Grow { .. }
+        ));
+        leases.grown("u", amount, None);
+        leases
+    }
+
     #[test]
     fn holds_come_from_the_lease_and_never_exceed_it() {
         let leases = Leases::new(sizing());
         let now = Instant::now();
-        let Hold::Grow { by, lacking } = leases.try_hold("u", 60, now) else {
+        let Hold::Grow { by, lacking } = leases.try_hold("u", "o", 60, now, 0) else {
             panic!("a first call has no lease yet");
         };
         assert_eq!(lacking, 60);
         assert!(by >= 100, "at least the smallest lease: {by}");
         assert_eq!(
-            leases.try_hold("u", 60, now),
+            leases.try_hold("u", "o", 60, now, 0),
             Hold::Wait,
             "one call grows it"
         );
-        leases.grown("u", 100, now);
-        assert_eq!(leases.try_hold("u", 60, now), Hold::Held);
-        assert_eq!(leases.try_hold("u", 40, now), Hold::Held);
+        leases.grown("u", 100, None);
+        assert_eq!(leases.try_hold("u", "o", 40, now, 0), Hold::Held);
         assert!(matches!(
-            leases.try_hold("u", 1, now),
+            leases.try_hold("u", "o", 60, now, 0),
+            Hold::TopUp { .. }
+        ));
+        assert_eq!(leases.try_hold("u", "o", 1, now, 0), Hold::Wait);
+        leases.not_grown("u");
+        assert!(matches!(
+            leases.try_hold("u", "o", 1, now, 0),
             Hold::Grow { lacking: 1, .. }
         ));
         assert_eq!(leases.held("u"), 100);
     }
 
     #[test]
-    fn a_settlement_takes_the_whole_cost_from_the_lease() {
-        let leases = Leases::new(sizing());
+    fn a_lease_less_than_half_free_is_topped_up_once() {
         let now = Instant::now();
-        leases.grown("u", 100, now);
-        assert_eq!(leases.try_hold("u", 60, now), Hold::Held);
-        assert!(leases.settle("u", 60, 25));
+        let leases = leased(100, now);
+        assert_eq!(leases.try_hold("u", "o", 50, now, 0), Hold::Held);
+        let Hold::TopUp { by } = leases.try_hold("u", "o", 10, now, 0) else {
+            panic!("40 of 100 left: top it up");
+        };
+        assert!(by >= 100);
+        assert_eq!(
+            leases.try_hold("u", "o", 10, now, 0),
+            Hold::Held,
+            "one top-up at a time"
+        );
+        leases.grown("u", by, None);
+        assert!(matches!(
+            leases.try_hold("u", "o", 100, now, 0),
+            Hold::Held | Hold::TopUp { .. }
+        ));
+        assert_eq!(leases.held("u"), 170);
+    }
+
+    #[test]
+    fn a_settlement_takes_the_whole_cost_from_the_lease() {
+        let now = Instant::now();
+        let leases = leased(100, now);
+        assert_eq!(leases.try_hold("u", "o", 40, now, 0), Hold::Held);
+        assert!(leases.settle("u", 40, 25));
         assert_eq!(leases.held("u"), 0);
-        assert_eq!(leases.try_hold("u", 75, now), Hold::Held);
-        assert!(matches!(leases.try_hold("u", 1, now), Hold::Grow { .. }));
+        assert!(matches!(
+            leases.try_hold("u", "o", 75, now, 0),
+            Hold::TopUp { .. }
+        ));
+        leases.not_grown("u");
+        assert!(matches!(
+            leases.try_hold("u", "o", 1, now, 0),
+            Hold::Grow { lacking: 1, .. }
+        ));
         leases.not_grown("u");
         // A cost beyond the lease empties it, no further.
         assert!(leases.settle("u", 75, 500));
         assert!(matches!(
-            leases.try_hold("u", 1, now),
+            leases.try_hold("u", "o", 1, now, 0),
             Hold::Grow { lacking: 1, .. }
         ));
         assert!(!leases.settle("nobody", 1, 1));
@@ -278,18 +420,17 @@ mod tests {
 
     #[test]
     fn the_lease_grows_with_the_spending_rate_within_bounds() {
-        let leases = Leases::new(sizing());
         let mut now = Instant::now();
-        leases.grown("u", 1_000_000, now);
+        let leases = leased(1_000_000, now);
         for _ in 0..200 {
             now += Duration::from_millis(5);
-            assert_eq!(leases.try_hold("u", 50, now), Hold::Held);
+            assert_eq!(leases.try_hold("u", "o", 50, now, 0), Hold::Held);
             leases.settle("u", 50, 50);
         }
         // 50 every 5 ms is 10,000 a second: the largest lease.
         leases.recall("u", now);
         now += PER_CALL_FOR;
-        let Hold::Grow { by, .. } = leases.try_hold("u", 50, now) else {
+        let Hold::Grow { by, .. } = leases.try_hold("u", "o", 50, now, 0) else {
             panic!("the lease was given back");
         };
         assert!(
@@ -300,24 +441,83 @@ mod tests {
 
     #[test]
     fn a_recalled_lease_gives_back_its_free_part_and_serves_per_call() {
-        let leases = Leases::new(sizing());
         let now = Instant::now();
-        leases.grown("u", 100, now);
-        assert_eq!(leases.try_hold("u", 30, now), Hold::Held);
+        let leases = leased(100, now);
+        assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
         assert_eq!(
             leases.recall("u", now),
-            70,
+            Some(("o".into(), 70)),
             "the call in flight keeps its 30"
         );
-        assert_eq!(leases.try_hold("u", 1, now), Hold::PerCall);
+        assert_eq!(leases.try_hold("u", "o", 1, now, 0), Hold::PerCall);
         // Its settlement still comes out of what is left of the lease.
         assert!(leases.settle("u", 30, 30));
         assert_eq!(
-            leases.try_hold("u", 1, now + PER_CALL_FOR),
+            leases.try_hold("u", "o", 1, now + PER_CALL_FOR, 0),
             Hold::Grow {
                 by: 100,
                 lacking: 1
             }
         );
+        assert_eq!(leases.recall("nobody", now), None);
+    }
+
+    #[test]
+    fn idle_leases_are_given_back_and_forgotten() {
+        let now = Instant::now();
+        let leases = leased(100, now);
+        assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
+        let later = now + IDLE_AFTER;
+        assert!(leases.idle(later).is_empty(), "a call holds part of it");
+        leases.settle("u", 30, 10);
+        assert!(leases.idle(later - Duration::from_secs(1)).is_empty());
+        assert_eq!(leases.idle(later), [("u".into(), "o".into(), 90)]);
+        assert!(leases.is_empty());
+        // A growing lease stays, whatever its age.
+        assert!(matches!(
+            leases.try_hold("u", "o", 1, now, 0),
+            Hold::Grow { .. }
+        ));
+        assert!(leases.idle(later).is_empty());
+    }
+
+    #[test]
+    fn a_budget_lease_grows_first_once_its_period_ends() {
+        let now = Instant::now();
+        let leases = Leases::new(sizing());
+        assert!(matches!(
+            leases.try_hold("b", "o", 10, now, 0),
+            Hold::Grow { .. }
+        ));
+        leases.grown("b", 1_000, Some(60_000));
+        assert_eq!(leases.try_hold("b", "o", 10, now, 59_999), Hold::Held);
+        assert_eq!(
+            leases.try_hold("b", "o", 10, now, 60_000),
+            Hold::Grow {
+                by: 100,
+                lacking: 10
+            },
+            "plenty left, but the window must turn first"
+        );
+        assert_eq!(leases.try_hold("b", "o", 10, now, 60_000), Hold::Wait);
+        leases.grown("b", 100, Some(120_000));
+        assert_eq!(leases.try_hold("b", "o", 10, now, 60_001), Hold::Held);
+    }
+
+    #[test]
+    fn a_drained_lease_keeps_its_calls_holds_and_grows_again() {
+        let now = Instant::now();
+        let leases = leased(100, now);
+        assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
+        assert_eq!(leases.drain("u"), Some(("o".into(), 70)));
+        assert!(
+            matches!(
+                leases.try_hold("u", "o", 1, now, 0),
+                Hold::Grow { lacking: 1, .. }
+            ),
+            "no per-call spell, unlike a recall"
+        );
+        assert_eq!(leases.keys_of(Some("o")), ["u"]);
+        assert!(leases.keys_of(Some("other")).is_empty());
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::budget::HeldBudget;
 use super::pricing::Quote;
 use super::recorder::{HeldBy, Holds, UsageRecorder};
 use super::TokensSource;
@@ -119,9 +120,10 @@ impl Meter {
         self.recorder.metrics().reservations(1);
     }
 
-    /// Notes that the request holds the budgets of these scopes.
-    pub fn hold_budgets(&mut self, scopes: std::sync::Arc<[String]>) {
-        self.holds.budgets = Some(scopes);
+    /// Notes that the request holds `amount` of each of these budgets.
+    pub fn hold_budgets(&mut self, amount: i64, budgets: std::sync::Arc<[HeldBudget]>) {
+        self.holds.budget_amount = amount;
+        self.holds.budgets = Some(budgets);
     }
 
     /// Notes the rate-limit window the request's tokens count in.

@@ -6,9 +6,10 @@
 //! in memory ([`LocalAccounts`]) and cost no database round trip; the writer
 //! then records them. On PostgreSQL, shared by replicas, they are decided
 //! in memory too, against the lease this replica holds on the user's credit
-//! ([`Leases`]); only growing a lease asks the database. A balance too small
-//! for a lease gets a reservation per call: a conditional update that waits
-//! for the next batch.
+//! ([`Leases`]); only growing a lease asks the database. Budgets are held
+//! the same way on either backend, against leases on the budgets. A
+//! balance or budget too small for a lease gets a reservation per call: a
+//! conditional update that waits for the next batch.
 //!
 //! On SQLite the commits run in this process, on the cores that serve
 //! requests, so most batches go through a connection at idle CPU priority
@@ -22,13 +23,13 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::accounts::LocalAccounts;
 use super::batch::{apply_batch, WriteOp};
-use super::budget::BudgetLimit;
+use super::budget::{BudgetLimit, HeldBudget};
 use super::lanes::Lanes;
 use super::leases::{Hold, LeaseSizing, Leases};
 use crate::clock::Clock;
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
-use crate::db::{changes, leases as lease_rows, ledger};
+use crate::db::{budgets, changes, leases as lease_rows, ledger};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
@@ -101,8 +102,10 @@ pub struct Holds {
     pub balance: i64,
     /// Where the balance hold came from.
     pub held_by: HeldBy,
-    /// The budget scopes it holds the same amount of, and charges in full.
-    pub budgets: Option<Arc<[String]>>,
+    /// Reserved of each budget in `budgets`, in nano-USD.
+    pub budget_amount: i64,
+    /// The budget scopes it holds `budget_amount` of, and charges in full.
+    pub budgets: Option<Arc<[HeldBudget]>>,
     /// The key's rate-limit window its tokens count in, if the key has a
     /// token limit.
     pub rate_window: Option<i64>,
@@ -119,6 +122,8 @@ pub struct UsageRecorder {
     local: Option<Arc<LocalAccounts>>,
     /// This replica's leases on its users' credit (PostgreSQL).
     leases: Option<Arc<Leases>>,
+    /// This replica's leases on budgets, by scope (either backend).
+    budget_leases: Arc<Leases>,
     /// This process's replica id, which its holds carry.
     replica_id: Arc<str>,
     /// When holds expire and records are made.
@@ -140,6 +145,7 @@ impl UsageRecorder {
         let queue = Arc::new(Queue::default());
         let local = matches!(db, Db::Sqlite(_)).then(|| Arc::new(LocalAccounts::default()));
         let leases = matches!(db, Db::Postgres(_)).then(|| Arc::new(Leases::new(sizing)));
+        let budget_leases = Arc::new(Leases::new(sizing));
         let task = tokio::spawn(write_loop(
             db.clone(),
             receiver,
@@ -155,6 +161,7 @@ impl UsageRecorder {
             metrics,
             local,
             leases,
+            budget_leases,
             replica_id,
             clock,
         };
@@ -199,6 +206,12 @@ impl UsageRecorder {
             }
             _ => (false, None),
         };
+        for held in holds.budgets.iter().flat_map(|budgets| budgets.iter()) {
+            if held.lease.is_some() {
+                self.budget_leases
+                    .settle(&held.scope, holds.budget_amount, record.cost);
+            }
+        }
         let message = Message {
             op: WriteOp::Settle {
                 record,
@@ -235,7 +248,10 @@ impl UsageRecorder {
             return Ok(held.then_some(HeldBy::Account));
         }
         if let Some(leases) = &self.leases {
-            if self.hold_from_lease(leases, user_id, amount).await? {
+            if self
+                .hold_from_lease(leases, Leased::Credit { user_id }, amount)
+                .await?
+            {
                 return Ok(Some(HeldBy::Lease));
             }
         }
@@ -264,45 +280,53 @@ impl UsageRecorder {
         Ok(None)
     }
 
-    /// Holds `amount` from this replica's lease, growing it if need be;
-    /// `false` when the balance is too small for a lease (the others'
-    /// leases are then recalled, and the user gets a reservation per call).
+    /// Holds `amount` from this replica's lease on `leased`, growing it if
+    /// need be; `false` when what is left is too small for a lease (the
+    /// others' leases are then recalled, and calls get a reservation each).
     async fn hold_from_lease(
         &self,
-        leases: &Leases,
-        user_id: &str,
+        leases: &Arc<Leases>,
+        leased: Leased<'_>,
         amount: i64,
     ) -> Result<bool, AppError> {
+        let key = leased.key();
         let mut grows = 0;
         for _ in 0..LEASE_TRIES {
             let now = std::time::Instant::now();
-            match leases.try_hold(user_id, amount, now) {
+            let now_ms = self.clock.now_ms();
+            match leases.try_hold(key, leased.owner(), amount, now, now_ms) {
                 Hold::Held => return Ok(true),
+                Hold::TopUp { by } => {
+                    self.top_up(leases.clone(), leased.to_owned(), by);
+                    return Ok(true);
+                }
                 Hold::PerCall => return Ok(false),
                 Hold::Wait => tokio::time::sleep(Duration::from_millis(1)).await,
                 // Other calls kept taking what was granted.
                 Hold::Grow { .. } if grows == 3 => {
-                    leases.not_grown(user_id);
+                    leases.not_grown(key);
                     return Ok(false);
                 }
                 Hold::Grow { by, lacking } => {
                     grows += 1;
-                    let grown = match self.grow_lease(user_id, by).await {
+                    let grown = match self.grow_lease(&leased, by).await {
                         Ok(false) if lacking < by => self
-                            .grow_lease(user_id, lacking)
+                            .grow_lease(&leased, lacking)
                             .await
                             .map(|grown| grown.then_some(lacking)),
                         other => other.map(|grown| grown.then_some(by)),
                     };
                     match grown {
-                        Ok(Some(amount)) => leases.grown(user_id, amount, now),
+                        Ok(Some(amount)) => {
+                            leases.grown(key, amount, self.lease_until(&leased).await)
+                        }
                         Ok(None) => {
-                            leases.not_grown(user_id);
-                            self.recall_leases(user_id).await;
+                            leases.not_grown(key);
+                            self.recall_leases(&leased).await;
                             return Ok(false);
                         }
                         Err(err) => {
-                            leases.not_grown(user_id);
+                            leases.not_grown(key);
                             return Err(err);
                         }
                     }
@@ -313,45 +337,97 @@ impl UsageRecorder {
         Ok(false)
     }
 
-    async fn grow_lease(&self, user_id: &str, amount: i64) -> Result<bool, AppError> {
-        lease_rows::grow(
-            &self.db,
-            &self.replica_id,
-            user_id,
-            amount,
-            self.clock.now_ms(),
-        )
-        .await
-        .map_err(|err| {
-            tracing::error!(%err, "growing a lease failed");
-            unavailable()
-        })
+    /// Grows the lease on `leased` by `by` in the background, before it
+    /// runs out; a refusal changes nothing (the call that finds the lease
+    /// short grows it, or falls back to a reservation).
+    fn top_up(&self, leases: Arc<Leases>, leased: LeasedOwned, by: i64) {
+        let recorder = self.clone();
+        tokio::spawn(async move {
+            let leased = leased.borrow();
+            match recorder.grow_lease(&leased, by).await {
+                Ok(true) => {
+                    let until = recorder.lease_until(&leased).await;
+                    leases.grown(leased.key(), by, until);
+                }
+                _ => leases.not_grown(leased.key()),
+            }
+        });
     }
 
-    /// Stops leasing the user's credit here and gives back the free part of
-    /// this replica's lease; asks every other replica to do the same.
-    async fn recall_leases(&self, user_id: &str) {
-        self.give_back_lease(user_id).await;
-        changes::announce(&self.db, changes::Change::LeaseRecall(user_id.to_string())).await;
-    }
-
-    /// Gives back the free part of this replica's lease on the user's
-    /// credit, and serves them a reservation per call for a while.
-    async fn give_back_lease(&self, user_id: &str) {
-        if let Some(keeper) = self.lease_keeper() {
-            keeper.give_back(user_id).await;
+    /// Asks the database to add `amount` to this replica's lease on
+    /// `leased`; `false` when what is available cannot cover it.
+    async fn grow_lease(&self, leased: &Leased<'_>, amount: i64) -> Result<bool, AppError> {
+        match *leased {
+            Leased::Credit { user_id } => lease_rows::grow(
+                &self.db,
+                &self.replica_id,
+                user_id,
+                amount,
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(|err| {
+                tracing::error!(%err, "growing a lease failed");
+                unavailable()
+            }),
+            Leased::Budget { user_id, limit } => {
+                self.ask(WriteOp::ReserveBudget {
+                    request_id: lease_rows::lease_id(&self.replica_id, &limit.scope),
+                    user_id: user_id.to_string(),
+                    limits: vec![limit.clone()],
+                    amount,
+                    now: self.clock.now_ms(),
+                    expires_at: lease_rows::NEVER,
+                    replica_id: self.replica_id.clone(),
+                })
+                .await
+            }
         }
+    }
+
+    /// Until when a lease just grown holds: a budget's, until its period
+    /// ends (past that, the lease grows before it is spent from, and that
+    /// opens the new period's window); a lease on credit, for good.
+    async fn lease_until(&self, leased: &Leased<'_>) -> Option<i64> {
+        let Leased::Budget { limit, .. } = leased else {
+            return None;
+        };
+        match budgets::window(&self.db, &limit.scope).await {
+            Ok(Some((start, _))) => limit.period.reset_at(start),
+            // Unknown: grow again on the next call.
+            _ => Some(self.clock.now_ms()),
+        }
+    }
+
+    /// Stops leasing `leased` here and gives back the free part of this
+    /// replica's lease; asks every other replica to do the same.
+    async fn recall_leases(&self, leased: &Leased<'_>) {
+        let keeper = self.lease_keeper();
+        let change = match *leased {
+            Leased::Credit { user_id } => {
+                keeper.give_back(user_id).await;
+                changes::Change::LeaseRecall(user_id.to_string())
+            }
+            Leased::Budget { limit, .. } => {
+                keeper.give_back_budget(&limit.scope);
+                changes::Change::BudgetLeaseRecall(limit.scope.clone())
+            }
+        };
+        changes::announce(&self.db, change).await;
     }
 
     /// A handle on this replica's leases for the tasks that answer recalls
     /// and liveness (PostgreSQL); unlike the recorder, it does not keep the
     /// writer running.
-    pub fn lease_keeper(&self) -> Option<LeaseKeeper> {
-        Some(LeaseKeeper {
-            leases: self.leases.clone()?,
+    pub fn lease_keeper(&self) -> LeaseKeeper {
+        LeaseKeeper {
+            leases: self.leases.clone(),
+            budget_leases: self.budget_leases.clone(),
             db: self.db.clone(),
             replica_id: self.replica_id.clone(),
-        })
+            writer: self.sender.downgrade(),
+            queue: self.queue.clone(),
+        }
     }
 
     /// Whether anything but this replica's lease holds the user's credit:
@@ -381,26 +457,110 @@ impl UsageRecorder {
     }
 
     /// Holds `amount` of every budget in `limits` for a request, or none of
-    /// them; `false` when one of them cannot cover it.
+    /// them: what it holds of each, or `None` when one cannot cover it.
+    /// Each is held from this replica's lease on it, or, when what is
+    /// left of it is too small for a lease, by a hold of the request's own.
     pub async fn reserve_budgets(
         &self,
         request_id: &str,
         user_id: &str,
         limits: &[BudgetLimit],
         amount: i64,
-        now: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Vec<HeldBudget>>, AppError> {
+        let mut held = Vec::with_capacity(limits.len());
+        let mut per_call = Vec::new();
+        for limit in limits {
+            let leased = Leased::Budget { user_id, limit };
+            match self
+                .hold_from_lease(&self.budget_leases, leased, amount)
+                .await
+            {
+                Ok(true) => held.push(HeldBudget {
+                    scope: limit.scope.clone(),
+                    lease: Some(lease_rows::lease_id(&self.replica_id, &limit.scope).into()),
+                }),
+                Ok(false) => per_call.push(limit.clone()),
+                Err(err) => {
+                    self.unhold_budget_leases(&held, amount);
+                    return Err(err);
+                }
+            }
+        }
+        if per_call.is_empty() {
+            return Ok(Some(held));
+        }
+        match self
+            .reserve_budget_rows(request_id, user_id, &per_call, amount, ttl_ms)
+            .await
+        {
+            Ok(true) => {
+                held.extend(per_call.into_iter().map(|limit| HeldBudget {
+                    scope: limit.scope,
+                    lease: None,
+                }));
+                Ok(Some(held))
+            }
+            other => {
+                self.unhold_budget_leases(&held, amount);
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Releases what a request held of budget leases, charging nothing.
+    fn unhold_budget_leases(&self, held: &[HeldBudget], amount: i64) {
+        for held in held {
+            self.budget_leases.settle(&held.scope, amount, 0);
+        }
+    }
+
+    /// Holds `amount` of every budget in `limits` by a hold of the
+    /// request's own, or of none of them; waits, as [`Self::reserve`] does,
+    /// while anything else holds part of them.
+    async fn reserve_budget_rows(
+        &self,
+        request_id: &str,
+        user_id: &str,
+        limits: &[BudgetLimit],
+        amount: i64,
         ttl_ms: i64,
     ) -> Result<bool, AppError> {
-        let op = WriteOp::ReserveBudget {
-            request_id: request_id.to_string(),
-            user_id: user_id.to_string(),
-            limits: limits.to_vec(),
-            amount,
-            now,
-            expires_at: self.clock.now_ms() + ttl_ms,
-            replica_id: self.replica_id.clone(),
-        };
-        self.ask(op).await
+        for wait_ms in RECALL_WAITS_MS {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            let held_elsewhere = self.budgets_held_elsewhere(limits).await;
+            let op = WriteOp::ReserveBudget {
+                request_id: request_id.to_string(),
+                user_id: user_id.to_string(),
+                limits: limits.to_vec(),
+                amount,
+                now: self.clock.now_ms(),
+                expires_at: self.clock.now_ms() + ttl_ms,
+                replica_id: self.replica_id.clone(),
+            };
+            if self.ask(op).await? {
+                return Ok(true);
+            }
+            if !held_elsewhere {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether anything holds part of these budgets: calls in flight here,
+    /// or holds and leases in the database.
+    async fn budgets_held_elsewhere(&self, limits: &[BudgetLimit]) -> bool {
+        for limit in limits {
+            if self.budget_leases.held(&limit.scope) > 0
+                || lease_rows::budget_held(&self.db, &limit.scope)
+                    .await
+                    .unwrap_or(false)
+            {
+                return true;
+            }
+        }
+        false
     }
 
     async fn ask(&self, op: WriteOp) -> Result<bool, AppError> {
@@ -447,12 +607,76 @@ impl UsageRecorder {
     }
 }
 
-/// This replica's leases, for the tasks beside the writer.
+/// What a lease is on: a user's credit, or one of their budgets.
+#[derive(Debug, Clone, Copy)]
+enum Leased<'a> {
+    Credit {
+        user_id: &'a str,
+    },
+    Budget {
+        user_id: &'a str,
+        limit: &'a BudgetLimit,
+    },
+}
+
+impl Leased<'_> {
+    /// The lease's key in its book: the user, or the budget's scope.
+    fn key(&self) -> &str {
+        match self {
+            Self::Credit { user_id } => user_id,
+            Self::Budget { limit, .. } => &limit.scope,
+        }
+    }
+
+    fn owner(&self) -> &str {
+        match self {
+            Self::Credit { user_id } | Self::Budget { user_id, .. } => user_id,
+        }
+    }
+
+    fn to_owned(self) -> LeasedOwned {
+        LeasedOwned {
+            user_id: self.owner().to_string(),
+            limit: match self {
+                Self::Credit { .. } => None,
+                Self::Budget { limit, .. } => Some(limit.clone()),
+            },
+        }
+    }
+}
+
+/// A [`Leased`] that a background task can keep.
+struct LeasedOwned {
+    user_id: String,
+    limit: Option<BudgetLimit>,
+}
+
+impl LeasedOwned {
+    fn borrow(&self) -> Leased<'_> {
+        match &self.limit {
+            None => Leased::Credit {
+                user_id: &self.user_id,
+            },
+            Some(limit) => Leased::Budget {
+                user_id: &self.user_id,
+                limit,
+            },
+        }
+    }
+}
+
+/// This replica's leases, for the tasks beside the writer: it answers
+/// recalls, gives back idle leases and forgets them all when the replica
+/// was given up for dead. Unlike the recorder, it does not keep the
+/// writer running.
 #[derive(Clone)]
 pub struct LeaseKeeper {
-    leases: Arc<Leases>,
+    leases: Option<Arc<Leases>>,
+    budget_leases: Arc<Leases>,
     db: Db,
     replica_id: Arc<str>,
+    writer: mpsc::WeakUnboundedSender<Message>,
+    queue: Arc<Queue>,
 }
 
 impl LeaseKeeper {
@@ -460,16 +684,82 @@ impl LeaseKeeper {
     /// credit, and serves them a reservation per call for a while (a
     /// replica was refused a lease).
     pub async fn give_back(&self, user_id: &str) {
-        let free = self.leases.recall(user_id, std::time::Instant::now());
+        let Some(leases) = &self.leases else {
+            return;
+        };
+        let Some((_, free)) = leases.recall(user_id, std::time::Instant::now()) else {
+            return;
+        };
         if let Err(err) = lease_rows::shrink(&self.db, &self.replica_id, user_id, free).await {
             tracing::warn!(%err, "giving back a lease failed; it returns when this replica stops");
         }
     }
 
+    /// The same for this replica's lease on a budget: its free part goes
+    /// back through the writer, ahead of any hold queued after it.
+    pub fn give_back_budget(&self, scope: &str) {
+        if let Some((user_id, free)) = self.budget_leases.recall(scope, std::time::Instant::now()) {
+            self.shrink_budget_lease(user_id, scope, free);
+        }
+    }
+
+    /// Gives back the free part of this replica's leases on the budgets
+    /// of `user_id`, or on everyone's: their limits may have changed, and
+    /// the next call grows the lease under the new ones.
+    pub fn give_back_budgets(&self, user_id: Option<&str>) {
+        for scope in self.budget_leases.keys_of(user_id) {
+            if let Some((owner, free)) = self.budget_leases.drain(&scope) {
+                self.shrink_budget_lease(owner, &scope, free);
+            }
+        }
+    }
+
+    fn shrink_budget_lease(&self, user_id: String, scope: &str, amount: i64) {
+        if amount <= 0 {
+            return;
+        }
+        let Some(writer) = self.writer.upgrade() else {
+            return; // stopping: every lease goes back once it has stopped
+        };
+        let op = WriteOp::ShrinkBudgetLease {
+            user_id,
+            lease: lease_rows::lease_id(&self.replica_id, scope).into(),
+            scope: scope.to_string(),
+            amount,
+        };
+        let _ = self.queue.send(&writer, Message { op, reply: None });
+    }
+
+    /// Gives back every lease no call has used for a while, and forgets
+    /// it; returns how many. (What the book says is left: a call may grow
+    /// a new lease meanwhile, which stays.)
+    pub async fn return_idle(&self) -> usize {
+        let now = std::time::Instant::now();
+        let idle_budgets = self.budget_leases.idle(now);
+        let returned = idle_budgets.len();
+        for (scope, user_id, left) in idle_budgets {
+            self.shrink_budget_lease(user_id, &scope, left);
+        }
+        let Some(leases) = &self.leases else {
+            return returned;
+        };
+        let idle = leases.idle(now);
+        for (user_id, _, left) in &idle {
+            let given = lease_rows::shrink(&self.db, &self.replica_id, user_id, *left).await;
+            if let Err(err) = given {
+                tracing::warn!(%err, "giving back an idle lease failed; it returns when this replica stops");
+            }
+        }
+        returned + idle.len()
+    }
+
     /// Forgets every lease: the rows are gone (this replica was given up
     /// for dead, and its holds released).
     pub fn forget_all(&self) {
-        self.leases.forget_all();
+        if let Some(leases) = &self.leases {
+            leases.forget_all();
+        }
+        self.budget_leases.forget_all();
     }
 }
 

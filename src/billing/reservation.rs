@@ -36,14 +36,13 @@ pub async fn reserve(
                 meter.user_id(),
                 budgets,
                 estimate,
-                now,
                 RESERVATION_TTL_MS,
             )
             .await?;
-        if !held {
+        let Some(held) = held else {
             return Err(budget_exceeded(recorder.db(), budgets, estimate, now).await);
-        }
-        meter.hold_budgets(budgets.iter().map(|b| b.scope.clone()).collect());
+        };
+        meter.hold_budgets(estimate, held.into());
     }
     if let Some(held_by) = recorder
         .reserve(

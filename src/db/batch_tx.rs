@@ -179,7 +179,8 @@ impl BatchTx {
     }
 
     /// Notes which request holds `amount` of a scope, for its settlement
-    /// (or a sweep) to release.
+    /// (or a sweep) to release; a lease's hold (`db::leases::lease_id`)
+    /// grows by `amount`.
     pub async fn note_budget_hold(
         &mut self,
         hold: &BalanceHold<'_>,
@@ -187,7 +188,8 @@ impl BatchTx {
     ) -> Result<(), sqlx::Error> {
         const NOTE: &str =
             "INSERT INTO budget_holds (request_id, scope, amount, expires_at, replica_id) \
-            VALUES ($1, $2, $3, $4, $5)";
+            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id, scope) \
+            DO UPDATE SET amount = budget_holds.amount + excluded.amount";
         let (id, amount, expires_at) = (hold.request_id, hold.amount, hold.expires_at);
         execute!(self, NOTE, id, scope, amount, expires_at, hold.replica_id).map(drop)
     }
@@ -219,6 +221,36 @@ impl BatchTx {
                 .await?;
             Ok(held.unwrap_or(0))
         })
+    }
+
+    /// Takes up to `amount` off lease `lease`'s hold of a scope, deleting
+    /// the hold when nothing is left of it; returns what it took (the
+    /// caller releases that of the scope).
+    pub async fn take_budget_lease(
+        &mut self,
+        lease: &str,
+        scope: &str,
+        amount: i64,
+    ) -> Result<i64, sqlx::Error> {
+        const HELD: &str = "SELECT amount FROM budget_holds WHERE request_id = $1 AND scope = $2";
+        const SHRINK: &str =
+            "UPDATE budget_holds SET amount = amount - $1 WHERE request_id = $2 AND scope = $3";
+        const DROP: &str = "DELETE FROM budget_holds WHERE request_id = $1 AND scope = $2";
+        let held: Option<i64> = on_tx!(self, conn, _style => {
+            sqlx::query_scalar(HELD).bind(lease).bind(scope).fetch_optional(&mut *conn).await?
+        });
+        let taken = held.unwrap_or(0).min(amount.max(0));
+        if taken == 0 {
+            return Ok(0);
+        }
+        // A sweep may have released the hold since it was read: then
+        // nothing is taken.
+        let changed = if Some(taken) == held {
+            execute!(self, DROP, lease, scope)?
+        } else {
+            execute!(self, SHRINK, taken, lease, scope)?
+        };
+        Ok(if changed == 1 { taken } else { 0 })
     }
 
     /// Inserts usage records in as few statements as their number allows;

@@ -24,6 +24,9 @@ pub enum Change {
     /// A replica was refused a lease on this user's credit: every replica
     /// gives back the free part of its own.
     LeaseRecall(String),
+    /// A replica was refused a lease on this budget scope: every replica
+    /// gives back the free part of its own.
+    BudgetLeaseRecall(String),
     /// Notifications may have been missed (the listener reconnected):
     /// drop everything.
     Everything,
@@ -35,6 +38,7 @@ impl Change {
             Self::Prices => "prices".into(),
             Self::User(id) => format!("user:{id}"),
             Self::LeaseRecall(id) => format!("lease:{id}"),
+            Self::BudgetLeaseRecall(scope) => format!("budget-lease:{scope}"),
             Self::AllKeys | Self::Everything => "keys".into(),
         }
     }
@@ -48,6 +52,8 @@ impl Change {
                     Self::User(id.to_string())
                 } else if let Some(id) = other.strip_prefix("lease:") {
                     Self::LeaseRecall(id.to_string())
+                } else if let Some(scope) = other.strip_prefix("budget-lease:") {
+                    Self::BudgetLeaseRecall(scope.to_string())
                 } else {
                     Self::Everything
                 }
@@ -151,6 +157,7 @@ mod tests {
             Change::Prices,
             Change::User("usr_1".into()),
             Change::LeaseRecall("usr_1".into()),
+            Change::BudgetLeaseRecall("key:key_1".into()),
             Change::AllKeys,
         ] {
             assert_eq!(Change::parse(&change.payload()), change);

@@ -1,10 +1,13 @@
-//! Credit leases (PostgreSQL): the part of a user's available balance one
-//! replica may spend without asking, held as one reservation row of its own
-//! (`lease:<replica>:<user>`). Being a reservation, a lease counts in
+//! Leases. On credit (PostgreSQL): the part of a user's available balance
+//! one replica may spend without asking, held as one reservation row of its
+//! own (`lease:<replica>:<user>`). Being a reservation, a lease counts in
 //! `users.reserved`, so leases and per-call reservations together never
 //! hold more than the balance; and, carrying its replica's id, it is freed
 //! with that replica's other holds when the replica stops beating
-//! (`replicas::release_dead`).
+//! (`replicas::release_dead`). On a budget (either backend): a budget hold
+//! of its own (`lease:<replica>:<scope>`), in `budget_windows.reserved`
+//! like the holds of single calls; the billing writer grows and shrinks it
+//! (`db::batch_tx`).
 
 use super::Db;
 
@@ -15,7 +18,7 @@ pub fn lease_id(replica_id: &str, user_id: &str) -> String {
 
 /// A lease never expires by time: only its replica returns it, or the
 /// liveness sweep when its replica is gone.
-const NEVER: i64 = i64::MAX;
+pub const NEVER: i64 = i64::MAX;
 
 /// Adds `amount` to the lease, if the user's available balance covers it;
 /// `false` (and nothing changed) when it does not.
@@ -159,11 +162,18 @@ pub async fn held_besides(db: &Db, user_id: &str, own: &str) -> Result<bool, sql
     .await
 }
 
-/// Gives back every lease `replica_id` holds (a clean shutdown, once its
-/// calls are settled); returns how many.
+/// Whether anything holds part of budget `scope`: a call, or a lease.
+pub async fn budget_held(db: &Db, scope: &str) -> Result<bool, sqlx::Error> {
+    const HELD: &str = "SELECT EXISTS (SELECT 1 FROM budget_holds WHERE scope = $1)";
+    crate::with_pool!(db, pool => sqlx::query_scalar::<_, bool>(HELD).bind(scope).fetch_one(pool).await)
+}
+
+/// Gives back every lease `replica_id` holds, on credit and on budgets (a
+/// clean shutdown, once its calls are settled); returns how many.
 pub async fn return_all(db: &Db, replica_id: &str) -> Result<u64, sqlx::Error> {
+    let budgets = return_budget_leases(db, replica_id).await?;
     let Db::Postgres(pool) = db else {
-        return Ok(0);
+        return Ok(budgets);
     };
     let mut tx = pool.begin().await?;
     // The users' rows first, in id order, as the billing writer locks them.
@@ -189,7 +199,28 @@ pub async fn return_all(db: &Db, replica_id: &str) -> Result<u64, sqlx::Error> {
             .await?;
     }
     tx.commit().await?;
-    Ok(returned.len() as u64)
+    Ok(budgets + returned.len() as u64)
+}
+
+/// Gives back every lease `replica_id` holds on budgets; returns how many.
+async fn return_budget_leases(db: &Db, replica_id: &str) -> Result<u64, sqlx::Error> {
+    const RETURN: &str = "DELETE FROM budget_holds \
+        WHERE replica_id = $1 AND request_id LIKE 'lease:%' RETURNING scope, amount";
+    crate::with_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        let returned: Vec<(String, i64)> =
+            sqlx::query_as(RETURN).bind(replica_id).fetch_all(&mut *tx).await?;
+        for (scope, amount) in &returned {
+            sqlx::query(super::ledger::UNHOLD_BUDGET)
+                .bind(amount)
+                .bind(0i64)
+                .bind(scope)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(returned.len() as u64)
+    })
 }
 
 /// A user's balance, what reservations hold of it, and how much of that

@@ -12,36 +12,34 @@ pub fn window_start(now: i64) -> i64 {
     now - now.rem_euclid(WINDOW_MS)
 }
 
-/// Counts one request of `tokens` in the key's current window if that stays
-/// within both limits. Returns the window's counts after the request, and
-/// whether it was admitted (when refused, the counts are as they stand).
-pub async fn admit(
+/// Counts a slice of `requests` and `tokens` in the key's window if that
+/// stays within both limits; the window's counts after it, or `None` (and
+/// nothing counted) when it does not fit.
+pub async fn claim(
     db: &Db,
     key_id: &str,
     window: i64,
+    requests: i64,
     tokens: i64,
     rpm: i64,
     tpm: i64,
-) -> Result<(bool, i64, i64), sqlx::Error> {
-    const ADMIT: &str = "INSERT INTO rate_windows (key_id, window_start, requests, tokens) \
-        VALUES ($1, $2, 1, $3) ON CONFLICT (key_id, window_start) DO UPDATE \
-        SET requests = rate_windows.requests + 1, tokens = rate_windows.tokens + $3 \
-        WHERE rate_windows.requests + 1 <= $4 AND rate_windows.tokens + $3 <= $5 \
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    const CLAIM: &str = "INSERT INTO rate_windows (key_id, window_start, requests, tokens) \
+        SELECT $1, $2, $3, $4 WHERE $3 <= $5 AND $4 <= $6 \
+        ON CONFLICT (key_id, window_start) DO UPDATE \
+        SET requests = rate_windows.requests + $3, tokens = rate_windows.tokens + $4 \
+        WHERE rate_windows.requests + $3 <= $5 AND rate_windows.tokens + $4 <= $6 \
         RETURNING requests, tokens";
     with_pool!(db, pool => {
-        let admitted: Option<(i64, i64)> = sqlx::query_as(ADMIT)
+        sqlx::query_as(CLAIM)
             .bind(key_id)
             .bind(window)
+            .bind(requests)
             .bind(tokens)
             .bind(rpm)
             .bind(tpm)
             .fetch_optional(pool)
-            .await?;
-        if let Some((requests, tokens)) = admitted {
-            return Ok((true, requests, tokens));
-        }
-        let (requests, tokens) = counts(db, key_id, window).await?;
-        Ok((false, requests, tokens))
+            .await
     })
 }
 

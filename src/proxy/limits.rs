@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 
 use crate::auth::policy::KeyPolicy;
+use crate::auth::rate_buckets::RateLimits;
 use crate::billing::budget::BudgetLimit;
 use crate::billing::meter::Meter;
 use crate::db::{budgets, rate_limits};
@@ -117,7 +118,8 @@ pub async fn current_rate(
     })
 }
 
-/// Counts the request against its key's rate limits, and returns where the
+/// Counts the request against its key's rate limits (in this replica's
+/// slice of the shared window: `auth::rate_buckets`), and returns where the
 /// key stands (`None` for a caller without rate limits); 429 with
 /// `Retry-After` when over either.
 pub async fn admit_rate(
@@ -134,26 +136,28 @@ pub async fn admit_rate(
     }
     let now = state.clock.now_ms();
     let window = rate_limits::window_start(now);
-    let rpm = policy.rpm_limit.unwrap_or(i64::MAX);
-    let tpm = policy.tpm_limit.unwrap_or(i64::MAX);
-    let tokens = if policy.tpm_limit.is_some() {
-        prompt_tokens
-    } else {
-        0
+    let key_limits = RateLimits {
+        rpm: policy.rpm_limit,
+        tpm: policy.tpm_limit,
     };
-    let (admitted, used_requests, used_tokens) =
-        rate_limits::admit(&state.db, key_id, window, tokens, rpm, tpm).await?;
+    let admission = state
+        .rate_buckets
+        .admit(&state.db, key_id, key_limits, prompt_tokens, now)
+        .await?;
     let reset_in_ms = window + rate_limits::WINDOW_MS - now;
-    if admitted {
+    if admission.admitted {
         if policy.tpm_limit.is_some() {
             meter.count_tokens_in(window);
         }
         return Ok(Some(RateStatus {
-            requests: policy.rpm_limit.map(|l| (l, l - used_requests)),
-            tokens: policy.tpm_limit.map(|l| (l, l - used_tokens)),
+            requests: policy.rpm_limit.map(|l| (l, l - admission.requests)),
+            tokens: policy.tpm_limit.map(|l| (l, l - admission.tokens)),
             reset_in_ms,
         }));
     }
+    let rpm = policy.rpm_limit.unwrap_or(i64::MAX);
+    let tpm = policy.tpm_limit.unwrap_or(i64::MAX);
+    let used_requests = admission.requests;
     let what = if used_requests >= rpm {
         format!("{rpm} requests per minute")
     } else {

@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::{shell, App, PageChunks};
 use crate::auth::key_cache::KeyCache;
+use crate::auth::rate_buckets::RateBuckets;
 use crate::auth::{origin, session::SessionBackend};
 use crate::billing::leases::LeaseSizing;
 use crate::billing::recorder::{LeaseKeeper, UsageRecorder};
@@ -196,6 +197,8 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
             recorder.lease_keeper(),
         );
     }
+    let rate_buckets = Arc::new(RateBuckets::default());
+    spawn_local_sweeps(recorder.lease_keeper(), rate_buckets.clone(), clock.clone());
     listen_for_changes(
         &db,
         keys.clone(),
@@ -217,6 +220,7 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
         recorder,
         stripe,
         keys,
+        rate_buckets,
         clock: clock.clone(),
         cut_off: cut_off_signal,
         mail,
@@ -236,7 +240,7 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
 /// Beats this replica's heartbeat, and releases what replicas that
 /// stopped beating held (PostgreSQL). A tick on which this replica could
 /// not prove itself alive releases nothing.
-fn spawn_liveness(db: Db, replica_id: Arc<str>, leases: Option<LeaseKeeper>) {
+fn spawn_liveness(db: Db, replica_id: Arc<str>, leases: LeaseKeeper) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         loop {
@@ -246,9 +250,7 @@ fn spawn_liveness(db: Db, replica_id: Arc<str>, leases: Option<LeaseKeeper>) {
                 Ok(false) => {
                     tracing::warn!("this replica was given up for dead; registering again");
                     // Its leases were released with its other holds.
-                    if let Some(leases) = &leases {
-                        leases.forget_all();
-                    }
+                    leases.forget_all();
                     match db::replicas::register(&db, &replica_id).await {
                         Ok(()) => true,
                         Err(err) => {
@@ -279,6 +281,26 @@ fn spawn_liveness(db: Db, replica_id: Arc<str>, leases: Option<LeaseKeeper>) {
     });
 }
 
+/// How often idle leases are looked for (see `billing::leases::IDLE_AFTER`).
+const IDLE_LEASE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Gives back the leases no call has used for a while, so that credit and
+/// budgets no replica uses are not held, and forgets the rate-limit slices
+/// of past windows: the in-memory books keep only what is in use.
+fn spawn_local_sweeps(leases: LeaseKeeper, rate_buckets: Arc<RateBuckets>, clock: Clock) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(IDLE_LEASE_SWEEP);
+        loop {
+            tick.tick().await;
+            let returned = leases.return_idle().await;
+            if returned > 0 {
+                tracing::debug!(returned, "gave back idle leases");
+            }
+            rate_buckets.forget_before(db::rate_limits::window_start(clock.now_ms()));
+        }
+    });
+}
+
 /// Drops cached keys and reloads prices as soon as any replica changes
 /// them (PostgreSQL); the caches' own expiry stays as a fallback.
 fn listen_for_changes(
@@ -286,7 +308,7 @@ fn listen_for_changes(
     keys: Arc<KeyCache>,
     prices: Arc<PriceBook>,
     models: Arc<ModelRouter>,
-    leases: Option<LeaseKeeper>,
+    leases: LeaseKeeper,
 ) {
     use db::changes::Change;
     let reload_db = db.clone();
@@ -302,13 +324,18 @@ fn listen_for_changes(
             );
             Box::pin(async move {
                 match &change {
-                    Change::User(user_id) => keys.forget_user(user_id),
-                    Change::AllKeys | Change::Everything => keys.forget_all(),
-                    Change::LeaseRecall(user_id) => {
-                        if let Some(leases) = &leases {
-                            leases.give_back(user_id).await;
-                        }
+                    // A budget's limit may have changed: leases on it
+                    // were granted under the old one.
+                    Change::User(user_id) => {
+                        keys.forget_user(user_id);
+                        leases.give_back_budgets(Some(user_id));
                     }
+                    Change::AllKeys | Change::Everything => {
+                        keys.forget_all();
+                        leases.give_back_budgets(None);
+                    }
+                    Change::LeaseRecall(user_id) => leases.give_back(user_id).await,
+                    Change::BudgetLeaseRecall(scope) => leases.give_back_budget(scope),
                     Change::Prices => {}
                 }
                 if matches!(change, Change::Prices | Change::Everything) {
