@@ -120,7 +120,7 @@ pub struct Config {
     pub credit_leases: LeaseConfig,
 }
 
-/// The bounds of a replica's lease on a user's credit.
+/// The bounds of a replica's leases on users' credit and budgets.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseConfig {
@@ -134,6 +134,9 @@ pub struct LeaseConfig {
     /// How many seconds of the user's recent spending a lease covers.
     #[serde(default = "default_lease_seconds", deserialize_with = "number")]
     pub seconds: f64,
+    /// How many seconds a lease stays unused before it goes back.
+    #[serde(default = "default_lease_idle_seconds", deserialize_with = "number")]
+    pub idle_seconds: f64,
 }
 
 impl Default for LeaseConfig {
@@ -142,6 +145,7 @@ impl Default for LeaseConfig {
             min_usd: default_lease_min_usd(),
             max_usd: default_lease_max_usd(),
             seconds: default_lease_seconds(),
+            idle_seconds: default_lease_idle_seconds(),
         }
     }
 }
@@ -156,6 +160,10 @@ fn default_lease_max_usd() -> f64 {
 
 fn default_lease_seconds() -> f64 {
     1.0
+}
+
+fn default_lease_idle_seconds() -> f64 {
+    30.0
 }
 
 /// How users add credit: `test` credits the amount directly (demos);

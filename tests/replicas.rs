@@ -747,3 +747,58 @@ async fn rate_limits_across_two_replicas_stay_within_the_documented_error() {
     }
     panic!("every burst straddled a minute");
 }
+
+/// A replica gives back the leases no call has used for `idle_seconds`,
+/// on credit and on budgets, and takes new ones when calls come again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_leases_go_back() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let database = TestDatabase::create(&backend).await;
+    let mock = start_mock().await;
+    let (_dir, config) =
+        replica_config_with(&database, &mock, "credit_leases: {idle_seconds: 1}\n");
+    let running = [spawn_replica(&config)];
+    let bases = [running[0].base.clone()];
+    let (key, key_id) = funded_key_with(&bases[0], "idler", "10", json!({"max_budget": "1"})).await;
+    let db = Db::connect(&database.url).await.unwrap();
+    let scope = format!("key:{key_id}");
+    let leased = || async {
+        let credit = llm_gateway::db::leases::total(&db, "idler").await.unwrap();
+        let Db::Postgres(pool) = &db else {
+            unreachable!()
+        };
+        let (budget, reserved): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE((SELECT SUM(amount) FROM budget_holds \
+             WHERE scope = $1 AND request_id LIKE 'lease:%'), 0) AS BIGINT), \
+             (SELECT reserved FROM budget_windows WHERE scope = $1)",
+        )
+        .bind(&scope)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(budget, reserved, "the window holds just the lease");
+        (credit, budget)
+    };
+    for _ in 0..2 {
+        let statuses = burst_over(&bases, &key, "gpt-4o-mini", 3).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "{statuses:?}"
+        );
+        let (credit, budget) = leased().await;
+        assert!(credit > 0 && budget > 0, "leases taken: {credit}, {budget}");
+        let mut waited = 0;
+        while leased().await != (0, 0) {
+            assert!(waited < 100, "the idle leases stayed: {:?}", leased().await);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        let (balance, reserved) = ledger::balance(&db, "idler").await.unwrap().unwrap();
+        assert_eq!(reserved, 0);
+        assert_eq!(balance, ledger::ledger_sum(&db, "idler").await.unwrap());
+    }
+    db.close().await;
+    drop(running);
+}

@@ -8,7 +8,7 @@
 //! [`LeaseSizing::max`]; the database grants it only out of what is
 //! available, so leases never add up to more than the balance (or the
 //! budget), whatever the number of replicas. A lease idle for
-//! [`IDLE_AFTER`] is given back and forgotten.
+//! [`LeaseSizing::idle`] is given back and forgotten.
 //!
 //! When the balance is too small for a useful lease, calls fall back to a
 //! reservation each, decided by the database. A replica refused a lease
@@ -31,6 +31,8 @@ pub struct LeaseSizing {
     pub max: i64,
     /// How much spending a lease should cover.
     pub window: Duration,
+    /// How long a lease stays unused before it is given back.
+    pub idle: Duration,
 }
 
 impl From<&crate::config::LeaseConfig> for LeaseSizing {
@@ -40,6 +42,7 @@ impl From<&crate::config::LeaseConfig> for LeaseSizing {
             min,
             max: super::money::usd_to_nanos(config.max_usd).max(min),
             window: Duration::from_secs_f64(config.seconds.clamp(0.0, 3600.0)),
+            idle: Duration::from_secs_f64(config.idle_seconds.clamp(0.1, 86_400.0)),
         }
     }
 }
@@ -57,9 +60,6 @@ const HALF_LIFE: Duration = Duration::from_secs(1);
 /// How long a user whose leases were recalled is served a reservation per
 /// call, before a lease is tried again.
 pub const PER_CALL_FOR: Duration = Duration::from_secs(5);
-
-/// How long a lease stays unused before it is given back.
-pub const IDLE_AFTER: Duration = Duration::from_secs(30);
 
 /// A lease this replica holds, and what its calls in flight hold of it.
 #[derive(Debug)]
@@ -260,7 +260,7 @@ impl Leases {
         Some((lease.owner.clone(), free))
     }
 
-    /// Forgets the leases no call has held for [`IDLE_AFTER`] and that no
+    /// Forgets the leases no call has held for [`LeaseSizing::idle`] and that no
     /// call holds or grows now; returns each one's key, owner and what it
     /// had left, for the caller to give back.
     pub fn idle(&self, now: Instant) -> Vec<(String, String, i64)> {
@@ -270,7 +270,7 @@ impl Leases {
             .filter(|(_, lease)| {
                 lease.held == 0
                     && !lease.growing
-                    && now.saturating_duration_since(lease.last_hold) >= IDLE_AFTER
+                    && now.saturating_duration_since(lease.last_hold) >= self.sizing.idle
                     && lease.per_call_until.is_none_or(|until| now >= until)
             })
             .map(|(key, _)| key.clone())
@@ -327,6 +327,7 @@ mod tests {
             min: 100,
             max: 10_000,
             window: Duration::from_secs(1),
+            idle: Duration::from_secs(30),
         }
     }
 
@@ -467,7 +468,7 @@ mod tests {
         let now = Instant::now();
         let leases = leased(100, now);
         assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
-        let later = now + IDLE_AFTER;
+        let later = now + sizing().idle;
         assert!(leases.idle(later).is_empty(), "a call holds part of it");
         leases.settle("u", 30, 10);
         assert!(leases.idle(later - Duration::from_secs(1)).is_empty());

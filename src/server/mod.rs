@@ -198,7 +198,12 @@ pub async fn build(mut config: Config, site: Site) -> Result<App, StartError> {
         );
     }
     let rate_buckets = Arc::new(RateBuckets::default());
-    spawn_local_sweeps(recorder.lease_keeper(), rate_buckets.clone(), clock.clone());
+    spawn_local_sweeps(
+        recorder.lease_keeper(),
+        rate_buckets.clone(),
+        clock.clone(),
+        LeaseSizing::from(&config.credit_leases).idle,
+    );
     listen_for_changes(
         &db,
         keys.clone(),
@@ -281,15 +286,20 @@ fn spawn_liveness(db: Db, replica_id: Arc<str>, leases: LeaseKeeper) {
     });
 }
 
-/// How often idle leases are looked for (see `billing::leases::IDLE_AFTER`).
-const IDLE_LEASE_SWEEP: Duration = Duration::from_secs(5);
-
 /// Gives back the leases no call has used for a while, so that credit and
 /// budgets no replica uses are not held, and forgets the rate-limit slices
 /// of past windows: the in-memory books keep only what is in use.
-fn spawn_local_sweeps(leases: LeaseKeeper, rate_buckets: Arc<RateBuckets>, clock: Clock) {
+/// They look every few seconds, and at least twice per `idle` (how long a
+/// lease stays unused before it goes back).
+fn spawn_local_sweeps(
+    leases: LeaseKeeper,
+    rate_buckets: Arc<RateBuckets>,
+    clock: Clock,
+    idle: Duration,
+) {
+    let every = (idle / 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(IDLE_LEASE_SWEEP);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let returned = leases.return_idle().await;
