@@ -2,7 +2,8 @@
 # Non-streamed chat through the gateway on each backend, side by side in one
 # run: SQLite, one replica on PostgreSQL, and two replicas sharing one
 # PostgreSQL database. For c=1 and c=64: requests/s, p50 and p99, auth and
-# usage recording on.
+# usage recording on. On SQLite and one replica, also with a key that has a
+# budget and rate limits (counted, never reached).
 #
 # Every gateway is pinned to core 0 (the two replicas share it, so they have
 # the CPU of one), wrk and the mock to core 1; PostgreSQL, a service of the
@@ -115,6 +116,8 @@ pids+=("$pid")
 wait_for "$gateway/health"
 key=$(bench_key "$gateway")
 measure "SQLite" "$gateway"
+key=$(limited_key "$gateway")
+measure "SQLite, a key with a budget and rate limits" "$gateway"
 stop "$pid"
 
 echo "PostgreSQL, one replica" >&2
@@ -126,6 +129,8 @@ pids+=("$pid")
 wait_for "$gateway/health"
 key=$(bench_key "$gateway")
 measure "PostgreSQL, one replica" "$gateway"
+key=$(limited_key "$gateway")
+measure "PostgreSQL, one replica, a key with a budget and rate limits" "$gateway"
 stop "$pid"
 
 echo "PostgreSQL, two replicas" >&2

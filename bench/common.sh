@@ -32,3 +32,16 @@ bench_key() {
   rpc "$1" sign_up 'email=bench%40example.com&password=correct+horse+battery' >/dev/null
   rpc "$1" create_key 'name=bench' | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])'
 }
+
+# Creates, with the operator's API on the gateway at URL, a funded user and
+# a key that has a budget and rate limits, all too large to be reached
+# (they are counted, not hit); prints the key.
+limited_key() {
+  local master=(-H "Authorization: Bearer bench-master-key-0123456789" -H 'Content-Type: application/json')
+  curl -sf "${master[@]}" "$1/v1/users" -d '{"user_id":"bench-limited"}' >/dev/null
+  curl -sf "${master[@]}" "$1/v1/users/bench-limited/credits" -d '{"amount":"100000"}' >/dev/null
+  curl -sf "${master[@]}" "$1/v1/keys" \
+    -d '{"user_id":"bench-limited","max_budget":"100000","rpm_limit":100000000,"tpm_limit":10000000000}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
+}
+

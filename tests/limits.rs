@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 on_both_backends!(
     concurrent_requests_never_overshoot_a_budget,
     a_budget_lease_turns_with_its_period,
+    a_lowered_budget_holds_from_the_next_call,
     rate_limits_answer_429_with_headers,
 );
 
@@ -268,6 +269,32 @@ async fn a_budget_lease_turns_with_its_period(backend: Backend) {
     assert_eq!(restarted, started + 60_000, "the next minute's window");
     assert_eq!(spent, COST, "only what the new period spent");
     db.close().await;
+    app.audit().await;
+    app.stop().await;
+}
+
+/// A key's $1 budget, held from a lease on it, lowered by the operator to
+/// less than what was spent plus one more call: the next call is refused,
+/// though the lease granted under the old limit had plenty left.
+async fn a_lowered_budget_holds_from_the_next_call(backend: Backend) {
+    let app = app(backend).await;
+    let (key, key_id) = funded_key(&app, "lowered", json!({"max_budget": "1"})).await;
+    for _ in 0..2 {
+        assert_eq!(app.chat(&key, &small_chat()).await.status(), StatusCode::OK);
+    }
+    app.usage_records(2).await;
+    let estimate = small_chat_prompt() * 180 + 6 * 720;
+    let lowered = llm_gateway::billing::money::format_usd(2 * COST + estimate / 2);
+    let (status, body) = send(
+        app.admin(Method::PATCH, &format!("/v1/keys/{key_id}"))
+            .json(&json!({"max_budget": lowered})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let response = app.chat(&key, &small_chat()).await;
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
     app.audit().await;
     app.stop().await;
 }

@@ -69,6 +69,9 @@ struct Bucket {
     last_ms: i64,
     /// A request is claiming a slice: the others wait for it.
     claiming: bool,
+    /// The window has no request left to claim: once this replica's slice
+    /// is used, requests are refused without asking the database.
+    full: bool,
 }
 
 impl Bucket {
@@ -144,7 +147,7 @@ impl RateBuckets {
         let mut waits = 0;
         let (wanted, least) = loop {
             match self.take_or_claim(key_id, window, limits, tokens, now_ms, waits) {
-                Step::Admitted(admission) => return Ok(admission),
+                Step::Decided(admission) => return Ok(admission),
                 Step::Claim(wanted, least) => break (wanted, least),
                 Step::Wait => {
                     waits += 1;
@@ -153,15 +156,7 @@ impl RateBuckets {
             }
         };
         let claimed = self.claim(db, key_id, window, limits, wanted, least).await;
-        let claimed = match claimed {
-            Ok(Ok(claimed)) => claimed,
-            other => {
-                self.claimed(key_id, window, None, tokens);
-                let (requests, tokens) = other?.err().unwrap_or_default();
-                return Ok(refused(requests, tokens));
-            }
-        };
-        Ok(self.claimed(key_id, window, Some(claimed), tokens))
+        self.claimed(key_id, window, limits, claimed, tokens)
     }
 
     /// Takes the request out of the key's slice, or says to claim one (or
@@ -183,12 +178,16 @@ impl RateBuckets {
             (bucket.requests, bucket.tokens) = (0, 0);
             (bucket.seen_requests, bucket.seen_tokens) = (0, 0);
             bucket.claiming = false;
+            bucket.full = false;
         }
         if waits == 0 {
             bucket.note(tokens, now_ms);
         }
         if let Some(admitted) = bucket.take(tokens) {
-            return Step::Admitted(admitted);
+            return Step::Decided(admitted);
+        }
+        if bucket.full && bucket.requests == 0 {
+            return Step::Decided(refused(bucket.seen_requests, bucket.seen_tokens));
         }
         if bucket.claiming && waits < CLAIM_WAITS {
             return Step::Wait;
@@ -198,31 +197,40 @@ impl RateBuckets {
         Step::Claim(wanted, least)
     }
 
-    /// Adds a claimed slice (`None` if refused) to the key's bucket and
-    /// takes the request out of it.
+    /// Adds what a claim gave to the key's bucket and takes the request out
+    /// of it; refused, notes whether the window has any request left.
     fn claimed(
         &self,
         key_id: &str,
         window: i64,
-        claimed: Option<(Slice, Slice)>,
+        limits: RateLimits,
+        claimed: Result<Result<(Slice, Slice), Slice>, sqlx::Error>,
         tokens: i64,
-    ) -> Admission {
+    ) -> Result<Admission, sqlx::Error> {
         let mut buckets = self.lock();
         let bucket = buckets.entry(key_id.to_string()).or_default();
         bucket.claiming = false;
-        let Some(((requests, claimed_tokens), seen)) = claimed else {
-            return refused(0, 0);
+        let current = bucket.window == window;
+        let ((requests, claimed_tokens), seen) = match claimed? {
+            Ok(claimed) => claimed,
+            Err(counts) => {
+                if current {
+                    (bucket.seen_requests, bucket.seen_tokens) = counts;
+                    bucket.full = limits.rpm.is_some_and(|rpm| counts.0 >= rpm);
+                }
+                return Ok(refused(counts.0, counts.1));
+            }
         };
-        if bucket.window == window {
+        if current {
             bucket.requests += requests;
             bucket.tokens += claimed_tokens;
             (bucket.seen_requests, bucket.seen_tokens) = seen;
         }
-        bucket.take(tokens).unwrap_or(Admission {
+        Ok(bucket.take(tokens).unwrap_or(Admission {
             admitted: true, // claimed for this request, in a window now past
             requests: seen.0,
             tokens: seen.1,
-        })
+        }))
     }
 
     /// Claims `wanted` of the shared window, or at least `least`: what was
@@ -264,8 +272,10 @@ impl RateBuckets {
 }
 
 /// What a request does next with its key's bucket.
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
-    Admitted(Admission),
+    /// Admitted from the slice, or refused: the window is full.
+    Decided(Admission),
     Claim(Slice, Slice),
     Wait,
 }
@@ -327,5 +337,33 @@ mod tests {
         assert_eq!((first.requests, first.tokens), (9, 95));
         assert!(bucket.take(10).is_none(), "5 tokens left");
         assert_eq!(bucket.slice(10, limits(1000, Some(10_000))).1, (0, 5));
+    }
+
+    #[test]
+    fn a_full_window_refuses_without_asking_again() {
+        let buckets = RateBuckets::default();
+        let limits = limits(10, None);
+        let Step::Claim(wanted, least) = buckets.take_or_claim("k", 0, limits, 0, 0, 0) else {
+            panic!("nothing claimed yet");
+        };
+        assert_eq!((wanted, least), ((1, 0), (1, 0)));
+        // Refused: the other replicas counted all ten.
+        let refused = buckets
+            .claimed("k", 0, limits, Ok(Err((10, 0))), 0)
+            .unwrap();
+        assert!(!refused.admitted);
+        assert_eq!(
+            buckets.take_or_claim("k", 0, limits, 0, 1, 0),
+            Step::Decided(Admission {
+                admitted: false,
+                requests: 10,
+                tokens: 0
+            })
+        );
+        // The next window claims again.
+        assert!(matches!(
+            buckets.take_or_claim("k", 60_000, limits, 0, 60_000, 0),
+            Step::Claim(..)
+        ));
     }
 }

@@ -7,7 +7,7 @@ use time::{Date, Duration, Month, OffsetDateTime, Time};
 use crate::db::budgets::BudgetRow;
 
 /// How often a budget resets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Period {
     /// Never: the limit covers everything ever spent.
     Lifetime,
@@ -86,6 +86,15 @@ pub struct BudgetLimit {
 }
 
 impl BudgetLimit {
+    /// A fingerprint of the limit's terms (its `max` and period): a lease
+    /// granted under other terms grows again before it is spent from.
+    pub fn terms(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.max, self.period).hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// What this limit is, for messages, with its `max` as `max_usd`.
     pub fn describe(&self, max_usd: &str) -> String {
         match self.scope.split(':').next() {

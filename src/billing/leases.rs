@@ -85,6 +85,9 @@ struct Lease {
     /// When the budget's period ends (epoch ms): the next call grows the
     /// lease first, which opens the new period's window.
     until_ms: Option<i64>,
+    /// The terms it was last grown under (a budget's limit): a call under
+    /// other terms grows it first, which the database checks against them.
+    terms: u64,
 }
 
 impl Lease {
@@ -99,6 +102,7 @@ impl Lease {
             per_call_until: None,
             growing: false,
             until_ms: None,
+            terms: 0,
         }
     }
 
@@ -159,10 +163,17 @@ impl Leases {
         }
     }
 
-    /// Holds `amount` of the lease `key` (of `owner`'s credit or budget)
-    /// at `now` (`now_ms` by the clock periods are judged by), or says what
-    /// to do instead.
-    pub fn try_hold(&self, key: &str, owner: &str, amount: i64, now: Instant, now_ms: i64) -> Hold {
+    /// Holds `amount` of the lease `key` (of `owner`'s credit or budget,
+    /// under `terms`) at `now` (`now_ms` by the clock periods are judged
+    /// by), or says what to do instead.
+    pub fn try_hold(
+        &self,
+        key: &str,
+        (owner, terms): (&str, u64),
+        amount: i64,
+        now: Instant,
+        now_ms: i64,
+    ) -> Hold {
         let mut leases = self.lock();
         if !leases.contains_key(key) {
             leases.insert(key.to_string(), Lease::new(owner, now));
@@ -174,9 +185,11 @@ impl Leases {
             return Hold::PerCall;
         }
         lease.per_call_until = None;
-        if lease.until_ms.is_some_and(|until| now_ms >= until) {
-            // A new period: what is spent from here counts in its window,
-            // which the growth opens.
+        let renew = lease.until_ms.is_some_and(|until| now_ms >= until)
+            || (lease.granted > 0 && lease.terms != terms);
+        if renew {
+            // A new period, whose window the growth opens, or a changed
+            // limit, which the growth checks.
             if lease.growing {
                 return Hold::Wait;
             }
@@ -214,12 +227,13 @@ impl Leases {
     }
 
     /// The database granted `amount` more to the lease `key` (which a
-    /// call growing it keeps in the book: see [`Leases::idle`]), good
-    /// until `until_ms` (a budget's period end).
-    pub fn grown(&self, key: &str, amount: i64, until_ms: Option<i64>) {
+    /// call growing it keeps in the book: see [`Leases::idle`]) under
+    /// `terms`, good until `until_ms` (a budget's period end).
+    pub fn grown(&self, key: &str, amount: i64, terms: u64, until_ms: Option<i64>) {
         if let Some(lease) = self.lock().get_mut(key) {
             lease.granted += amount;
             lease.growing = false;
+            lease.terms = terms;
             lease.until_ms = until_ms;
         }
     }
@@ -250,16 +264,6 @@ impl Leases {
         Some((lease.owner.clone(), free))
     }
 
-    /// Takes back the free part of lease `key`, which grows again on the
-    /// next call: returns whose it is and what was free.
-    pub fn drain(&self, key: &str) -> Option<(String, i64)> {
-        let mut leases = self.lock();
-        let lease = leases.get_mut(key)?;
-        let free = lease.free();
-        lease.granted -= free;
-        Some((lease.owner.clone(), free))
-    }
-
     /// Forgets the leases no call has held for [`LeaseSizing::idle`] and that no
     /// call holds or grows now; returns each one's key, owner and what it
     /// had left, for the caller to give back.
@@ -280,15 +284,6 @@ impl Leases {
                 let lease = leases.remove(&key)?;
                 Some((key, lease.owner, lease.granted))
             })
-            .collect()
-    }
-
-    /// The keys of the leases of `owner`, or of everyone's.
-    pub fn keys_of(&self, owner: Option<&str>) -> Vec<String> {
-        self.lock()
-            .iter()
-            .filter(|(_, lease)| owner.is_none_or(|owner| lease.owner == owner))
-            .map(|(key, _)| key.clone())
             .collect()
     }
 
@@ -335,10 +330,10 @@ mod tests {
     fn leased(amount: i64, now: Instant) -> Leases {
         let leases = Leases::new(sizing());
         assert!(matches!(
-            leases.try_hold("u", "o", amount, now, 0),
+            leases.try_hold("u", ("o", 0), amount, now, 0),
             Hold::Grow { .. }
         ));
-        leases.grown("u", amount, None);
+        leases.grown("u", amount, 0, None);
         leases
     }
 
@@ -346,26 +341,26 @@ mod tests {
     fn holds_come_from_the_lease_and_never_exceed_it() {
         let leases = Leases::new(sizing());
         let now = Instant::now();
-        let Hold::Grow { by, lacking } = leases.try_hold("u", "o", 60, now, 0) else {
+        let Hold::Grow { by, lacking } = leases.try_hold("u", ("o", 0), 60, now, 0) else {
             panic!("a first call has no lease yet");
         };
         assert_eq!(lacking, 60);
         assert!(by >= 100, "at least the smallest lease: {by}");
         assert_eq!(
-            leases.try_hold("u", "o", 60, now, 0),
+            leases.try_hold("u", ("o", 0), 60, now, 0),
             Hold::Wait,
             "one call grows it"
         );
-        leases.grown("u", 100, None);
-        assert_eq!(leases.try_hold("u", "o", 40, now, 0), Hold::Held);
+        leases.grown("u", 100, 0, None);
+        assert_eq!(leases.try_hold("u", ("o", 0), 40, now, 0), Hold::Held);
         assert!(matches!(
-            leases.try_hold("u", "o", 60, now, 0),
+            leases.try_hold("u", ("o", 0), 60, now, 0),
             Hold::TopUp { .. }
         ));
-        assert_eq!(leases.try_hold("u", "o", 1, now, 0), Hold::Wait);
+        assert_eq!(leases.try_hold("u", ("o", 0), 1, now, 0), Hold::Wait);
         leases.not_grown("u");
         assert!(matches!(
-            leases.try_hold("u", "o", 1, now, 0),
+            leases.try_hold("u", ("o", 0), 1, now, 0),
             Hold::Grow { lacking: 1, .. }
         ));
         assert_eq!(leases.held("u"), 100);
@@ -375,19 +370,19 @@ mod tests {
     fn a_lease_less_than_half_free_is_topped_up_once() {
         let now = Instant::now();
         let leases = leased(100, now);
-        assert_eq!(leases.try_hold("u", "o", 50, now, 0), Hold::Held);
-        let Hold::TopUp { by } = leases.try_hold("u", "o", 10, now, 0) else {
+        assert_eq!(leases.try_hold("u", ("o", 0), 50, now, 0), Hold::Held);
+        let Hold::TopUp { by } = leases.try_hold("u", ("o", 0), 10, now, 0) else {
             panic!("40 of 100 left: top it up");
         };
         assert!(by >= 100);
         assert_eq!(
-            leases.try_hold("u", "o", 10, now, 0),
+            leases.try_hold("u", ("o", 0), 10, now, 0),
             Hold::Held,
             "one top-up at a time"
         );
-        leases.grown("u", by, None);
+        leases.grown("u", by, 0, None);
         assert!(matches!(
-            leases.try_hold("u", "o", 100, now, 0),
+            leases.try_hold("u", ("o", 0), 100, now, 0),
             Hold::Held | Hold::TopUp { .. }
         ));
         assert_eq!(leases.held("u"), 170);
@@ -397,23 +392,23 @@ mod tests {
     fn a_settlement_takes_the_whole_cost_from_the_lease() {
         let now = Instant::now();
         let leases = leased(100, now);
-        assert_eq!(leases.try_hold("u", "o", 40, now, 0), Hold::Held);
+        assert_eq!(leases.try_hold("u", ("o", 0), 40, now, 0), Hold::Held);
         assert!(leases.settle("u", 40, 25));
         assert_eq!(leases.held("u"), 0);
         assert!(matches!(
-            leases.try_hold("u", "o", 75, now, 0),
+            leases.try_hold("u", ("o", 0), 75, now, 0),
             Hold::TopUp { .. }
         ));
         leases.not_grown("u");
         assert!(matches!(
-            leases.try_hold("u", "o", 1, now, 0),
+            leases.try_hold("u", ("o", 0), 1, now, 0),
             Hold::Grow { lacking: 1, .. }
         ));
         leases.not_grown("u");
         // A cost beyond the lease empties it, no further.
         assert!(leases.settle("u", 75, 500));
         assert!(matches!(
-            leases.try_hold("u", "o", 1, now, 0),
+            leases.try_hold("u", ("o", 0), 1, now, 0),
             Hold::Grow { lacking: 1, .. }
         ));
         assert!(!leases.settle("nobody", 1, 1));
@@ -425,13 +420,13 @@ mod tests {
         let leases = leased(1_000_000, now);
         for _ in 0..200 {
             now += Duration::from_millis(5);
-            assert_eq!(leases.try_hold("u", "o", 50, now, 0), Hold::Held);
+            assert_eq!(leases.try_hold("u", ("o", 0), 50, now, 0), Hold::Held);
             leases.settle("u", 50, 50);
         }
         // 50 every 5 ms is 10,000 a second: the largest lease.
         leases.recall("u", now);
         now += PER_CALL_FOR;
-        let Hold::Grow { by, .. } = leases.try_hold("u", "o", 50, now, 0) else {
+        let Hold::Grow { by, .. } = leases.try_hold("u", ("o", 0), 50, now, 0) else {
             panic!("the lease was given back");
         };
         assert!(
@@ -444,17 +439,17 @@ mod tests {
     fn a_recalled_lease_gives_back_its_free_part_and_serves_per_call() {
         let now = Instant::now();
         let leases = leased(100, now);
-        assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
+        assert_eq!(leases.try_hold("u", ("o", 0), 30, now, 0), Hold::Held);
         assert_eq!(
             leases.recall("u", now),
             Some(("o".into(), 70)),
             "the call in flight keeps its 30"
         );
-        assert_eq!(leases.try_hold("u", "o", 1, now, 0), Hold::PerCall);
+        assert_eq!(leases.try_hold("u", ("o", 0), 1, now, 0), Hold::PerCall);
         // Its settlement still comes out of what is left of the lease.
         assert!(leases.settle("u", 30, 30));
         assert_eq!(
-            leases.try_hold("u", "o", 1, now + PER_CALL_FOR, 0),
+            leases.try_hold("u", ("o", 0), 1, now + PER_CALL_FOR, 0),
             Hold::Grow {
                 by: 100,
                 lacking: 1
@@ -467,7 +462,7 @@ mod tests {
     fn idle_leases_are_given_back_and_forgotten() {
         let now = Instant::now();
         let leases = leased(100, now);
-        assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
+        assert_eq!(leases.try_hold("u", ("o", 0), 30, now, 0), Hold::Held);
         let later = now + sizing().idle;
         assert!(leases.idle(later).is_empty(), "a call holds part of it");
         leases.settle("u", 30, 10);
@@ -476,7 +471,7 @@ mod tests {
         assert!(leases.is_empty());
         // A growing lease stays, whatever its age.
         assert!(matches!(
-            leases.try_hold("u", "o", 1, now, 0),
+            leases.try_hold("u", ("o", 0), 1, now, 0),
             Hold::Grow { .. }
         ));
         assert!(leases.idle(later).is_empty());
@@ -487,38 +482,28 @@ mod tests {
         let now = Instant::now();
         let leases = Leases::new(sizing());
         assert!(matches!(
-            leases.try_hold("b", "o", 10, now, 0),
+            leases.try_hold("b", ("o", 0), 10, now, 0),
             Hold::Grow { .. }
         ));
-        leases.grown("b", 1_000, Some(60_000));
-        assert_eq!(leases.try_hold("b", "o", 10, now, 59_999), Hold::Held);
+        leases.grown("b", 1_000, 0, Some(60_000));
+        assert_eq!(leases.try_hold("b", ("o", 0), 10, now, 59_999), Hold::Held);
         assert_eq!(
-            leases.try_hold("b", "o", 10, now, 60_000),
+            leases.try_hold("b", ("o", 0), 10, now, 60_000),
             Hold::Grow {
                 by: 100,
                 lacking: 10
             },
             "plenty left, but the window must turn first"
         );
-        assert_eq!(leases.try_hold("b", "o", 10, now, 60_000), Hold::Wait);
-        leases.grown("b", 100, Some(120_000));
-        assert_eq!(leases.try_hold("b", "o", 10, now, 60_001), Hold::Held);
-    }
-
-    #[test]
-    fn a_drained_lease_keeps_its_calls_holds_and_grows_again() {
-        let now = Instant::now();
-        let leases = leased(100, now);
-        assert_eq!(leases.try_hold("u", "o", 30, now, 0), Hold::Held);
-        assert_eq!(leases.drain("u"), Some(("o".into(), 70)));
-        assert!(
-            matches!(
-                leases.try_hold("u", "o", 1, now, 0),
-                Hold::Grow { lacking: 1, .. }
-            ),
-            "no per-call spell, unlike a recall"
-        );
-        assert_eq!(leases.keys_of(Some("o")), ["u"]);
-        assert!(leases.keys_of(Some("other")).is_empty());
+        assert_eq!(leases.try_hold("b", ("o", 0), 10, now, 60_000), Hold::Wait);
+        leases.grown("b", 100, 0, Some(120_000));
+        assert_eq!(leases.try_hold("b", ("o", 0), 10, now, 60_001), Hold::Held);
+        // A changed limit: grow first, which checks it.
+        assert!(matches!(
+            leases.try_hold("b", ("o", 7), 10, now, 60_001),
+            Hold::Grow { lacking: 10, .. }
+        ));
+        leases.grown("b", 100, 7, Some(120_000));
+        assert_eq!(leases.try_hold("b", ("o", 7), 10, now, 60_001), Hold::Held);
     }
 }

@@ -294,7 +294,7 @@ impl UsageRecorder {
         for _ in 0..LEASE_TRIES {
             let now = std::time::Instant::now();
             let now_ms = self.clock.now_ms();
-            match leases.try_hold(key, leased.owner(), amount, now, now_ms) {
+            match leases.try_hold(key, (leased.owner(), leased.terms()), amount, now, now_ms) {
                 Hold::Held => return Ok(true),
                 Hold::TopUp { by } => {
                     self.top_up(leases.clone(), leased.to_owned(), by);
@@ -318,7 +318,8 @@ impl UsageRecorder {
                     };
                     match grown {
                         Ok(Some(amount)) => {
-                            leases.grown(key, amount, self.lease_until(&leased).await)
+                            let until = self.lease_until(&leased).await;
+                            leases.grown(key, amount, leased.terms(), until);
                         }
                         Ok(None) => {
                             leases.not_grown(key);
@@ -347,7 +348,7 @@ impl UsageRecorder {
             match recorder.grow_lease(&leased, by).await {
                 Ok(true) => {
                     let until = recorder.lease_until(&leased).await;
-                    leases.grown(leased.key(), by, until);
+                    leases.grown(leased.key(), by, leased.terms(), until);
                 }
                 _ => leases.not_grown(leased.key()),
             }
@@ -628,6 +629,14 @@ impl Leased<'_> {
         }
     }
 
+    /// The terms the lease is granted under: a budget's limit.
+    fn terms(&self) -> u64 {
+        match self {
+            Self::Credit { .. } => 0,
+            Self::Budget { limit, .. } => limit.terms(),
+        }
+    }
+
     fn owner(&self) -> &str {
         match self {
             Self::Credit { user_id } | Self::Budget { user_id, .. } => user_id,
@@ -700,17 +709,6 @@ impl LeaseKeeper {
     pub fn give_back_budget(&self, scope: &str) {
         if let Some((user_id, free)) = self.budget_leases.recall(scope, std::time::Instant::now()) {
             self.shrink_budget_lease(user_id, scope, free);
-        }
-    }
-
-    /// Gives back the free part of this replica's leases on the budgets
-    /// of `user_id`, or on everyone's: their limits may have changed, and
-    /// the next call grows the lease under the new ones.
-    pub fn give_back_budgets(&self, user_id: Option<&str>) {
-        for scope in self.budget_leases.keys_of(user_id) {
-            if let Some((owner, free)) = self.budget_leases.drain(&scope) {
-                self.shrink_budget_lease(owner, &scope, free);
-            }
         }
     }
 

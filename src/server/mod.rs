@@ -334,16 +334,8 @@ fn listen_for_changes(
             );
             Box::pin(async move {
                 match &change {
-                    // A budget's limit may have changed: leases on it
-                    // were granted under the old one.
-                    Change::User(user_id) => {
-                        keys.forget_user(user_id);
-                        leases.give_back_budgets(Some(user_id));
-                    }
-                    Change::AllKeys | Change::Everything => {
-                        keys.forget_all();
-                        leases.give_back_budgets(None);
-                    }
+                    Change::User(user_id) => keys.forget_user(user_id),
+                    Change::AllKeys | Change::Everything => keys.forget_all(),
                     Change::LeaseRecall(user_id) => leases.give_back(user_id).await,
                     Change::BudgetLeaseRecall(scope) => leases.give_back_budget(scope),
                     Change::Prices => {}
