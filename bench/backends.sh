@@ -46,7 +46,7 @@ trap 'cleanup; drop_databases' EXIT
 # Starts a gateway on PORT with DATABASE_URL, pinned to core 0; prints its pid.
 start_gateway() {
   BENCH_GATEWAY_PORT=$1 BENCH_DATABASE_URL=$2 RUST_LOG=warn taskset -c 0 \
-    "$bin" serve --config bench/config.yml >/dev/null 2>>"$work/gateway.err" &
+    "$bin" serve --config bench/config.yml >/dev/null 2>>"$work/gateway.$1.err" &
   echo $!
 }
 
@@ -56,7 +56,11 @@ load() {
   out=$(BENCH_KEY=$key BENCH_MODEL=openai:gpt-4o-mini taskset -c 1 \
     wrk -t1 -c"$connections" -d"${duration}s" -s bench/chat.lua "$url/v1/chat/completions")
   line=$(grep '^RESULT' <<<"$out")
-  [[ "$line" == *"errors=0"* ]] || { echo "errors during the run: $line" >&2; exit 1; }
+  if [[ "$line" != *"errors=0"* ]]; then
+    echo "errors during the run: $line" >&2
+    tail -n 5 "$work"/gateway.*.err >&2
+    exit 1
+  fi
   sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+).*/\1 \2 \3/' <<<"$line"
 }
 

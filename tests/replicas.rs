@@ -244,9 +244,26 @@ async fn holds(db: &Db, user_id: &str) -> (i64, i64) {
     (rows, reserved)
 }
 
+/// How many holds a budget scope has (leases among them), and what its
+/// window says they hold.
+async fn budget_holds(db: &Db, scope: &str) -> (i64, i64) {
+    let Db::Postgres(pool) = db else {
+        unreachable!()
+    };
+    sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM budget_holds WHERE scope = $1), \
+         (SELECT reserved FROM budget_windows WHERE scope = $1)",
+    )
+    .bind(scope)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// `kill -9` one of two replicas during 50 concurrent streams: the other
-/// releases every hold of the dead one (its lease among them) within 60
-/// seconds, the books still balance, and it goes on serving.
+/// releases every hold of the dead one (its leases on the credit and on
+/// the key's budget among them) within 60 seconds, the books still
+/// balance, and it goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_frees_its_holds_within_a_minute() {
     let Some(backend) = Backend::postgres().await else {
@@ -257,7 +274,8 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
     let (_dir, config) = replica_config(&database, &mock);
     let mut doomed = spawn_replica(&config);
     let survivor = spawn_replica(&config);
-    let (key, _) = funded_key(&survivor.base, "streamer", json!({})).await;
+    let (key, key_id) = funded_key(&survivor.base, "streamer", json!({"max_budget": "100"})).await;
+    let scope = format!("key:{key_id}");
     // Streams of a minute each, all held by the doomed replica.
     let body = json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 10,
         "messages": [{"role": "user", "content": "long [mock chunks=600 delay_ms=100]"}]});
@@ -279,7 +297,10 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
     let db = Db::connect(&database.url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     // Every stream reached the mock, so holds its credit (from a lease).
-    while common::mock_calls(&mock).await < 50 || holds(&db, "streamer").await.1 == 0 {
+    while common::mock_calls(&mock).await < 50
+        || holds(&db, "streamer").await.1 == 0
+        || budget_holds(&db, &scope).await.0 == 0
+    {
         assert!(
             Instant::now() < deadline,
             "the 50 streams never all started"
@@ -289,11 +310,12 @@ async fn a_killed_replica_frees_its_holds_within_a_minute() {
     doomed.child.kill().unwrap(); // SIGKILL: no shutdown, no settlement.
     doomed.child.wait().unwrap();
     let killed = Instant::now();
-    while holds(&db, "streamer").await != (0, 0) {
+    while holds(&db, "streamer").await != (0, 0) || budget_holds(&db, &scope).await != (0, 0) {
         assert!(
             killed.elapsed() < Duration::from_secs(60),
-            "holds still open after a minute: {:?}",
-            holds(&db, "streamer").await
+            "holds still open after a minute: {:?}, {:?}",
+            holds(&db, "streamer").await,
+            budget_holds(&db, &scope).await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -31,7 +31,7 @@ pub const SLICE_SHARE: i64 = 20;
 const HALF_LIFE_MS: f64 = 1000.0;
 /// How many times a request waits (a millisecond each) for another
 /// request's claim before claiming alone.
-const CLAIM_WAITS: usize = 100;
+const CLAIM_WAITS: usize = 500;
 
 /// Requests and prompt tokens, claimed or counted together.
 type Slice = (i64, i64);

@@ -3,7 +3,7 @@
 //! settlement. Each op goes through one named step; the SQL of each step is
 //! `db::batch_tx`'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,21 +104,40 @@ impl WriteOp {
         }
     }
 
-    /// A settlement charged in memory, with nothing else to settle (no
-    /// budget, no token window), and its lease if it had one: the common
-    /// case on either backend, written in bulk.
-    fn charged_in_memory(&self) -> Option<(&UsageRecord, Option<&str>)> {
+    /// A settlement charged in memory, whose budgets (if any) were held
+    /// from leases too: the common case on either backend, written in bulk.
+    fn charged_in_memory(&self) -> Option<InMemory<'_>> {
         match self {
             WriteOp::Settle {
                 record,
                 in_memory: true,
                 lease,
-                budgets: None,
-                rate_window: None,
-            } => Some((record, lease.as_deref())),
+                budgets,
+                rate_window,
+            } if budgets
+                .iter()
+                .flat_map(|budgets| budgets.iter())
+                .all(|held| held.lease.is_some()) =>
+            {
+                Some(InMemory {
+                    record,
+                    lease: lease.as_deref(),
+                    budgets: budgets.as_deref().unwrap_or_default(),
+                    rate_window: *rate_window,
+                })
+            }
             _ => None,
         }
     }
+}
+
+/// A settlement charged in memory: its record, the lease on the credit it
+/// was charged to, the budgets' leases, and the token window it counts in.
+struct InMemory<'a> {
+    record: &'a UsageRecord,
+    lease: Option<&'a str>,
+    budgets: &'a [HeldBudget],
+    rate_window: Option<i64>,
 }
 
 /// Applies `ops` in order in one transaction at `now`. A record already
@@ -281,24 +300,32 @@ async fn settle(
 }
 
 /// Writes a run of settlements charged in memory, in a few statements
-/// whatever its length: the records (skipping any already written), one
-/// debit per user, the ledger entries, the debts, what the leases gave up,
-/// the keys' last use.
+/// whatever its length: the records (skipping any already written), what
+/// the leases gave up (on credit and on budgets, one statement per lease),
+/// the completion tokens per key window, one debit per user, the ledger
+/// entries, the debts, the keys' last use.
 async fn settle_in_bulk(
     tx: &mut BatchTx,
-    group: Vec<(&UsageRecord, Option<&str>)>,
+    group: Vec<InMemory<'_>>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let records: Vec<&UsageRecord> = group.iter().map(|(record, _)| *record).collect();
+    let records: Vec<&UsageRecord> = group.iter().map(|settled| settled.record).collect();
     let written: HashSet<String> = tx.insert_records(&records).await?.into_iter().collect();
-    let group: Vec<(&UsageRecord, Option<&str>)> = group
+    let group: Vec<InMemory<'_>> = group
         .into_iter()
-        .filter(|(r, _)| written.contains(&r.id))
+        .filter(|settled| written.contains(&settled.record.id))
         .collect();
     for ((lease, user_id), cost) in cost_by_lease(&group) {
         tx.take_lease(lease, user_id, cost).await?;
     }
-    let group: Vec<&UsageRecord> = group.into_iter().map(|(record, _)| record).collect();
+    for ((lease, scope), cost) in cost_by_budget_lease(&group) {
+        let taken = tx.take_budget_lease(lease, scope, cost).await?;
+        tx.unhold_budget(scope, taken, cost).await?;
+    }
+    for ((key_id, window), tokens) in tokens_by_window(&group) {
+        tx.count_tokens(key_id, window, tokens).await?;
+    }
+    let group: Vec<&UsageRecord> = group.into_iter().map(|settled| settled.record).collect();
     let mut entries = Vec::with_capacity(group.len());
     for (user_id, records) in by_user(&group) {
         let charged: Vec<&UsageRecord> = records.into_iter().filter(|r| r.cost > 0).collect();
@@ -320,17 +347,44 @@ async fn settle_in_bulk(
     Ok(())
 }
 
-/// What the settlements charged to each lease cost together.
-fn cost_by_lease<'a>(
-    group: &[(&'a UsageRecord, Option<&'a str>)],
-) -> std::collections::BTreeMap<(&'a str, &'a str), i64> {
-    let mut costs = std::collections::BTreeMap::new();
-    for (record, lease) in group {
-        if let Some(lease) = lease {
-            *costs.entry((*lease, record.user_id.as_str())).or_insert(0) += record.cost.max(0);
+/// What the settlements charged to each lease on credit cost together.
+fn cost_by_lease<'a>(group: &[InMemory<'a>]) -> BTreeMap<(&'a str, &'a str), i64> {
+    let mut costs = BTreeMap::new();
+    for settled in group {
+        if let Some(lease) = settled.lease {
+            let user_id = settled.record.user_id.as_str();
+            *costs.entry((lease, user_id)).or_insert(0) += settled.record.cost.max(0);
         }
     }
     costs
+}
+
+/// What the settlements held of each lease on a budget cost together: the
+/// budget counts each in full, and the lease gives up as much (down to
+/// nothing).
+fn cost_by_budget_lease<'a>(group: &[InMemory<'a>]) -> BTreeMap<(&'a str, &'a str), i64> {
+    let mut costs = BTreeMap::new();
+    for settled in group {
+        for held in settled.budgets {
+            if let Some(lease) = held.lease.as_deref() {
+                let key = (lease, held.scope.as_str());
+                *costs.entry(key).or_insert(0) += settled.record.cost;
+            }
+        }
+    }
+    costs
+}
+
+/// The completion tokens of the settlements, per key and rate window.
+fn tokens_by_window<'a>(group: &[InMemory<'a>]) -> BTreeMap<(&'a str, i64), i64> {
+    let mut tokens = BTreeMap::new();
+    for settled in group {
+        if let (Some(window), Some(key_id)) = (settled.rate_window, &settled.record.key_id) {
+            *tokens.entry((key_id.as_str(), window)).or_insert(0) +=
+                settled.record.completion_tokens;
+        }
+    }
+    tokens
 }
 
 /// Applies a batch, again if the database rolled it back for a conflict
@@ -521,5 +575,54 @@ mod tests {
         assert_eq!(deeper.debt(99).unwrap().charge.request_id, "r3");
         assert!(deeper.into_debt.is_none());
         assert!(running_balances(0, &charges).debt(99).is_none());
+    }
+
+    #[test]
+    fn bulk_settlements_add_up_per_lease_and_per_window() {
+        let mut records = [
+            record("r1", "u1", Some("k1"), 10),
+            record("r2", "u1", Some("k1"), 20),
+            record("r3", "u1", Some("k2"), 30),
+        ];
+        for (record, (cost, tokens)) in records.iter_mut().zip([(40, 3), (50, 4), (7, 5)]) {
+            record.cost = cost;
+            record.completion_tokens = tokens;
+        }
+        let budget = |lease: Option<&str>| HeldBudget {
+            scope: "user:u1".into(),
+            lease: lease.map(Into::into),
+        };
+        let leased = [budget(Some("lease:r:user:u1"))];
+        let group: Vec<InMemory> = records
+            .iter()
+            .map(|record| InMemory {
+                record,
+                lease: Some("lease:r:u1"),
+                budgets: if record.id == "r3" { &[] } else { &leased },
+                rate_window: (record.id != "r2").then_some(60_000),
+            })
+            .collect();
+        assert_eq!(
+            cost_by_lease(&group).into_iter().collect::<Vec<_>>(),
+            [(("lease:r:u1", "u1"), 97)]
+        );
+        assert_eq!(
+            cost_by_budget_lease(&group).into_iter().collect::<Vec<_>>(),
+            [(("lease:r:user:u1", "user:u1"), 90)]
+        );
+        assert_eq!(
+            tokens_by_window(&group).into_iter().collect::<Vec<_>>(),
+            [(("k1", 60_000), 3), (("k2", 60_000), 5)]
+        );
+        // A budget held by a hold of the request's own settles on its own.
+        let own = Arc::from([budget(None)]);
+        let op = WriteOp::Settle {
+            record: records[0].clone(),
+            in_memory: true,
+            lease: None,
+            budgets: Some(own),
+            rate_window: None,
+        };
+        assert!(op.charged_in_memory().is_none());
     }
 }
