@@ -38,14 +38,6 @@ pub enum WriteOp {
         expires_at: i64,
         replica_id: Arc<str>,
     },
-    /// Give back up to `amount` of this replica's lease `lease` on a
-    /// budget scope of `user_id`'s.
-    ShrinkBudgetLease {
-        user_id: String,
-        lease: Arc<str>,
-        scope: String,
-        amount: i64,
-    },
     /// Write a usage record and settle its billing: the whole cost is
     /// taken, below zero if need be. `in_memory` when the in-memory
     /// accounts (SQLite) or a lease (PostgreSQL) already held and charged
@@ -68,9 +60,7 @@ impl WriteOp {
     /// The user whose money or budgets the op touches.
     fn user_id(&self) -> &str {
         match self {
-            WriteOp::Reserve { user_id, .. }
-            | WriteOp::ReserveBudget { user_id, .. }
-            | WriteOp::ShrinkBudgetLease { user_id, .. } => user_id,
+            WriteOp::Reserve { user_id, .. } | WriteOp::ReserveBudget { user_id, .. } => user_id,
             WriteOp::Settle { record, .. } => &record.user_id,
         }
     }
@@ -100,7 +90,7 @@ impl WriteOp {
                 expires_at: *expires_at,
                 replica_id,
             }),
-            WriteOp::Settle { .. } | WriteOp::ShrinkBudgetLease { .. } => None,
+            WriteOp::Settle { .. } => None,
         }
     }
 
@@ -176,19 +166,6 @@ async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sql
         }
         (_, Some(hold)) => tx.hold_balance(&hold).await,
         (
-            WriteOp::ShrinkBudgetLease {
-                lease,
-                scope,
-                amount,
-                ..
-            },
-            _,
-        ) => {
-            let given = tx.take_budget_lease(lease, scope, *amount).await?;
-            tx.unhold_budget(scope, given, 0).await?;
-            Ok(true)
-        }
-        (
             WriteOp::Settle {
                 record,
                 in_memory,
@@ -208,6 +185,40 @@ async fn apply_one(tx: &mut BatchTx, op: &WriteOp, now: i64) -> Result<bool, sql
         }
         (_, None) => unreachable!("every reservation holds something"),
     }
+}
+
+/// Grows lease `hold.request_id` on budget `limit` by `hold.amount`, in a
+/// transaction of its own (not behind the writer's queue), if what the
+/// period has left covers it; `false` (and nothing held) when it does not.
+pub async fn grow_budget_lease(
+    db: &Db,
+    hold: &BalanceHold<'_>,
+    limit: &BudgetLimit,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = BatchTx::begin(db).await?;
+    // The user's row first, as every batch takes its locks.
+    tx.lock_users(vec![hold.user_id]).await?;
+    let held = hold_budgets(&mut tx, hold, std::slice::from_ref(limit), now).await?;
+    tx.commit().await?;
+    Ok(held)
+}
+
+/// Gives back up to `amount` of lease `lease` on budget `scope` of
+/// `user_id`'s, in a transaction of its own; returns what it gave back.
+pub async fn shrink_budget_lease(
+    db: &Db,
+    user_id: &str,
+    lease: &str,
+    scope: &str,
+    amount: i64,
+) -> Result<i64, sqlx::Error> {
+    let mut tx = BatchTx::begin(db).await?;
+    tx.lock_users(vec![user_id]).await?;
+    let given = tx.take_budget_lease(lease, scope, amount).await?;
+    tx.unhold_budget(scope, given, 0).await?;
+    tx.commit().await?;
+    Ok(given)
 }
 
 /// Holds `hold.amount` of every budget in `limits`, each in its window as

@@ -22,11 +22,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::accounts::LocalAccounts;
-use super::batch::{apply_batch, WriteOp};
+use super::batch::{self, apply_batch, WriteOp};
 use super::budget::{BudgetLimit, HeldBudget};
 use super::lanes::Lanes;
 use super::leases::{Hold, LeaseSizing, Leases};
 use crate::clock::Clock;
+use crate::db::batch_tx::BalanceHold;
 use crate::db::usage::UsageRecord;
 use crate::db::Db;
 use crate::db::{budgets, changes, leases as lease_rows, ledger};
@@ -372,16 +373,21 @@ impl UsageRecorder {
                 unavailable()
             }),
             Leased::Budget { user_id, limit } => {
-                self.ask(WriteOp::ReserveBudget {
-                    request_id: lease_rows::lease_id(&self.replica_id, &limit.scope),
-                    user_id: user_id.to_string(),
-                    limits: vec![limit.clone()],
+                let now = self.clock.now_ms();
+                let hold = BalanceHold {
+                    request_id: &lease_rows::lease_id(&self.replica_id, &limit.scope),
+                    user_id,
                     amount,
-                    now: self.clock.now_ms(),
+                    created_at: now,
                     expires_at: lease_rows::NEVER,
-                    replica_id: self.replica_id.clone(),
-                })
-                .await
+                    replica_id: &self.replica_id,
+                };
+                batch::grow_budget_lease(&self.db, &hold, limit, now)
+                    .await
+                    .map_err(|err| {
+                        tracing::error!(%err, "growing a lease on a budget failed");
+                        unavailable()
+                    })
             }
         }
     }
@@ -410,7 +416,7 @@ impl UsageRecorder {
                 changes::Change::LeaseRecall(user_id.to_string())
             }
             Leased::Budget { limit, .. } => {
-                keeper.give_back_budget(&limit.scope);
+                keeper.give_back_budget(&limit.scope).await;
                 changes::Change::BudgetLeaseRecall(limit.scope.clone())
             }
         };
@@ -426,8 +432,6 @@ impl UsageRecorder {
             budget_leases: self.budget_leases.clone(),
             db: self.db.clone(),
             replica_id: self.replica_id.clone(),
-            writer: self.sender.downgrade(),
-            queue: self.queue.clone(),
         }
     }
 
@@ -684,8 +688,6 @@ pub struct LeaseKeeper {
     budget_leases: Arc<Leases>,
     db: Db,
     replica_id: Arc<str>,
-    writer: mpsc::WeakUnboundedSender<Message>,
-    queue: Arc<Queue>,
 }
 
 impl LeaseKeeper {
@@ -704,28 +706,23 @@ impl LeaseKeeper {
         }
     }
 
-    /// The same for this replica's lease on a budget: its free part goes
-    /// back through the writer, ahead of any hold queued after it.
-    pub fn give_back_budget(&self, scope: &str) {
-        if let Some((user_id, free)) = self.budget_leases.recall(scope, std::time::Instant::now()) {
-            self.shrink_budget_lease(user_id, scope, free);
+    /// The same for this replica's lease on a budget.
+    pub async fn give_back_budget(&self, scope: &str) {
+        let now = std::time::Instant::now();
+        if let Some((user_id, free)) = self.budget_leases.recall(scope, now) {
+            self.shrink_budget_lease(&user_id, scope, free).await;
         }
     }
 
-    fn shrink_budget_lease(&self, user_id: String, scope: &str, amount: i64) {
+    async fn shrink_budget_lease(&self, user_id: &str, scope: &str, amount: i64) {
         if amount <= 0 {
             return;
         }
-        let Some(writer) = self.writer.upgrade() else {
-            return; // stopping: every lease goes back once it has stopped
-        };
-        let op = WriteOp::ShrinkBudgetLease {
-            user_id,
-            lease: lease_rows::lease_id(&self.replica_id, scope).into(),
-            scope: scope.to_string(),
-            amount,
-        };
-        let _ = self.queue.send(&writer, Message { op, reply: None });
+        let lease = lease_rows::lease_id(&self.replica_id, scope);
+        let given = batch::shrink_budget_lease(&self.db, user_id, &lease, scope, amount).await;
+        if let Err(err) = given {
+            tracing::warn!(%err, "giving back a lease on a budget failed; it returns when this replica stops");
+        }
     }
 
     /// Gives back every lease no call has used for a while, and forgets
@@ -736,7 +733,7 @@ impl LeaseKeeper {
         let idle_budgets = self.budget_leases.idle(now);
         let returned = idle_budgets.len();
         for (scope, user_id, left) in idle_budgets {
-            self.shrink_budget_lease(user_id, &scope, left);
+            self.shrink_budget_lease(&user_id, &scope, left).await;
         }
         let Some(leases) = &self.leases else {
             return returned;

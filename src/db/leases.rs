@@ -6,8 +6,8 @@
 //! with that replica's other holds when the replica stops beating
 //! (`replicas::release_dead`). On a budget (either backend): a budget hold
 //! of its own (`lease:<replica>:<scope>`), in `budget_windows.reserved`
-//! like the holds of single calls; the billing writer grows and shrinks it
-//! (`db::batch_tx`).
+//! like the holds of single calls, grown and shrunk in transactions of their
+//! own through `db::batch_tx`'s steps (`billing::batch`).
 
 use super::Db;
 

@@ -337,7 +337,7 @@ fn listen_for_changes(
                     Change::User(user_id) => keys.forget_user(user_id),
                     Change::AllKeys | Change::Everything => keys.forget_all(),
                     Change::LeaseRecall(user_id) => leases.give_back(user_id).await,
-                    Change::BudgetLeaseRecall(scope) => leases.give_back_budget(scope),
+                    Change::BudgetLeaseRecall(scope) => leases.give_back_budget(scope).await,
                     Change::Prices => {}
                 }
                 if matches!(change, Change::Prices | Change::Everything) {
