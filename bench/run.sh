@@ -15,8 +15,14 @@
 # without socat the relay is left out).
 #
 #   bench/run.sh [DURATION_SECONDS]
+#   bench/run.sh --backends [DURATION_SECONDS]   # SQLite, one PostgreSQL
+#                                                # replica and two (bench/backends.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [[ "${1:-}" == "--backends" ]]; then
+  shift
+  exec bench/backends.sh "$@"
+fi
 
 duration=${1:-10}
 bin=${BENCH_BIN:-target/release/llm-gateway}

@@ -112,6 +112,11 @@ async fn funded_key_with(
     )
 }
 
+/// How many of `statuses` are `status`.
+fn counted(statuses: &[StatusCode], status: StatusCode) -> i64 {
+    statuses.iter().filter(|s| **s == status).count() as i64
+}
+
 /// Sends `count` chats at once, alternating between the replicas.
 async fn burst(bases: &[String; 2], key: &str, count: usize) -> Vec<StatusCode> {
     burst_over(bases, key, "gpt-4o-mini", count).await
@@ -186,11 +191,8 @@ async fn two_processes_share_rate_limits_and_budgets() {
     let started = minute();
     let statuses = burst(&bases, &key, 30).await;
     let one_window = started == minute();
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-    let limited = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-        .count();
+    let ok = counted(&statuses, StatusCode::OK);
+    let limited = counted(&statuses, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(ok + limited, 30, "{statuses:?}");
     if one_window {
         assert_eq!(ok, 10, "exactly the limit passes");
@@ -206,11 +208,8 @@ async fn two_processes_share_rate_limits_and_budgets() {
     )
     .await;
     let statuses = burst(&bases, &key, 60).await;
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
-    let refused = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
-        .count() as i64;
+    let ok = counted(&statuses, StatusCode::OK);
+    let refused = counted(&statuses, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(ok + refused, 60, "{statuses:?}");
     // Each request holds its estimate: at least max / estimate fit at once,
     // never more than the budget pays for.
@@ -584,11 +583,8 @@ async fn leases_never_overshoot_the_balance() {
         let (key, _) = funded_key_with(&bases[0], &user, "1", json!({})).await;
 
         let statuses = burst_over(&bases, &key, "gpt-4o", 200).await;
-        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
-        let refused = statuses
-            .iter()
-            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
-            .count() as i64;
+        let ok = counted(&statuses, StatusCode::OK);
+        let refused = counted(&statuses, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(ok + refused, 200, "{statuses:?}");
 
         let db = Db::connect(&database.url).await.unwrap();
@@ -693,11 +689,8 @@ async fn budget_leases_never_overshoot_a_budget() {
         assert_eq!(leases, replicas as i64, "one lease on the budget each");
 
         let statuses = burst_over(&bases, &key, "gpt-4o", 200).await;
-        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
-        let refused = statuses
-            .iter()
-            .filter(|s| **s == StatusCode::PAYMENT_REQUIRED)
-            .count() as i64;
+        let ok = counted(&statuses, StatusCode::OK);
+        let refused = counted(&statuses, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(ok + refused, 200, "{statuses:?}");
 
         let scope = format!("key:{key_id}");
@@ -748,11 +741,8 @@ async fn rate_limits_across_two_replicas_stay_within_the_documented_error() {
         if started != minute() {
             continue; // the window turned during the burst: again
         }
-        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count() as i64;
-        let limited = statuses
-            .iter()
-            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
-            .count() as i64;
+        let ok = counted(&statuses, StatusCode::OK);
+        let limited = counted(&statuses, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(ok + limited, 400, "{statuses:?}");
         assert!(ok <= rpm, "{ok} passed a limit of {rpm}");
         assert!(ok >= rpm - most_unused, "only {ok} of {rpm} passed");

@@ -4,8 +4,11 @@
 //! Every replica counts in the same window row (`db::rate_limits`), but not
 //! once per request: a replica claims a slice of the window (some requests
 //! and tokens) in one conditional update, and admits requests out of it in
-//! memory until it runs out. A slice covers about [`SLICE_OF`] of the key's
-//! recent traffic, and at most a twentieth of its limit ([`SLICE_SHARE`]).
+//! memory. A slice covers about [`SLICE_OF`] of the key's recent traffic,
+//! and at most a twentieth of its limit ([`SLICE_SHARE`]). A busy key's
+//! slice is refilled in the background once less than half of it is left;
+//! a quiet key's (under about eight requests a second, a slice of one)
+//! when a request finds it empty.
 //!
 //! Worst-case error, per key and window, with `N` replicas serving it:
 //! - a claim only succeeds within the limit, so the requests (and prompt
@@ -18,7 +21,7 @@
 //!   admitted before it filled, as with any limit on tokens not yet written.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::db::{rate_limits, Db};
@@ -95,9 +98,10 @@ impl Bucket {
         })
     }
 
-    /// The slice to claim so that a request of `tokens` fits: `(requests,
-    /// tokens)` wanted, and the least that lets this request through.
-    fn slice(&self, tokens: i64, limits: RateLimits) -> (Slice, Slice) {
+    /// What a full slice holds: a quarter second of the key's recent
+    /// requests and their prompt tokens, within a twentieth of each limit,
+    /// and room for a request of `tokens`.
+    fn level(&self, tokens: i64, limits: RateLimits) -> Slice {
         let per_request = self.recent_tokens / self.recent_requests.max(1.0);
         // `recent` holds about `rate · HALF_LIFE / ln 2` requests.
         let rate = self.recent_requests * std::f64::consts::LN_2 / (HALF_LIFE_MS / 1000.0);
@@ -110,12 +114,33 @@ impl Bucket {
         } else {
             0
         };
+        (level_requests, level_tokens)
+    }
+
+    /// The slice to claim so that a request of `tokens` fits: `(requests,
+    /// tokens)` wanted, and the least that lets this request through.
+    fn slice(&self, tokens: i64, limits: RateLimits) -> (Slice, Slice) {
+        let (level_requests, level_tokens) = self.level(tokens, limits);
         let least = ((1 - self.requests).max(0), (tokens - self.tokens).max(0));
         let wanted = (
             (level_requests - self.requests).max(least.0),
             (level_tokens - self.tokens).max(least.1),
         );
         (wanted, least)
+    }
+
+    /// What to claim in the background, before the slice runs out: for a
+    /// busy key (a slice of several requests) less than half of whose
+    /// slice is left. A quiet key claims when it needs to.
+    fn refill(&self, limits: RateLimits) -> Option<Slice> {
+        let (level_requests, level_tokens) = self.level(0, limits);
+        if self.claiming || self.full || level_requests < 2 || self.requests * 2 >= level_requests {
+            return None;
+        }
+        Some((
+            level_requests - self.requests,
+            (level_tokens - self.tokens).max(0),
+        ))
     }
 }
 
@@ -130,7 +155,7 @@ impl RateBuckets {
     /// in the window holding `now_ms`: from this replica's slice, or from a
     /// slice it claims of the shared window.
     pub async fn admit(
-        &self,
+        self: &Arc<Self>,
         db: &Db,
         key_id: &str,
         limits: RateLimits,
@@ -148,6 +173,10 @@ impl RateBuckets {
         let (wanted, least) = loop {
             match self.take_or_claim(key_id, window, limits, tokens, now_ms, waits) {
                 Step::Decided(admission) => return Ok(admission),
+                Step::Refill(admission, slice) => {
+                    self.refill_in_background(db, key_id, window, limits, slice);
+                    return Ok(admission);
+                }
                 Step::Claim(wanted, least) => break (wanted, least),
                 Step::Wait => {
                     waits += 1;
@@ -184,7 +213,13 @@ impl RateBuckets {
             bucket.note(tokens, now_ms);
         }
         if let Some(admitted) = bucket.take(tokens) {
-            return Step::Decided(admitted);
+            return match bucket.refill(limits) {
+                Some(slice) => {
+                    bucket.claiming = true;
+                    Step::Refill(admitted, slice)
+                }
+                None => Step::Decided(admitted),
+            };
         }
         if bucket.full && bucket.requests == 0 {
             return Step::Decided(refused(bucket.seen_requests, bucket.seen_tokens));
@@ -195,6 +230,47 @@ impl RateBuckets {
         bucket.claiming = true;
         let (wanted, least) = bucket.slice(tokens, limits);
         Step::Claim(wanted, least)
+    }
+
+    /// Claims `slice` of the key's window for its bucket, in the background.
+    fn refill_in_background(
+        self: &Arc<Self>,
+        db: &Db,
+        key_id: &str,
+        window: i64,
+        limits: RateLimits,
+        slice: Slice,
+    ) {
+        let (buckets, db, key_id) = (self.clone(), db.clone(), key_id.to_string());
+        tokio::spawn(async move {
+            let rpm = limits.rpm.unwrap_or(i64::MAX);
+            let tpm = limits.tpm.unwrap_or(i64::MAX);
+            let claimed =
+                rate_limits::claim(&db, &key_id, window, slice.0, slice.1, rpm, tpm).await;
+            if let Err(err) = &claimed {
+                tracing::warn!(%err, "claiming a rate-limit slice failed");
+            }
+            buckets.refilled(
+                &key_id,
+                window,
+                claimed.ok().flatten().map(|seen| (slice, seen)),
+            );
+        });
+    }
+
+    /// Adds what a claim in the background gave (`None`: nothing) to the
+    /// key's bucket.
+    fn refilled(&self, key_id: &str, window: i64, claimed: Option<(Slice, Slice)>) {
+        let mut buckets = self.lock();
+        let Some(bucket) = buckets.get_mut(key_id) else {
+            return;
+        };
+        bucket.claiming = false;
+        if let (Some(((requests, tokens), seen)), true) = (claimed, bucket.window == window) {
+            bucket.requests += requests;
+            bucket.tokens += tokens;
+            (bucket.seen_requests, bucket.seen_tokens) = seen;
+        }
     }
 
     /// Adds what a claim gave to the key's bucket and takes the request out
@@ -276,6 +352,8 @@ impl RateBuckets {
 enum Step {
     /// Admitted from the slice, or refused: the window is full.
     Decided(Admission),
+    /// Admitted from the slice, which a claim in the background refills.
+    Refill(Admission, Slice),
     Claim(Slice, Slice),
     Wait,
 }
@@ -365,5 +443,35 @@ mod tests {
             buckets.take_or_claim("k", 60_000, limits, 0, 60_000, 0),
             Step::Claim(..)
         ));
+    }
+
+    #[test]
+    fn a_busy_keys_slice_is_refilled_before_it_runs_out() {
+        let mut bucket = Bucket::default();
+        bucket.note(10, 0);
+        bucket.requests = 0;
+        assert_eq!(bucket.refill(limits(1000, None)), None, "a quiet key");
+        // 400 requests a second: a slice of a hundred requests.
+        for i in 0..2_000 {
+            bucket.note(10, i * 5 / 2);
+        }
+        bucket.requests = 60;
+        assert_eq!(
+            bucket.refill(limits(1_000_000, None)),
+            None,
+            "over half left"
+        );
+        bucket.requests = 40;
+        let Some((requests, tokens)) = bucket.refill(limits(1_000_000, None)) else {
+            panic!("under half left");
+        };
+        assert!((50..=70).contains(&requests), "{requests}");
+        assert_eq!(tokens, 0);
+        bucket.claiming = true;
+        assert_eq!(
+            bucket.refill(limits(1_000_000, None)),
+            None,
+            "one claim at a time"
+        );
     }
 }
