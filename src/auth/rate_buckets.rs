@@ -297,16 +297,19 @@ impl RateBuckets {
                 return Ok(refused(counts.0, counts.1));
             }
         };
-        if current {
-            bucket.requests += requests;
-            bucket.tokens += claimed_tokens;
-            (bucket.seen_requests, bucket.seen_tokens) = seen;
-        }
-        Ok(bucket.take(tokens).unwrap_or(Admission {
-            admitted: true, // claimed for this request, in a window now past
+        let admitted = Admission {
+            admitted: true,
             requests: seen.0,
             tokens: seen.1,
-        }))
+        };
+        if !current {
+            return Ok(admitted); // claimed for it in a window now past
+        }
+        bucket.requests += requests;
+        bucket.tokens += claimed_tokens;
+        (bucket.seen_requests, bucket.seen_tokens) = seen;
+        // What was claimed covers at least this request.
+        Ok(bucket.take(tokens).unwrap_or(admitted))
     }
 
     /// Claims `wanted` of the shared window, or at least `least`: what was
