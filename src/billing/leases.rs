@@ -238,12 +238,12 @@ impl Leases {
         }
     }
 
-    /// Releases a call's hold of `held` and takes its whole `cost` from the
-    /// lease (which the writer then takes from the lease's row, down to
-    /// nothing); `false` when the call held nothing of a lease.
-    pub fn settle(&self, user_id: &str, held: i64, cost: i64) -> bool {
+    /// Releases a call's hold of `held` on lease `key` and takes its whole
+    /// `cost` from it (which the writer then takes from the lease's row,
+    /// down to nothing); `false` when this replica holds no such lease.
+    pub fn settle(&self, key: &str, held: i64, cost: i64) -> bool {
         let mut leases = self.lock();
-        let Some(lease) = leases.get_mut(user_id) else {
+        let Some(lease) = leases.get_mut(key) else {
             return false;
         };
         lease.held = (lease.held - held).max(0);
@@ -264,9 +264,9 @@ impl Leases {
         Some((lease.owner.clone(), free))
     }
 
-    /// Forgets the leases no call has held for [`LeaseSizing::idle`] and that no
-    /// call holds or grows now; returns each one's key, owner and what it
-    /// had left, for the caller to give back.
+    /// Forgets the leases no call has held for [`LeaseSizing::idle`] and
+    /// that no call holds or grows now; returns each one's key, owner and
+    /// what it had left, for the caller to give back.
     pub fn idle(&self, now: Instant) -> Vec<(String, String, i64)> {
         let mut leases = self.lock();
         let idle: Vec<String> = leases
@@ -303,9 +303,9 @@ impl Leases {
         self.lock().clear();
     }
 
-    /// What the user's calls in flight hold of the lease.
-    pub fn held(&self, user_id: &str) -> i64 {
-        self.lock().get(user_id).map_or(0, |lease| lease.held)
+    /// What calls in flight hold of lease `key`.
+    pub fn held(&self, key: &str) -> i64 {
+        self.lock().get(key).map_or(0, |lease| lease.held)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
