@@ -113,29 +113,26 @@ new_database() {
 first=http://127.0.0.1:$first_port
 second=http://127.0.0.1:$second_port
 
-echo "SQLite" >&2
-gateway=http://127.0.0.1:$sqlite_port
-pid=$(start_gateway $sqlite_port "sqlite://$work/bench.db")
-pids+=("$pid")
-wait_for "$gateway/health"
-key=$(bench_key "$gateway")
-measure "SQLite" "$gateway"
-key=$(limited_key "$gateway")
-measure "SQLite, a key with a budget and rate limits" "$gateway"
-stop "$pid"
+# Measures one gateway on PORT with DATABASE_URL, labelled LABEL: a plain
+# key, then a key with a budget and rate limits.
+one_gateway() {
+  local label=$1 port=$2 url=$3 gateway pid
+  echo "$label" >&2
+  rm -f "$work/cookies"
+  gateway=http://127.0.0.1:$port
+  pid=$(start_gateway "$port" "$url")
+  pids+=("$pid")
+  wait_for "$gateway/health"
+  key=$(bench_key "$gateway")
+  measure "$label" "$gateway"
+  key=$(limited_key "$gateway")
+  measure "$label, a key with a budget and rate limits" "$gateway"
+  stop "$pid"
+}
 
-echo "PostgreSQL, one replica" >&2
-rm -f "$work/cookies"
+one_gateway "SQLite" $sqlite_port "sqlite://$work/bench.db"
 new_database one
-gateway=http://127.0.0.1:$one_port
-pid=$(start_gateway $one_port "$database_url")
-pids+=("$pid")
-wait_for "$gateway/health"
-key=$(bench_key "$gateway")
-measure "PostgreSQL, one replica" "$gateway"
-key=$(limited_key "$gateway")
-measure "PostgreSQL, one replica, a key with a budget and rate limits" "$gateway"
-stop "$pid"
+one_gateway "PostgreSQL, one replica" $one_port "$database_url"
 
 echo "PostgreSQL, two replicas" >&2
 rm -f "$work/cookies"

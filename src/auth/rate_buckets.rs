@@ -200,7 +200,12 @@ impl RateBuckets {
         waits: usize,
     ) -> Step {
         let mut buckets = self.lock();
-        let bucket = buckets.entry(key_id.to_string()).or_default();
+        if !buckets.contains_key(key_id) {
+            buckets.insert(key_id.to_string(), Bucket::default());
+        }
+        let Some(bucket) = buckets.get_mut(key_id) else {
+            unreachable!("inserted above");
+        };
         if bucket.window != window {
             // A new window: what was left of the last one is gone.
             bucket.window = window;

@@ -287,14 +287,10 @@ impl Leases {
             .collect()
     }
 
-    /// How many leases the book keeps.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Whether the book keeps no lease.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Forgets every lease (their rows were released: this replica was
