@@ -122,9 +122,12 @@ async fn burst(bases: &[String; 2], key: &str, count: usize) -> Vec<StatusCode> 
     burst_over(bases, key, "gpt-4o-mini", count).await
 }
 
-/// Waits until no call holds anything (the replicas' leases hold only
-/// unused credit); returns what the budget window spent.
-async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
+/// Waits until `records` of the user's calls are written (a call's record,
+/// debit and budget spend land in one transaction) and none holds anything
+/// (the replicas' leases hold only unused credit); returns what the budget
+/// window spent.
+async fn settled_spend(db: &Db, user_id: &str, scope: &str, records: i64) -> i64 {
+    recorded(db, user_id, records).await;
     for _ in 0..400 {
         let (balance, reserved) = ledger::balance(db, user_id).await.unwrap().unwrap();
         let Db::Postgres(pool) = db else {
@@ -144,6 +147,27 @@ async fn settled_spend(db: &Db, user_id: &str, scope: &str) -> i64 {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     panic!("holds were never settled");
+}
+
+/// Waits until the user has `count` usage records: every metered call,
+/// served or refused, leaves one.
+async fn recorded(db: &Db, user_id: &str, count: i64) {
+    let Db::Postgres(pool) = db else {
+        unreachable!()
+    };
+    let mut written = 0;
+    for _ in 0..400 {
+        written = sqlx::query_scalar("SELECT COUNT(*) FROM usage_records WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if written >= count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{user_id} has {written} usage records, not {count}");
 }
 
 /// A config file for replicas on `database`, in front of `mock`.
@@ -218,7 +242,7 @@ async fn two_processes_share_rate_limits_and_budgets() {
     let estimate = prompt * 180 + 6 * 720;
     assert!((max / estimate..=10).contains(&ok), "{ok} passed");
     let db = Db::connect(&database.url).await.unwrap();
-    let spent = settled_spend(&db, "shared-budget", &format!("key:{key_id}")).await;
+    let spent = settled_spend(&db, "shared-budget", &format!("key:{key_id}"), 60).await;
     assert_eq!(
         spent,
         ok * COST,
@@ -549,9 +573,11 @@ fn calls_paid(mut credit: i64) -> usize {
     calls
 }
 
-/// Waits until the user's calls hold nothing (leases aside), then checks
-/// the books: the ledger equals the balance; returns the balance.
-async fn settled_balance(db: &Db, user_id: &str) -> i64 {
+/// Waits until `records` of the user's calls are written and none holds
+/// anything (leases aside), then checks the books: the ledger equals the
+/// balance; returns the balance.
+async fn settled_balance(db: &Db, user_id: &str, records: i64) -> i64 {
+    recorded(db, user_id, records).await;
     for _ in 0..400 {
         let (balance, reserved) = ledger::balance(db, user_id).await.unwrap().unwrap();
         let leased = llm_gateway::db::leases::total(db, user_id).await.unwrap();
@@ -588,7 +614,7 @@ async fn leases_never_overshoot_the_balance() {
         assert_eq!(ok + refused, 200, "{statuses:?}");
 
         let db = Db::connect(&database.url).await.unwrap();
-        let balance = settled_balance(&db, &user).await;
+        let balance = settled_balance(&db, &user, 200).await;
         let credit = 1_000_000_000;
         assert_eq!(balance, credit - ok * PRICEY_COST, "{ok} calls served");
         assert!(balance >= 0, "{replicas} replicas overshot: {balance}");
@@ -647,7 +673,7 @@ async fn a_small_balance_is_spent_exactly_across_two_replicas() {
         );
         let db = Db::connect(&database.url).await.unwrap();
         assert_eq!(
-            settled_balance(&db, "small").await,
+            settled_balance(&db, "small", statuses.len() as i64).await,
             200_000_000 - paid as i64 * PRICEY_COST
         );
         db.close().await;
@@ -694,8 +720,9 @@ async fn budget_leases_never_overshoot_a_budget() {
         assert_eq!(ok + refused, 200, "{statuses:?}");
 
         let scope = format!("key:{key_id}");
-        let spent = settled_spend(&db, &user, &scope).await;
-        let cheap = 10_000_000_000 - settled_balance(&db, &user).await - ok * PRICEY_COST;
+        let records = 2 * replicas as i64 + 200;
+        let spent = settled_spend(&db, &user, &scope, records).await;
+        let cheap = 10_000_000_000 - settled_balance(&db, &user, records).await - ok * PRICEY_COST;
         assert!(cheap > 0 && cheap < 1_000_000, "the cheap calls: {cheap}");
         assert_eq!(spent, cheap + ok * PRICEY_COST, "the budget counts it all");
         assert!(

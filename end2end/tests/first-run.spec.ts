@@ -39,6 +39,8 @@ test("config.example.yml: sign up as the admin, stream a demo reply, see its cos
   });
   await expect(reply.locator(".turn-text")).toHaveText(/provider\.$/);
   await expect(reply.getByTestId("reply-cost")).toBeVisible();
+  // The playground's balance moves once the call is settled.
+  await expect(page.getByTestId("balance")).not.toHaveText("$5.00");
 
   // A second account is not the admin, and is not told it would be.
   const other = await page.context().browser()!.newPage();

@@ -56,7 +56,11 @@ test("top up, call with the OpenAI SDK, and be billed exactly", async ({ page, b
   // The usage page lists the request with the cost the SDK was told.
   await page.getByRole("link", { name: "Usage" }).click();
   const row = page.locator(`tr[data-request-id="${requestId}"]`);
-  await expect(row).toBeVisible();
+  // The recorder writes usage in the background: reload until the row is in.
+  await expect(async () => {
+    if (!(await row.isVisible())) await page.reload();
+    await expect(row).toBeVisible({ timeout: 1_000 });
+  }).toPass();
   await expect(row).toContainText("gpt-4o-mini");
   await expect(row).toContainText(secret.slice(0, 13));
   await expect(row).toContainText(
