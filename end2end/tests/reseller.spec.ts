@@ -58,8 +58,12 @@ test("top up, call with the OpenAI SDK, and be billed exactly", async ({ page, b
   const row = page.locator(`tr[data-request-id="${requestId}"]`);
   // The recorder writes usage in the background: reload until the row is in.
   await expect(async () => {
-    if (!(await row.isVisible())) await page.reload();
-    await expect(row).toBeVisible({ timeout: 1_000 });
+    try {
+      await expect(row).toBeVisible({ timeout: 1_000 });
+    } catch (missing) {
+      await page.reload();
+      throw missing;
+    }
   }).toPass();
   await expect(row).toContainText("gpt-4o-mini");
   await expect(row).toContainText(secret.slice(0, 13));
