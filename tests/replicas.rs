@@ -118,7 +118,7 @@ fn counted(statuses: &[StatusCode], status: StatusCode) -> i64 {
 }
 
 /// Sends `count` chats at once, alternating between the replicas.
-async fn burst(bases: &[String; 2], key: &str, count: usize) -> Vec<StatusCode> {
+async fn burst(bases: &[String], key: &str, count: usize) -> Vec<StatusCode> {
     burst_over(bases, key, "gpt-4o-mini", count).await
 }
 
@@ -170,6 +170,31 @@ async fn recorded(db: &Db, user_id: &str, count: i64) {
     panic!("{user_id} has {written} usage records, not {count}");
 }
 
+/// Replicas on a database of their own, in front of a mock.
+struct Cluster {
+    // Dropped in this order: the replicas before their config and database.
+    _running: Vec<Replica>,
+    bases: Vec<String>,
+    _dir: tempfile::TempDir,
+    database: TestDatabase,
+}
+
+/// Starts `count` replicas, one at a time (the first migrates the
+/// database), with `extra` YAML appended to their config.
+async fn cluster(backend: &Backend, count: usize, extra: &str) -> Cluster {
+    let database = TestDatabase::create(backend).await;
+    let mock = start_mock().await;
+    let (dir, config) = replica_config_with(&database, &mock, extra);
+    let running: Vec<Replica> = (0..count).map(|_| spawn_replica(&config)).collect();
+    let bases = running.iter().map(|r| r.base.clone()).collect();
+    Cluster {
+        _running: running,
+        bases,
+        _dir: dir,
+        database,
+    }
+}
+
 /// A config file for replicas on `database`, in front of `mock`.
 fn replica_config(database: &TestDatabase, mock: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     replica_config_with(database, mock, "")
@@ -202,18 +227,13 @@ async fn two_processes_share_rate_limits_and_budgets() {
     let Some(backend) = Backend::postgres().await else {
         return;
     };
-    let database = TestDatabase::create(&backend).await;
-    let mock = start_mock().await;
-    let (_dir, config) = replica_config(&database, &mock);
-    // The first replica migrates the database before the second starts.
-    let first = spawn_replica(&config);
-    let second = spawn_replica(&config);
-    let bases = [first.base.clone(), second.base.clone()];
+    let cluster = cluster(&backend, 2, "").await;
+    let bases = &cluster.bases;
 
     let (key, _) = funded_key(&bases[0], "shared-rpm", json!({"rpm_limit": 10})).await;
     let minute = || llm_gateway::clock::Clock::default().now_ms() / 60_000;
     let started = minute();
-    let statuses = burst(&bases, &key, 30).await;
+    let statuses = burst(bases, &key, 30).await;
     let one_window = started == minute();
     let ok = counted(&statuses, StatusCode::OK);
     let limited = counted(&statuses, StatusCode::TOO_MANY_REQUESTS);
@@ -231,7 +251,7 @@ async fn two_processes_share_rate_limits_and_budgets() {
         json!({"max_budget": llm_gateway::billing::money::format_usd(max)}),
     )
     .await;
-    let statuses = burst(&bases, &key, 60).await;
+    let statuses = burst(bases, &key, 60).await;
     let ok = counted(&statuses, StatusCode::OK);
     let refused = counted(&statuses, StatusCode::PAYMENT_REQUIRED);
     assert_eq!(ok + refused, 60, "{statuses:?}");
@@ -241,7 +261,7 @@ async fn two_processes_share_rate_limits_and_budgets() {
         llm_gateway::billing::estimate::prompt_tokens(small_chat().as_object().unwrap(), &[]);
     let estimate = prompt * 180 + 6 * 720;
     assert!((max / estimate..=10).contains(&ok), "{ok} passed");
-    let db = Db::connect(&database.url).await.unwrap();
+    let db = Db::connect(&cluster.database.url).await.unwrap();
     let spent = settled_spend(&db, "shared-budget", &format!("key:{key_id}"), 60).await;
     assert_eq!(
         spent,
@@ -250,7 +270,6 @@ async fn two_processes_share_rate_limits_and_budgets() {
     );
     assert!(spent <= max);
     db.close().await;
-    drop((first, second));
 }
 
 /// How many reservations a user's requests hold, and what users.reserved says.
@@ -600,20 +619,16 @@ async fn leases_never_overshoot_the_balance() {
         return;
     };
     for replicas in [2, 3] {
-        let database = TestDatabase::create(&backend).await;
-        let mock = start_mock().await;
-        let (_dir, config) = replica_config(&database, &mock);
-        let running: Vec<Replica> = (0..replicas).map(|_| spawn_replica(&config)).collect();
-        let bases: Vec<String> = running.iter().map(|r| r.base.clone()).collect();
+        let cluster = cluster(&backend, replicas, "").await;
         let user = format!("leased-{replicas}");
-        let (key, _) = funded_key_with(&bases[0], &user, "1", json!({})).await;
+        let (key, _) = funded_key_with(&cluster.bases[0], &user, "1", json!({})).await;
 
-        let statuses = burst_over(&bases, &key, "gpt-4o", 200).await;
+        let statuses = burst_over(&cluster.bases, &key, "gpt-4o", 200).await;
         let ok = counted(&statuses, StatusCode::OK);
         let refused = counted(&statuses, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(ok + refused, 200, "{statuses:?}");
 
-        let db = Db::connect(&database.url).await.unwrap();
+        let db = Db::connect(&cluster.database.url).await.unwrap();
         let balance = settled_balance(&db, &user, 200).await;
         let credit = 1_000_000_000;
         assert_eq!(balance, credit - ok * PRICEY_COST, "{ok} calls served");
@@ -625,7 +640,6 @@ async fn leases_never_overshoot_the_balance() {
             "{replicas} replicas: only {ok} served, {balance} left"
         );
         db.close().await;
-        drop(running);
     }
 }
 
@@ -639,11 +653,8 @@ async fn a_small_balance_is_spent_exactly_across_two_replicas() {
         return;
     };
     for leases in ["credit_leases: {min_usd: 1}\n", ""] {
-        let database = TestDatabase::create(&backend).await;
-        let mock = start_mock().await;
-        let (_dir, config) = replica_config_with(&database, &mock, leases);
-        let running = [spawn_replica(&config), spawn_replica(&config)];
-        let bases: Vec<String> = running.iter().map(|r| r.base.clone()).collect();
+        let cluster = cluster(&backend, 2, leases).await;
+        let bases = &cluster.bases;
         let (key, _) = funded_key_with(&bases[0], "small", "0.2", json!({})).await;
         let client = reqwest::Client::new();
         let mut body = small_chat();
@@ -671,13 +682,12 @@ async fn a_small_balance_is_spent_exactly_across_two_replicas() {
                 .all(|s| *s == StatusCode::PAYMENT_REQUIRED),
             "{leases:?}: {statuses:?}"
         );
-        let db = Db::connect(&database.url).await.unwrap();
+        let db = Db::connect(&cluster.database.url).await.unwrap();
         assert_eq!(
             settled_balance(&db, "small", statuses.len() as i64).await,
             200_000_000 - paid as i64 * PRICEY_COST
         );
         db.close().await;
-        drop(running);
     }
 }
 
@@ -692,18 +702,15 @@ async fn budget_leases_never_overshoot_a_budget() {
         return;
     };
     for replicas in [2, 3] {
-        let database = TestDatabase::create(&backend).await;
-        let mock = start_mock().await;
-        let (_dir, config) = replica_config(&database, &mock);
-        let running: Vec<Replica> = (0..replicas).map(|_| spawn_replica(&config)).collect();
-        let bases: Vec<String> = running.iter().map(|r| r.base.clone()).collect();
+        let cluster = cluster(&backend, replicas, "").await;
+        let bases = &cluster.bases;
         let user = format!("budgeted-{replicas}");
         let (key, key_id) =
             funded_key_with(&bases[0], &user, "10", json!({"max_budget": "1"})).await;
-        let db = Db::connect(&database.url).await.unwrap();
+        let db = Db::connect(&cluster.database.url).await.unwrap();
 
         // A few cheap calls on each replica: each takes a lease on the budget.
-        burst_over(&bases, &key, "gpt-4o-mini", 2 * replicas).await;
+        burst_over(bases, &key, "gpt-4o-mini", 2 * replicas).await;
         let Db::Postgres(pool) = &db else {
             unreachable!()
         };
@@ -714,7 +721,7 @@ async fn budget_leases_never_overshoot_a_budget() {
                 .unwrap();
         assert_eq!(leases, replicas as i64, "one lease on the budget each");
 
-        let statuses = burst_over(&bases, &key, "gpt-4o", 200).await;
+        let statuses = burst_over(bases, &key, "gpt-4o", 200).await;
         let ok = counted(&statuses, StatusCode::OK);
         let refused = counted(&statuses, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(ok + refused, 200, "{statuses:?}");
@@ -734,7 +741,6 @@ async fn budget_leases_never_overshoot_a_budget() {
             "{replicas} replicas: only {ok} served, {spent} spent"
         );
         db.close().await;
-        drop(running);
     }
 }
 
@@ -747,12 +753,9 @@ async fn rate_limits_across_two_replicas_stay_within_the_documented_error() {
     let Some(backend) = Backend::postgres().await else {
         return;
     };
-    let database = TestDatabase::create(&backend).await;
-    let mock = start_mock().await;
-    let (_dir, config) = replica_config(&database, &mock);
-    let running = [spawn_replica(&config), spawn_replica(&config)];
-    let bases = [running[0].base.clone(), running[1].base.clone()];
-    let db = Db::connect(&database.url).await.unwrap();
+    let cluster = cluster(&backend, 2, "").await;
+    let bases = &cluster.bases;
+    let db = Db::connect(&cluster.database.url).await.unwrap();
     let minute = || llm_gateway::clock::Clock::default().now_ms() / 60_000;
     let rpm = 200;
     let most_unused = rpm / llm_gateway::auth::rate_buckets::SLICE_SHARE;
@@ -764,7 +767,7 @@ async fn rate_limits_across_two_replicas_stay_within_the_documented_error() {
         )
         .await;
         let started = minute();
-        let statuses = burst(&bases, &key, 400).await;
+        let statuses = burst(bases, &key, 400).await;
         if started != minute() {
             continue; // the window turned during the burst: again
         }
@@ -794,14 +797,10 @@ async fn idle_leases_go_back() {
     let Some(backend) = Backend::postgres().await else {
         return;
     };
-    let database = TestDatabase::create(&backend).await;
-    let mock = start_mock().await;
-    let (_dir, config) =
-        replica_config_with(&database, &mock, "credit_leases: {idle_seconds: 1}\n");
-    let running = [spawn_replica(&config)];
-    let bases = [running[0].base.clone()];
+    let cluster = cluster(&backend, 1, "credit_leases: {idle_seconds: 1}\n").await;
+    let bases = &cluster.bases;
     let (key, key_id) = funded_key_with(&bases[0], "idler", "10", json!({"max_budget": "1"})).await;
-    let db = Db::connect(&database.url).await.unwrap();
+    let db = Db::connect(&cluster.database.url).await.unwrap();
     let scope = format!("key:{key_id}");
     let leased = || async {
         let credit = llm_gateway::db::leases::total(&db, "idler").await.unwrap();
@@ -821,7 +820,7 @@ async fn idle_leases_go_back() {
         (credit, budget)
     };
     for _ in 0..2 {
-        let statuses = burst_over(&bases, &key, "gpt-4o-mini", 3).await;
+        let statuses = burst_over(bases, &key, "gpt-4o-mini", 3).await;
         assert!(
             statuses.iter().all(|s| *s == StatusCode::OK),
             "{statuses:?}"
@@ -839,5 +838,4 @@ async fn idle_leases_go_back() {
         assert_eq!(balance, ledger::ledger_sum(&db, "idler").await.unwrap());
     }
     db.close().await;
-    drop(running);
 }
