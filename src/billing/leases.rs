@@ -73,8 +73,8 @@ struct Lease {
     granted: i64,
     /// Held by calls in flight.
     held: i64,
-    /// Recent spending, each amount decaying by half a second
-    /// ([`HALF_LIFE`]); a steady rate `r` keeps it at `r·HALF_LIFE/ln 2`.
+    /// Recent spending, each amount halving every [`HALF_LIFE`]; a steady
+    /// rate `r` keeps it at `r·HALF_LIFE/ln 2`.
     recent: f64,
     last_hold: Instant,
     /// Recalled: a reservation per call until then.
@@ -268,22 +268,14 @@ impl Leases {
     /// that no call holds or grows now; returns each one's key, owner and
     /// what it had left, for the caller to give back.
     pub fn idle(&self, now: Instant) -> Vec<(String, String, i64)> {
-        let mut leases = self.lock();
-        let idle: Vec<String> = leases
-            .iter()
-            .filter(|(_, lease)| {
+        self.lock()
+            .extract_if(|_, lease| {
                 lease.held == 0
                     && !lease.growing
                     && now.saturating_duration_since(lease.last_hold) >= self.sizing.idle
                     && lease.per_call_until.is_none_or(|until| now >= until)
             })
-            .map(|(key, _)| key.clone())
-            .collect();
-        idle.into_iter()
-            .filter_map(|key| {
-                let lease = leases.remove(&key)?;
-                Some((key, lease.owner, lease.granted))
-            })
+            .map(|(key, lease)| (key, lease.owner, lease.granted))
             .collect()
     }
 
